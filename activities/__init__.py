@@ -1,0 +1,1 @@
+"""Activities: everything that talks to the outside world (providers, merchants)."""

@@ -1,0 +1,43 @@
+"""Payment activities: create, query and close a payment at its provider."""
+
+from __future__ import annotations
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from providers.base import ProviderAdapter, ProviderRejected
+from tempay.domain import CloseOutcome, CreatedPayment, PaymentObservation, PaymentOrder
+
+
+class PaymentActivities:
+    """Bound to the worker's provider adapters, so connections are shared across calls."""
+
+    def __init__(self, adapters: dict[str, ProviderAdapter]) -> None:
+        self._adapters = adapters
+
+    def _adapter(self, name: str) -> ProviderAdapter:
+        try:
+            return self._adapters[name]
+        except KeyError:
+            raise ApplicationError(
+                f"unknown provider {name!r}", type="UnknownProvider", non_retryable=True
+            ) from None
+
+    @activity.defn(name="create_payment")
+    async def create_payment(self, order: PaymentOrder) -> CreatedPayment:
+        # The provider is idempotent by order number, so a retry returns the same trade.
+        try:
+            return await self._adapter(order.provider).create_payment(order)
+        except ProviderRejected as exc:
+            raise ApplicationError(str(exc), type="ProviderRejected", non_retryable=True) from exc
+
+    @activity.defn(name="query_payment")
+    async def query_payment(self, order: PaymentOrder) -> PaymentObservation:
+        return await self._adapter(order.provider).query_payment(order)
+
+    @activity.defn(name="close_payment")
+    async def close_payment(self, order: PaymentOrder) -> CloseOutcome:
+        try:
+            return await self._adapter(order.provider).close_payment(order)
+        except ProviderRejected as exc:
+            raise ApplicationError(str(exc), type="ProviderRejected", non_retryable=True) from exc

@@ -1,0 +1,1 @@
+"""Provider adapters (one module or package each) and the sandbox provider."""

@@ -1,0 +1,72 @@
+"""Sandbox provider settings (env `TEMPAY_SANDBOX_*`) and its runtime-adjustable faults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# A probability: the share of notifications or status queries a fault hits.
+Rate = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class SandboxSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TEMPAY_SANDBOX_", populate_by_name=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8001, ge=0, le=65535)
+    # Base of every payment_url: what a payer's browser can reach.
+    public_url: str = "http://127.0.0.1:8001"
+    # Multiplies the notification retry schedule (4m, 10m, ... 15h); tests use a tiny value.
+    time_scale: Seconds = 1.0
+    drop_rate: Rate = 0
+    duplicate_rate: Rate = 0
+    reorder_window: Seconds = 0
+    delay_seconds: Seconds = 0
+    status_fail_rate: Rate = 0
+    status_delay_seconds: Seconds = 0
+    delivery_timeout: float = Field(default=10, gt=0, allow_inf_nan=False)
+    delivery_concurrency: int = Field(default=32, ge=1)
+    # Shared with the rest of tempay, hence no sandbox prefix.
+    data_dir: Path = Field(default=Path(".tempay"), validation_alias="TEMPAY_DATA_DIR")
+
+    @property
+    def directory(self) -> Path:
+        """Holds sandbox.db and the notification key pair."""
+        return self.data_dir / "sandbox"
+
+
+class Faults(BaseModel):
+    """Faults the sandbox injects now; starts from settings, changed with PUT /sandbox/faults."""
+
+    drop_rate: Rate = 0
+    duplicate_rate: Rate = 0
+    reorder_window: Seconds = 0
+    delay_seconds: Seconds = 0
+    status_fail_rate: Rate = 0
+    status_delay_seconds: Seconds = 0
+
+    @classmethod
+    def from_settings(cls, settings: SandboxSettings) -> Faults:
+        return cls.model_validate(settings.model_dump(include=set(cls.model_fields)))
+
+    def apply(self, patch: FaultsPatch) -> None:
+        # The patch is validated as a whole first, so a bad field changes nothing.
+        for name, value in patch.model_dump(exclude_unset=True, exclude_none=True).items():
+            setattr(self, name, value)
+
+
+class FaultsPatch(BaseModel):
+    """A partial update of the faults: omitted fields keep their value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    drop_rate: Rate | None = None
+    duplicate_rate: Rate | None = None
+    reorder_window: Seconds | None = None
+    delay_seconds: Seconds | None = None
+    status_fail_rate: Rate | None = None
+    status_delay_seconds: Seconds | None = None

@@ -1,0 +1,36 @@
+"""The bare baseline the benchmark compares against: the same count of activities, updates
+and signals as a payment, with empty bodies and no provider, webhook or signature."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import activity, workflow
+
+
+@activity.defn(name="bare_activity")
+async def bare_activity() -> str:
+    return ""
+
+
+@workflow.defn
+class BareSettlementWorkflow:
+    def __init__(self) -> None:
+        self._started = False
+        self._signalled = False
+
+    @workflow.run
+    async def run(self) -> str:
+        await workflow.execute_activity(bare_activity, start_to_close_timeout=timedelta(seconds=30))
+        self._started = True
+        await workflow.wait_condition(lambda: self._signalled)
+        return "done"
+
+    @workflow.update
+    async def checkout(self) -> str:
+        await workflow.wait_condition(lambda: self._started)
+        return ""
+
+    @workflow.signal
+    def notify(self) -> None:
+        self._signalled = True

@@ -1,0 +1,229 @@
+"""Domain and wire types shared by workflows, activities, the webhook service and the CLI.
+
+Money is Decimal with the currency's minor units; on the wire it is a string ("10.00").
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# ISO 4217 minor units for the currencies tempay accepts.
+MINOR_UNITS: dict[str, int] = {
+    "AUD": 2,
+    "CAD": 2,
+    "CHF": 2,
+    "CNY": 2,
+    "EUR": 2,
+    "GBP": 2,
+    "HKD": 2,
+    "IDR": 2,
+    "INR": 2,
+    "JPY": 0,
+    "KRW": 0,
+    "MOP": 2,
+    "MYR": 2,
+    "NZD": 2,
+    "PHP": 2,
+    "SGD": 2,
+    "THB": 2,
+    "TWD": 2,
+    "USD": 2,
+    "VND": 0,
+}
+
+ORDER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+
+class InvalidInput(ValueError):
+    """Input a user can fix: the message says what is wrong."""
+
+
+def parse_currency(code: str) -> str:
+    currency = code.strip().upper()
+    if currency not in MINOR_UNITS:
+        raise InvalidInput(
+            f"unknown currency {code!r}: use an ISO 4217 code such as CNY, USD, EUR or JPY"
+        )
+    return currency
+
+
+def parse_amount(text: str | Decimal, currency: str) -> Decimal:
+    """An exact, positive amount with at most the currency's minor units."""
+    currency = parse_currency(currency)
+    raw = str(text).strip()
+    try:
+        amount = Decimal(raw)
+    except InvalidOperation:
+        raise InvalidInput(f"amount {raw!r} is not a decimal number such as 10.00") from None
+    if not amount.is_finite() or amount <= 0:
+        raise InvalidInput(f"amount {raw!r} must be a positive number")
+    exponent = amount.as_tuple().exponent
+    assert isinstance(exponent, int)
+    if -exponent > MINOR_UNITS[currency]:
+        raise InvalidInput(
+            f"amount {raw!r} has more decimal places than {currency} allows "
+            f"({MINOR_UNITS[currency]})"
+        )
+    return amount.quantize(Decimal(1).scaleb(-MINOR_UNITS[currency]))
+
+
+def format_amount(amount: Decimal, currency: str) -> str:
+    return str(amount.quantize(Decimal(1).scaleb(-MINOR_UNITS[currency])))
+
+
+def parse_order_id(order_id: str) -> str:
+    if not ORDER_ID_PATTERN.match(order_id):
+        raise InvalidInput(
+            f"order id {order_id!r} must be 1-64 characters of letters, digits, '_', '-' or '.'"
+        )
+    return order_id
+
+
+class TransactionKind(StrEnum):
+    PAYMENT = "payment"
+    RECHARGE = "recharge"
+    REFUND = "refund"
+    WITHDRAWAL = "withdrawal"
+
+
+class TransactionStatus(StrEnum):
+    CREATED = "CREATED"
+    PENDING = "PENDING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    EXPIRED = "EXPIRED"
+    NEEDS_REVIEW = "NEEDS_REVIEW"
+    PARTIALLY_REFUNDED = "PARTIALLY_REFUNDED"
+    REFUNDED = "REFUNDED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self not in (TransactionStatus.CREATED, TransactionStatus.PENDING)
+
+
+class ProviderPaymentState(StrEnum):
+    """A provider's view of a payment, mapped once in each provider adapter."""
+
+    PENDING = "PENDING"  # waiting for the payer
+    PAID = "PAID"  # money received
+    FAILED = "FAILED"  # payer declined or the payment failed
+    CLOSED = "CLOSED"  # closed unpaid
+
+
+def payment_workflow_id(order_id: str) -> str:
+    return f"payment-{order_id}"
+
+
+class SettlementTiming(BaseModel):
+    """When to ask the provider, and when to give up on the payer."""
+
+    first_status_query_delay: timedelta = timedelta(seconds=60)
+    status_query_backoff_cap: timedelta = timedelta(minutes=10)
+    expires_after: timedelta = timedelta(minutes=30)
+    late_payment_window: timedelta = timedelta(hours=24)
+
+
+class PaymentOrder(BaseModel):
+    """The input of a payment (or recharge) workflow: the merchant's order."""
+
+    model_config = ConfigDict(frozen=True)
+
+    order_id: str
+    amount: Decimal
+    currency: str
+    kind: TransactionKind = TransactionKind.PAYMENT
+    provider: str = "sandbox"
+    channel: str = "alipay_wap"
+    subject: str = ""
+    notify_url: str = ""
+    return_url: str = ""
+    account_id: str | None = None
+    timing: SettlementTiming = Field(default_factory=SettlementTiming)
+
+    @field_validator("order_id")
+    @classmethod
+    def _order_id(cls, value: str) -> str:
+        return parse_order_id(value)
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        return parse_currency(value)
+
+    def model_post_init(self, _context: object) -> None:
+        parse_amount(self.amount, self.currency)
+
+    @property
+    def workflow_id(self) -> str:
+        return payment_workflow_id(self.order_id)
+
+
+class CreatedPayment(BaseModel):
+    """What the provider answered to 'create a payment'."""
+
+    provider_trade_no: str
+    payment_url: str
+
+
+class PaymentObservation(BaseModel):
+    """One thing the provider told us about a payment: a notification or a status answer."""
+
+    order_id: str
+    provider: str
+    state: ProviderPaymentState
+    provider_trade_no: str | None = None
+    amount: Decimal | None = None
+    currency: str | None = None
+    occurred_at: datetime | None = None
+    source: Literal["notification", "status_query", "close"] = "notification"
+    notification_id: str | None = None
+
+
+class CloseOutcome(BaseModel):
+    """The provider's answer to 'close this unpaid order'."""
+
+    closed: bool
+    # When the provider refused because the payer already paid, what it reported.
+    observation: PaymentObservation | None = None
+
+
+class CheckoutInfo(BaseModel):
+    """What a starter gets back as soon as the provider has created the payment."""
+
+    workflow_id: str
+    order_id: str
+    status: TransactionStatus
+    payment_url: str | None = None
+    provider_trade_no: str | None = None
+
+
+class PaymentView(BaseModel):
+    """The transaction as `tempay status` and the query handler show it."""
+
+    workflow_id: str
+    order_id: str
+    kind: TransactionKind
+    provider: str
+    status: TransactionStatus
+    amount: Decimal
+    currency: str
+    paid_amount: Decimal | None = None
+    paid_currency: str | None = None
+    payment_url: str | None = None
+    provider_trade_no: str | None = None
+    account_id: str | None = None
+    notifications_received: int = 0
+    duplicate_notifications: int = 0
+    status_queries: int = 0
+    last_status_query_at: datetime | None = None
+    next_status_query_at: datetime | None = None
+    expires_at: datetime | None = None
+    settled_at: datetime | None = None
+    settled_by: str | None = None
+    review_reason: str | None = None

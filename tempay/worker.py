@@ -1,0 +1,55 @@
+"""The tempay worker: payment workflows and the activities that talk to providers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.payments import PaymentActivities
+from providers.base import ProviderAdapter
+from providers.registry import build_adapters
+from tempay.bench_workflows import BareSettlementWorkflow, bare_activity
+from tempay.settings import Settings, get_settings
+from tempay.temporal import connect
+from workflows.payment import PaymentWorkflow
+
+WORKFLOWS = [PaymentWorkflow, BareSettlementWorkflow]
+
+
+def build_worker(
+    client: Client, settings: Settings, adapters: dict[str, ProviderAdapter]
+) -> Worker:
+    payments = PaymentActivities(adapters)
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=WORKFLOWS,
+        activities=[
+            payments.create_payment,
+            payments.query_payment,
+            payments.close_payment,
+            bare_activity,
+        ],
+    )
+
+
+async def run_worker(settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    client = await connect(settings)
+    adapters = build_adapters(settings)
+    worker = build_worker(client, settings, adapters)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    logging.getLogger("tempay.worker").info(
+        "worker polling task queue %r on %s", settings.task_queue, settings.temporal_address
+    )
+    async with worker:
+        await stop.wait()
+    for adapter in adapters.values():
+        await adapter.aclose()

@@ -1,0 +1,576 @@
+"""The sandbox provider over real HTTP: the app runs in-process under uvicorn, and a tiny
+merchant receiver records its notifications and verifies their signatures."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import FastAPI, Request, Response
+
+from providers.sandbox.app import create_app
+from providers.sandbox.settings import SandboxSettings
+from providers.sandbox.signature import SIGNATURE_HEADER, SignatureError, verify_body
+from providers.sandbox.store import SandboxStore
+
+# Alipay's 25-hour retry schedule shrinks to under a second.
+TIME_SCALE = 0.000002
+# How long `eventually` waits for the sandbox to get somewhere.
+WAIT_SECONDS = 3.0
+DEFAULT_FAULTS = {
+    "drop_rate": 0,
+    "duplicate_rate": 0,
+    "reorder_window": 0,
+    "delay_seconds": 0,
+    "status_fail_rate": 0,
+    "status_delay_seconds": 0,
+}
+
+
+# In-process servers
+
+
+class InProcessServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # pytest keeps its own Ctrl-C handling.
+        yield
+
+
+def bound_socket() -> socket.socket:
+    """A listening address known before the app is built (the sandbox needs its URL)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit this; without it Nagle + delayed ACK cost ~40 ms a request.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@contextlib.asynccontextmanager
+async def serving(app: FastAPI, sock: socket.socket) -> AsyncIterator[str]:
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
+    server = InProcessServer(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()  # startup failed: raise its error
+            raise RuntimeError("server exited during startup")
+        await asyncio.sleep(0.005)
+    try:
+        yield url_of(sock)
+    finally:
+        server.should_exit = True
+        await task
+
+
+@dataclass
+class Receiver:
+    """The merchant's notify endpoint: verifies, records, and answers `fail` on request."""
+
+    public_key: rsa.RSAPublicKey | None = None
+    received: list[dict[str, Any]] = field(default_factory=list)
+    rejected: int = 0
+    # out_trade_no -> how many more attempts to answer "fail"
+    failures: dict[str, int] = field(default_factory=dict)
+    url: str = ""
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/notify")
+        async def notify(request: Request) -> Response:
+            body = await request.body()
+            assert self.public_key is not None
+            try:
+                verify_body(self.public_key, body, request.headers.get(SIGNATURE_HEADER))
+            except SignatureError:
+                self.rejected += 1
+                return Response("bad signature", status_code=400)
+            notification = json.loads(body)
+            self.received.append(notification)
+            out_trade_no = notification["out_trade_no"]
+            if self.failures.get(out_trade_no, 0) > 0:
+                self.failures[out_trade_no] -= 1
+                return Response("fail")
+            return Response("success\n", media_type="text/plain")
+
+        return app
+
+    @property
+    def notify_url(self) -> str:
+        return f"{self.url}/notify"
+
+    def for_trade(self, out_trade_no: str) -> list[dict[str, Any]]:
+        return [n for n in self.received if n["out_trade_no"] == out_trade_no]
+
+
+@dataclass
+class Sandbox:
+    url: str
+    client: httpx.AsyncClient
+    receiver: Receiver
+
+    async def create(self, **overrides: Any) -> dict[str, Any]:
+        response = await self.client.post(
+            "/payments", json=order_request(self.receiver, **overrides)
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def status(self, out_trade_no: str) -> dict[str, Any]:
+        response = await self.client.get(f"/payments/{out_trade_no}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def deliveries(self, out_trade_no: str) -> list[dict[str, Any]]:
+        response = await self.client.get(
+            "/sandbox/notifications", params={"out_trade_no": out_trade_no}
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def pay(self, out_trade_no: str, **instruction: Any) -> httpx.Response:
+        return await self.client.post(f"/sandbox/payments/{out_trade_no}/pay", json=instruction)
+
+
+def order_request(receiver: Receiver, **overrides: Any) -> dict[str, Any]:
+    return {
+        "out_trade_no": f"order-{uuid.uuid4().hex[:12]}",
+        "amount": "10.00",
+        "currency": "cny",
+        "subject": "Green tea",
+        "body": "Two boxes of green tea",
+        "channel": "alipay_wap",
+        "return_url": "https://shop.example/orders/done",
+        "notify_url": receiver.notify_url,
+        **overrides,
+    }
+
+
+def sandbox_settings(data_dir: Path, sock: socket.socket, **overrides: Any) -> SandboxSettings:
+    values = {"time_scale": TIME_SCALE, **overrides}
+    return SandboxSettings(data_dir=data_dir, public_url=url_of(sock), **values)
+
+
+async def fetch_public_key(client: httpx.AsyncClient) -> rsa.RSAPublicKey:
+    response = await client.get("/keys/notify.pem")
+    assert response.status_code == 200
+    key = serialization.load_pem_public_key(response.content)
+    assert isinstance(key, rsa.RSAPublicKey)
+    return key
+
+
+async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
+    async with asyncio.timeout(WAIT_SECONDS):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def running_receiver() -> AsyncIterator[Receiver]:
+    receiver = Receiver()
+    async with serving(receiver.app(), bound_socket()) as url:
+        receiver.url = url
+        yield receiver
+
+
+@contextlib.asynccontextmanager
+async def running_sandbox(
+    data_dir: Path, receiver: Receiver, **overrides: Any
+) -> AsyncIterator[Sandbox]:
+    sock = bound_socket()
+    app = create_app(sandbox_settings(data_dir, sock, **overrides))
+    async with serving(app, sock) as url, httpx.AsyncClient(base_url=url) as client:
+        receiver.public_key = await fetch_public_key(client)
+        yield Sandbox(url, client, receiver)
+
+
+# Fixtures
+
+
+@pytest.fixture(scope="module")
+async def receiver() -> AsyncIterator[Receiver]:
+    async with running_receiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="module")
+async def sandbox(
+    tmp_path_factory: pytest.TempPathFactory, receiver: Receiver
+) -> AsyncIterator[Sandbox]:
+    async with running_sandbox(tmp_path_factory.mktemp("tempay"), receiver) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+async def faults(sandbox: Sandbox) -> AsyncIterator[httpx.AsyncClient]:
+    """The sandbox client, with faults reset to none afterwards."""
+    yield sandbox.client
+    response = await sandbox.client.put("/sandbox/faults", json=DEFAULT_FAULTS)
+    assert response.status_code == 200
+
+
+# Creating and querying
+
+
+async def test_create_is_idempotent_by_out_trade_no(sandbox: Sandbox) -> None:
+    request = order_request(sandbox.receiver, amount="10", currency="cny")
+    first = await sandbox.client.post("/payments", json=request)
+    again = await sandbox.client.post("/payments", json=request)
+    assert first.status_code == again.status_code == 200
+    trade = first.json()
+    assert again.json() == trade
+    assert trade["trade_no"].startswith("SBX")
+    assert trade["status"] == "WAIT_BUYER_PAY"
+    assert (trade["amount"], trade["currency"]) == ("10.00", "CNY")
+    assert trade["payment_url"] == f"{sandbox.url}/checkout/{trade['trade_no']}"
+
+    conflict = await sandbox.client.post("/payments", json={**request, "amount": "11.00"})
+    assert conflict.status_code == 409
+    assert conflict.json()["code"] == "ORDER_CONFLICT"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"amount": "ten"},
+        {"amount": "1.001"},
+        {"amount": "-1.00"},
+        {"amount": 10},  # a JSON number: money travels as strings only
+        {"currency": "XYZ"},
+        {"notify_url": "ftp://shop.example/notify"},
+        {"notify_url": None},
+        {"out_trade_no": "no spaces allowed"},
+    ],
+)
+async def test_create_rejects_invalid_parameters(
+    sandbox: Sandbox, overrides: dict[str, Any]
+) -> None:
+    response = await sandbox.client.post(
+        "/payments", json=order_request(sandbox.receiver, **overrides)
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "INVALID_PARAMETER"
+    assert response.json()["message"]
+
+
+async def test_status_query(sandbox: Sandbox) -> None:
+    trade = await sandbox.create(amount="3", currency="JPY")
+    assert await sandbox.status(trade["out_trade_no"]) == {
+        "out_trade_no": trade["out_trade_no"],
+        "trade_no": trade["trade_no"],
+        "status": "WAIT_BUYER_PAY",
+        "amount": "3",
+        "currency": "JPY",
+        "paid_amount": None,
+        "paid_currency": None,
+        "paid_at": None,
+        "closed_at": None,
+    }
+    missing = await sandbox.client.get("/payments/no-such-order")
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "TRADE_NOT_EXIST"
+
+
+# Closing
+
+
+async def test_close_is_idempotent_and_only_force_pays_a_closed_trade(sandbox: Sandbox) -> None:
+    out_trade_no = (await sandbox.create())["out_trade_no"]
+    closed = await sandbox.client.post(f"/payments/{out_trade_no}/close")
+    assert closed.status_code == 200
+    assert closed.json()["status"] == "TRADE_CLOSED"
+    assert closed.json()["closed_at"]
+    again = await sandbox.client.post(f"/payments/{out_trade_no}/close")
+    assert again.status_code == 200
+    assert again.json() == closed.json()
+    assert await sandbox.deliveries(out_trade_no) == []  # closing notifies nobody
+
+    refused = await sandbox.pay(out_trade_no)
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "TRADE_STATUS_ERROR"
+
+    # Money landing after the merchant closed the order.
+    late = await sandbox.pay(out_trade_no, force=True)
+    assert late.status_code == 200
+    assert late.json()["status"] == "TRADE_SUCCESS"
+    await eventually(lambda: _delivered(sandbox, out_trade_no))
+
+
+async def test_close_after_pay_reports_the_payment(sandbox: Sandbox) -> None:
+    out_trade_no = (await sandbox.create())["out_trade_no"]
+    assert (await sandbox.pay(out_trade_no)).status_code == 200
+    response = await sandbox.client.post(f"/payments/{out_trade_no}/close")
+    assert response.status_code == 409
+    body = response.json()
+    assert body["code"] == "TRADE_ALREADY_PAID"
+    assert (body["status"], body["paid_amount"], body["paid_currency"]) == (
+        "TRADE_SUCCESS",
+        "10.00",
+        "CNY",
+    )
+    missing = await sandbox.client.post("/payments/no-such-order/close")
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "TRADE_NOT_EXIST"
+
+
+# The checkout page
+
+
+async def test_checkout_pay_form_pays_and_notifies(sandbox: Sandbox) -> None:
+    trade = await sandbox.create()
+    out_trade_no, trade_no = trade["out_trade_no"], trade["trade_no"]
+    page = await sandbox.client.get(trade["payment_url"])
+    assert page.status_code == 200
+    assert "text/html" in page.headers["content-type"]
+    assert f'<form method="post" action="/checkout/{trade_no}/pay">' in page.text
+    assert f'<form method="post" action="/checkout/{trade_no}/decline">' in page.text
+    assert out_trade_no in page.text and "10.00 CNY" in page.text and "Green tea" in page.text
+
+    result = await submit_form(sandbox, f"/checkout/{trade_no}/pay")
+    assert result.status_code == 200
+    assert "Payment succeeded" in result.text
+    assert 'href="https://shop.example/orders/done"' in result.text
+
+    status = await sandbox.status(out_trade_no)
+    assert status["status"] == "TRADE_SUCCESS"
+    assert status["paid_amount"] == "10.00" and status["paid_at"]
+    await eventually(lambda: _delivered(sandbox, out_trade_no))
+    [notification] = sandbox.receiver.for_trade(out_trade_no)
+    assert notification["notify_type"] == "trade_status_sync"
+    assert notification["trade_no"] == trade_no
+    assert notification["trade_status"] == "TRADE_SUCCESS"
+    assert (notification["total_amount"], notification["receipt_amount"]) == ("10.00", "10.00")
+    assert notification["currency"] == "CNY"
+    assert notification["gmt_payment"] == status["paid_at"]
+    [delivery] = await sandbox.deliveries(out_trade_no)
+    assert delivery["notify_id"] == notification["notify_id"]
+    assert (delivery["attempts"], delivery["last_response_status"]) == (1, 200)
+
+    # No longer payable: the page shows the status, and paying again is refused.
+    page = await sandbox.client.get(trade["payment_url"])
+    assert "<form" not in page.text and "TRADE_SUCCESS" in page.text
+    again = await submit_form(sandbox, f"/checkout/{trade_no}/pay")
+    assert again.status_code == 409
+
+
+async def test_checkout_decline_form(sandbox: Sandbox) -> None:
+    trade = await sandbox.create()
+    result = await submit_form(sandbox, f"/checkout/{trade['trade_no']}/decline")
+    assert result.status_code == 200
+    assert "Payment declined" in result.text
+    assert (await sandbox.status(trade["out_trade_no"]))["status"] == "TRADE_FAILED"
+    await eventually(lambda: _delivered(sandbox, trade["out_trade_no"]))
+    [notification] = sandbox.receiver.for_trade(trade["out_trade_no"])
+    assert notification["trade_status"] == "TRADE_FAILED"
+    assert notification["receipt_amount"] is None and notification["gmt_payment"] is None
+
+
+async def test_checkout_of_unknown_trade_is_404(sandbox: Sandbox) -> None:
+    page = await sandbox.client.get("/checkout/SBX0000")
+    assert page.status_code == 404
+    assert "text/html" in page.headers["content-type"]
+
+
+async def submit_form(sandbox: Sandbox, path: str) -> httpx.Response:
+    """What a browser sends for a form without fields."""
+    return await sandbox.client.post(
+        path, content=b"", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+
+
+# Scripted payments and notifications
+
+
+async def test_scripted_decline(sandbox: Sandbox) -> None:
+    out_trade_no = (await sandbox.create())["out_trade_no"]
+    declined = await sandbox.client.post(f"/sandbox/payments/{out_trade_no}/decline")
+    assert declined.status_code == 200
+    assert declined.json()["status"] == "TRADE_FAILED"
+    again = await sandbox.client.post(f"/sandbox/payments/{out_trade_no}/decline")
+    assert again.status_code == 409
+    assert again.json()["code"] == "TRADE_STATUS_ERROR"
+    await eventually(lambda: _delivered(sandbox, out_trade_no))
+
+
+async def test_scripted_pay_with_a_different_amount(sandbox: Sandbox) -> None:
+    out_trade_no = (await sandbox.create())["out_trade_no"]
+    paid = await sandbox.pay(out_trade_no, amount="9", currency="usd")
+    assert paid.status_code == 200
+    assert (paid.json()["paid_amount"], paid.json()["paid_currency"]) == ("9.00", "USD")
+    await eventually(lambda: _delivered(sandbox, out_trade_no))
+    [notification] = sandbox.receiver.for_trade(out_trade_no)
+    assert notification["total_amount"] == "10.00"
+    assert (notification["receipt_amount"], notification["currency"]) == ("9.00", "USD")
+
+
+async def test_dropped_notification_is_never_sent(sandbox: Sandbox) -> None:
+    out_trade_no = (await sandbox.create())["out_trade_no"]
+    assert (await sandbox.pay(out_trade_no, notification="drop")).status_code == 200
+    await asyncio.sleep(0.2)
+    assert sandbox.receiver.for_trade(out_trade_no) == []
+    [delivery] = await sandbox.deliveries(out_trade_no)
+    assert delivery["dropped"] and delivery["attempts"] == 0 and not delivery["delivered"]
+    # The status query still tells the truth.
+    assert (await sandbox.status(out_trade_no))["status"] == "TRADE_SUCCESS"
+
+
+async def test_duplicated_notification_is_sent_twice_with_one_notify_id(sandbox: Sandbox) -> None:
+    out_trade_no = (await sandbox.create())["out_trade_no"]
+    assert (await sandbox.pay(out_trade_no, notification="duplicate")).status_code == 200
+    await eventually(lambda: _delivered(sandbox, out_trade_no, count=2))
+    received = sandbox.receiver.for_trade(out_trade_no)
+    assert len(received) == 2
+    assert received[0]["notify_id"] == received[1]["notify_id"]
+
+
+async def test_retries_until_acknowledged(sandbox: Sandbox) -> None:
+    out_trade_no = (await sandbox.create())["out_trade_no"]
+    sandbox.receiver.failures[out_trade_no] = 3
+    await sandbox.pay(out_trade_no)
+    await eventually(lambda: _delivered(sandbox, out_trade_no))
+    [delivery] = await sandbox.deliveries(out_trade_no)
+    assert delivery["attempts"] == 4
+    assert delivery["next_attempt_at"] is None and not delivery["given_up"]
+    received = sandbox.receiver.for_trade(out_trade_no)
+    assert len(received) == 4
+    assert {n["notify_id"] for n in received} == {delivery["notify_id"]}
+    # Each attempt is re-stamped (and so re-signed).
+    stamps = [n["notify_time"] for n in received]
+    assert stamps == sorted(stamps)
+
+
+async def test_unreachable_merchant_is_given_up_and_the_loop_survives(sandbox: Sandbox) -> None:
+    closed_port = bound_socket()  # bound, never listening: connections are refused
+    try:
+        unreachable = f"{url_of(closed_port)}/notify"
+        lost = (await sandbox.create(notify_url=unreachable))["out_trade_no"]
+        await sandbox.pay(lost)
+
+        async def given_up() -> bool:
+            [delivery] = await sandbox.deliveries(lost)
+            return delivery["given_up"]
+
+        await eventually(given_up)
+    finally:
+        closed_port.close()
+    [delivery] = await sandbox.deliveries(lost)
+    assert delivery["attempts"] == 8 and delivery["last_response_status"] is None
+    assert not delivery["delivered"] and delivery["last_error"]
+
+    out_trade_no = (await sandbox.create())["out_trade_no"]
+    await sandbox.pay(out_trade_no)
+    await eventually(lambda: _delivered(sandbox, out_trade_no))
+
+
+async def test_injected_notification_faults(sandbox: Sandbox, faults: httpx.AsyncClient) -> None:
+    await faults.put("/sandbox/faults", json={"drop_rate": 1})
+    dropped = (await sandbox.create())["out_trade_no"]
+    await sandbox.pay(dropped)
+    assert [d["dropped"] for d in await sandbox.deliveries(dropped)] == [True]
+
+    await faults.put("/sandbox/faults", json={"drop_rate": 0, "duplicate_rate": 1})
+    duplicated = (await sandbox.create())["out_trade_no"]
+    await sandbox.pay(duplicated)
+    await eventually(lambda: _delivered(sandbox, duplicated, count=2))
+
+    await faults.put("/sandbox/faults", json={"duplicate_rate": 0, "delay_seconds": 0.3})
+    delayed = (await sandbox.create())["out_trade_no"]
+    await sandbox.pay(delayed)
+    [delivery] = await sandbox.deliveries(delayed)
+    assert delivery["attempts"] == 0 and delivery["next_attempt_at"]
+    await eventually(lambda: _delivered(sandbox, delayed))
+
+    await faults.put("/sandbox/faults", json={"delay_seconds": 0, "reorder_window": 0.1})
+    held = [(await sandbox.create())["out_trade_no"] for _ in range(5)]
+    for out_trade_no in held:
+        await sandbox.pay(out_trade_no)
+    for out_trade_no in held:
+        await eventually(partial(_delivered, sandbox, out_trade_no))
+
+
+async def test_status_query_faults(sandbox: Sandbox, faults: httpx.AsyncClient) -> None:
+    out_trade_no = (await sandbox.create())["out_trade_no"]
+    updated = await faults.put("/sandbox/faults", json={"status_fail_rate": 1})
+    assert updated.status_code == 200
+    assert updated.json() == {**DEFAULT_FAULTS, "status_fail_rate": 1}
+    assert (await faults.get("/sandbox/faults")).json() == updated.json()
+
+    failing = await faults.get(f"/payments/{out_trade_no}")
+    assert failing.status_code == 503
+    assert failing.json()["code"] == "SYSTEM_ERROR"
+
+    invalid = await faults.put("/sandbox/faults", json={"status_fail_rate": 0, "drop_rate": 1.5})
+    assert invalid.status_code == 400
+    assert (await faults.get("/sandbox/faults")).json()["status_fail_rate"] == 1
+
+    await faults.put("/sandbox/faults", json={"status_fail_rate": 0, "status_delay_seconds": 0.1})
+    started = asyncio.get_running_loop().time()
+    assert (await sandbox.status(out_trade_no))["status"] == "WAIT_BUYER_PAY"
+    assert asyncio.get_running_loop().time() - started >= 0.1
+
+
+async def test_public_key_and_health(sandbox: Sandbox) -> None:
+    pem = await sandbox.client.get("/keys/notify.pem")
+    assert pem.text.startswith("-----BEGIN PUBLIC KEY-----")
+    assert (await sandbox.client.get("/healthz")).json() == {"status": "ok"}
+    assert sandbox.receiver.rejected == 0  # every notification so far verified
+
+
+# Persistence
+
+
+async def test_restart_keeps_trades_and_resumes_deliveries(tmp_path: Path) -> None:
+    # A slower schedule here: the first retry (4m) must still be pending across the restart.
+    slow = {"time_scale": 0.003}
+    async with running_receiver() as receiver:
+        async with running_sandbox(tmp_path, receiver, **slow) as sandbox:
+            key = (await sandbox.client.get("/keys/notify.pem")).text
+            trade = await sandbox.create()
+            out_trade_no = trade["out_trade_no"]
+            receiver.failures[out_trade_no] = 1
+            await sandbox.pay(out_trade_no)
+            await eventually(lambda: _attempted(sandbox, out_trade_no))
+
+        store = SandboxStore(tmp_path / "sandbox" / "sandbox.db")
+        [pending] = store.deliveries_for(out_trade_no)
+        store.close()
+        assert (pending.attempts, pending.delivered) == (1, False)
+
+        async with running_sandbox(tmp_path, receiver, **slow) as sandbox:
+            assert (await sandbox.client.get("/keys/notify.pem")).text == key
+            status = await sandbox.status(out_trade_no)
+            assert (status["trade_no"], status["status"]) == (trade["trade_no"], "TRADE_SUCCESS")
+            await eventually(lambda: _delivered(sandbox, out_trade_no))
+            [delivery] = await sandbox.deliveries(out_trade_no)
+            assert delivery["attempts"] == 2
+            assert receiver.rejected == 0
+
+
+async def _delivered(sandbox: Sandbox, out_trade_no: str, count: int = 1) -> bool:
+    deliveries = await sandbox.deliveries(out_trade_no)
+    return len(deliveries) == count and all(d["delivered"] for d in deliveries)
+
+
+async def _attempted(sandbox: Sandbox, out_trade_no: str) -> bool:
+    return any(d["attempts"] for d in await sandbox.deliveries(out_trade_no))

@@ -1,0 +1,348 @@
+"""PaymentWorkflow on the time-skipping test server, one test per settlement path.
+
+The provider is a scripted fake behind the real activity names: the workflow is the unit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from temporalio import activity
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from tempay import search_attributes as sa
+from tempay.domain import (
+    CloseOutcome,
+    CreatedPayment,
+    PaymentObservation,
+    PaymentOrder,
+    PaymentView,
+    ProviderPaymentState,
+    SettlementTiming,
+    TransactionStatus,
+)
+from workflows.payment import PaymentWorkflow
+
+TIMING = SettlementTiming(
+    first_status_query_delay=timedelta(seconds=60),
+    status_query_backoff_cap=timedelta(minutes=10),
+    expires_after=timedelta(minutes=30),
+    late_payment_window=timedelta(hours=2),
+)
+
+
+@dataclass
+class FakeProvider:
+    """A provider's side of one payment, scripted per test."""
+
+    state: ProviderPaymentState = ProviderPaymentState.PENDING
+    paid_amount: Decimal | None = None
+    paid_currency: str | None = None
+    query_failures: int = 0
+    close_pays_first: bool = False  # the payer pays while our close is in flight
+    create_gate: asyncio.Event | None = None
+    query_times: list[datetime] = field(default_factory=list)
+    closes: int = 0
+
+    def observation(self, order: PaymentOrder, source: str) -> PaymentObservation:
+        paid = self.state is ProviderPaymentState.PAID
+        return PaymentObservation(
+            order_id=order.order_id,
+            provider=order.provider,
+            state=self.state,
+            provider_trade_no="T-" + order.order_id,
+            amount=self.paid_amount if paid else None,
+            currency=self.paid_currency if paid else None,
+            source=source,  # type: ignore[arg-type]
+        )
+
+    def pay(self, amount: str = "10.00", currency: str = "CNY") -> None:
+        self.state = ProviderPaymentState.PAID
+        self.paid_amount, self.paid_currency = Decimal(amount), currency
+
+    @activity.defn(name="create_payment")
+    async def create_payment(self, order: PaymentOrder) -> CreatedPayment:
+        if self.create_gate is not None:
+            await self.create_gate.wait()
+        return CreatedPayment(
+            provider_trade_no="T-" + order.order_id,
+            payment_url=f"http://provider.test/checkout/T-{order.order_id}",
+        )
+
+    @activity.defn(name="query_payment")
+    async def query_payment(self, order: PaymentOrder) -> PaymentObservation:
+        self.query_times.append(activity.info().current_attempt_scheduled_time)
+        if self.query_failures > 0:
+            self.query_failures -= 1
+            raise RuntimeError("provider status API: HTTP 503")
+        return self.observation(order, "status_query")
+
+    @activity.defn(name="close_payment")
+    async def close_payment(self, order: PaymentOrder) -> CloseOutcome:
+        self.closes += 1
+        if self.close_pays_first:
+            self.pay()
+        if self.state is ProviderPaymentState.PAID:
+            return CloseOutcome(closed=False, observation=self.observation(order, "close"))
+        if self.state is ProviderPaymentState.PENDING:
+            self.state = ProviderPaymentState.CLOSED
+        return CloseOutcome(closed=True, observation=self.observation(order, "close"))
+
+
+@pytest.fixture
+def provider() -> FakeProvider:
+    return FakeProvider()
+
+
+@pytest.fixture
+async def client(
+    time_env: WorkflowEnvironment, task_queue: str, provider: FakeProvider
+) -> AsyncIterator[Client]:
+    async with Worker(
+        time_env.client,
+        task_queue=task_queue,
+        workflows=[PaymentWorkflow],
+        activities=[provider.create_payment, provider.query_payment, provider.close_payment],
+    ):
+        yield time_env.client
+
+
+@pytest.fixture
+def order(order_id: str) -> PaymentOrder:
+    return PaymentOrder(
+        order_id=order_id, amount=Decimal("10.00"), currency="CNY", subject="test", timing=TIMING
+    )
+
+
+def notification(
+    order: PaymentOrder,
+    state: ProviderPaymentState,
+    amount: str | None = "10.00",
+    currency: str | None = "CNY",
+    notification_id: str | None = None,
+) -> PaymentObservation:
+    paid = state is ProviderPaymentState.PAID
+    return PaymentObservation(
+        order_id=order.order_id,
+        provider="sandbox",
+        state=state,
+        amount=Decimal(amount) if paid and amount else None,
+        currency=currency if paid else None,
+        source="notification",
+        notification_id=notification_id or uuid.uuid4().hex,
+    )
+
+
+async def start(client: Client, order: PaymentOrder, task_queue: str) -> WorkflowHandle:
+    handle = await client.start_workflow(
+        PaymentWorkflow.run, order, id=order.workflow_id, task_queue=task_queue
+    )
+    info = await handle.execute_update(PaymentWorkflow.checkout, order)
+    assert info.payment_url == f"http://provider.test/checkout/T-{order.order_id}"
+    return handle
+
+
+async def status_upserts(handle: WorkflowHandle) -> list[str]:
+    """Every PaymentStatus value the workflow wrote, in order."""
+    values = []
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+            fields = event.upsert_workflow_search_attributes_event_attributes
+            payload = fields.search_attributes.indexed_fields.get(sa.PAYMENT_STATUS.name)
+            if payload is not None:
+                values.append(payload.data.decode().strip('"'))
+    return values
+
+
+async def test_paid_by_notification(client: Client, order: PaymentOrder, task_queue: str) -> None:
+    handle = await start(client, order, task_queue)
+    await handle.signal(PaymentWorkflow.notify, notification(order, ProviderPaymentState.PAID))
+    view = await handle.result()
+    assert view.status is TransactionStatus.SUCCEEDED
+    assert view.settled_by == "notification"
+    assert view.paid_amount == Decimal("10.00")
+    assert await status_upserts(handle) == ["CREATED", "PENDING", "SUCCEEDED"]
+    described = await handle.describe()
+    assert described.typed_search_attributes.get(sa.PAYMENT_STATUS) == "SUCCEEDED"
+    assert described.typed_search_attributes.get(sa.ORDER_ID) == order.order_id
+    assert described.typed_search_attributes.get(sa.TRANSACTION_KIND) == "payment"
+
+
+async def test_declined_fails(client: Client, order: PaymentOrder, task_queue: str) -> None:
+    handle = await start(client, order, task_queue)
+    await handle.signal(PaymentWorkflow.notify, notification(order, ProviderPaymentState.FAILED))
+    view = await handle.result()
+    assert view.status is TransactionStatus.FAILED
+
+
+async def test_dropped_notification_settles_by_status_query(
+    client: Client, order: PaymentOrder, task_queue: str, provider: FakeProvider
+) -> None:
+    provider.pay()  # paid, but the notification never arrives
+    handle = await start(client, order, task_queue)
+    view: PaymentView = await handle.result()
+    assert view.status is TransactionStatus.SUCCEEDED
+    assert view.settled_by == "status_query"
+    assert view.status_queries == 1
+    assert view.notifications_received == 0
+
+
+async def test_status_queries_back_off_with_jitter_to_the_cap(
+    client: Client, order: PaymentOrder, task_queue: str, provider: FakeProvider
+) -> None:
+    handle = await start(client, order, task_queue)
+    view = await handle.result()
+    assert view.status is TransactionStatus.EXPIRED
+    started = (await handle.describe()).start_time
+    gaps = [
+        (b - a).total_seconds()
+        for a, b in zip([started, *provider.query_times], provider.query_times)
+    ]
+    # 60 s, 120 s, 240 s, 480 s, then the 600 s cap, each +-20%; the last is the final query.
+    for gap, nominal in zip(gaps, [60, 120, 240, 480, 600]):
+        assert nominal * 0.8 - 1 <= gap <= nominal * 1.2 + 1, gaps
+    assert provider.closes == 1
+
+
+async def test_notification_before_create_returns(
+    client: Client, order: PaymentOrder, task_queue: str, provider: FakeProvider
+) -> None:
+    provider.create_gate = asyncio.Event()
+    handle = await client.start_workflow(
+        PaymentWorkflow.run, order, id=order.workflow_id, task_queue=task_queue
+    )
+    await handle.signal(PaymentWorkflow.notify, notification(order, ProviderPaymentState.PAID))
+    provider.create_gate.set()
+    info = await handle.execute_update(PaymentWorkflow.checkout, order)
+    assert info.payment_url is not None
+    view = await handle.result()
+    assert view.status is TransactionStatus.SUCCEEDED
+    assert view.payment_url == info.payment_url
+
+
+async def test_duplicate_and_out_of_order_notifications_change_nothing(
+    client: Client, order: PaymentOrder, task_queue: str
+) -> None:
+    handle = await start(client, order, task_queue)
+    paid = notification(order, ProviderPaymentState.PAID, notification_id="n-1")
+    await handle.signal(PaymentWorkflow.notify, paid)
+    await handle.signal(PaymentWorkflow.notify, paid)
+    await handle.signal(PaymentWorkflow.notify, notification(order, ProviderPaymentState.PENDING))
+    await handle.signal(PaymentWorkflow.notify, notification(order, ProviderPaymentState.FAILED))
+    view = await handle.result()
+    assert view.status is TransactionStatus.SUCCEEDED
+    assert view.notifications_received == 3
+    assert view.duplicate_notifications == 1
+    assert await status_upserts(handle) == ["CREATED", "PENDING", "SUCCEEDED"]
+
+
+async def test_stale_pending_after_decline_keeps_failed(
+    client: Client, order: PaymentOrder, task_queue: str
+) -> None:
+    handle = await start(client, order, task_queue)
+    await handle.signal(PaymentWorkflow.notify, notification(order, ProviderPaymentState.FAILED))
+    await handle.signal(PaymentWorkflow.notify, notification(order, ProviderPaymentState.PENDING))
+    await handle.signal(PaymentWorkflow.notify, notification(order, ProviderPaymentState.CLOSED))
+    assert (await handle.result()).status is TransactionStatus.FAILED
+
+
+async def test_status_api_failing_then_recovering(
+    client: Client, order: PaymentOrder, task_queue: str, provider: FakeProvider
+) -> None:
+    provider.pay()
+    provider.query_failures = 4  # the first scheduled query fails all 3 attempts, then one more
+    handle = await start(client, order, task_queue)
+    view = await handle.result()
+    assert view.status is TransactionStatus.SUCCEEDED
+    assert view.settled_by == "status_query"
+    assert view.status_queries == 2
+
+
+async def test_unpaid_order_expires_after_close(
+    client: Client, order: PaymentOrder, task_queue: str, provider: FakeProvider
+) -> None:
+    handle = await start(client, order, task_queue)
+    view = await handle.result()
+    assert view.status is TransactionStatus.EXPIRED
+    assert provider.closes == 1
+    assert view.settled_at is not None and view.expires_at is not None
+    assert view.settled_at >= view.expires_at
+
+
+async def test_payment_landing_during_close_succeeds(
+    client: Client, order: PaymentOrder, task_queue: str, provider: FakeProvider
+) -> None:
+    provider.close_pays_first = True
+    handle = await start(client, order, task_queue)
+    view = await handle.result()
+    assert view.status is TransactionStatus.SUCCEEDED
+    assert view.settled_by == "close"
+
+
+async def test_money_after_close_needs_review(
+    client: Client, order: PaymentOrder, task_queue: str, time_env: WorkflowEnvironment
+) -> None:
+    handle = await start(client, order, task_queue)
+    await time_env.sleep(TIMING.expires_after + timedelta(minutes=1))
+    assert (await handle.query(PaymentWorkflow.details)).status is TransactionStatus.EXPIRED
+    await handle.signal(PaymentWorkflow.notify, notification(order, ProviderPaymentState.PAID))
+    view = await handle.result()
+    assert view.status is TransactionStatus.NEEDS_REVIEW
+    assert view.review_reason == "money arrived after the order was closed"
+    assert await status_upserts(handle) == ["CREATED", "PENDING", "EXPIRED", "NEEDS_REVIEW"]
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency"), [("9.99", "CNY"), ("10.01", "CNY"), ("10.00", "USD")]
+)
+async def test_amount_or_currency_mismatch_needs_review(
+    client: Client, order: PaymentOrder, task_queue: str, amount: str, currency: str
+) -> None:
+    handle = await start(client, order, task_queue)
+    mismatched = notification(order, ProviderPaymentState.PAID, amount=amount, currency=currency)
+    await handle.signal(PaymentWorkflow.notify, mismatched)
+    view = await handle.result()
+    assert view.status is TransactionStatus.NEEDS_REVIEW
+    assert view.review_reason == f"paid {amount} {currency}, order is 10.00 CNY"
+
+
+async def test_mismatch_found_by_status_query_needs_review(
+    client: Client, order: PaymentOrder, task_queue: str, provider: FakeProvider
+) -> None:
+    provider.pay("1.00")
+    handle = await start(client, order, task_queue)
+    assert (await handle.result()).status is TransactionStatus.NEEDS_REVIEW
+
+
+async def test_notification_racing_status_query_settles_once(
+    client: Client, order: PaymentOrder, task_queue: str, provider: FakeProvider
+) -> None:
+    provider.pay()
+    handle = await start(client, order, task_queue)
+    await handle.signal(PaymentWorkflow.notify, notification(order, ProviderPaymentState.PAID))
+    view = await handle.result()
+    assert view.status is TransactionStatus.SUCCEEDED
+    assert await status_upserts(handle) == ["CREATED", "PENDING", "SUCCEEDED"]
+
+
+async def test_same_order_id_with_other_terms_is_refused(
+    client: Client, order: PaymentOrder, task_queue: str
+) -> None:
+    handle = await start(client, order, task_queue)
+    again = await handle.execute_update(PaymentWorkflow.checkout, order)
+    assert again.payment_url is not None
+    other = order.model_copy(update={"amount": Decimal("11.00")})
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(PaymentWorkflow.checkout, other)
+    assert "already exists with different terms" in str(refused.value.cause)
+    await handle.signal(PaymentWorkflow.notify, notification(order, ProviderPaymentState.PAID))
+    assert (await handle.result()).status is TransactionStatus.SUCCEEDED

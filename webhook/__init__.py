@@ -1,0 +1,1 @@
+"""The webhook service: provider callbacks in, Temporal signals out."""

@@ -1,0 +1,176 @@
+"""FastAPI service: verify provider notifications, signal the workflow, then acknowledge.
+
+A notification is acknowledged only after Temporal accepted the signal; when Temporal
+cannot be reached the answer is 503, so the provider keeps retrying and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from providers.base import NotificationError, ProviderAdapter
+from providers.registry import build_adapters
+from tempay.domain import InvalidInput, parse_order_id, payment_workflow_id
+from tempay.settings import Settings, get_settings
+from tempay.temporal import TemporalUnavailable, connect
+from webhook.metrics import ACK_LATENCY, NOTIFICATIONS
+
+log = logging.getLogger("tempay.webhook")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing anything over `limit` bytes without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class TemporalConnection:
+    """Connects lazily and again after failures, so the service starts before Temporal."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client: Client | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> Client:
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    self._client = await connect(self._settings)
+        return self._client
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(
+    settings: Settings | None = None, adapters: dict[str, ProviderAdapter] | None = None
+) -> FastAPI:
+    settings = settings or get_settings()
+    providers = adapters if adapters is not None else build_adapters(settings)
+    temporal = TemporalConnection(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        for adapter in providers.values():
+            await adapter.aclose()
+
+    app = FastAPI(title="tempay webhook", lifespan=lifespan)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/notify/{provider}")
+    async def notify(provider: str, request: Request) -> Response:
+        started = time.perf_counter()
+        adapter = providers.get(provider)
+        if adapter is None:
+            NOTIFICATIONS.labels("unknown", "unknown_provider").inc()
+            return _error(404, f"unknown provider {provider!r}")
+        response, outcome = await _handle_notification(adapter, request)
+        NOTIFICATIONS.labels(provider, outcome).inc()
+        if outcome in ("signalled", "already_settled"):
+            ACK_LATENCY.labels(provider).observe(time.perf_counter() - started)
+        return response
+
+    async def _handle_notification(
+        adapter: ProviderAdapter, request: Request
+    ) -> tuple[Response, str]:
+        try:
+            body = await read_body(request, settings.notification_max_bytes)
+        except BodyTooLarge:
+            return _error(413, f"body over {settings.notification_max_bytes} bytes"), "too_large"
+        try:
+            observation = adapter.parse_notification(request.headers, body)
+            parse_order_id(observation.order_id)
+        except NotificationError as exc:
+            log.warning("%s notification refused: %s", adapter.name, exc)
+            outcome = "bad_signature" if exc.http_status == 401 else "malformed"
+            return _error(exc.http_status, str(exc)), outcome
+        except (ValidationError, InvalidInput) as exc:
+            return _error(400, f"malformed notification: {exc}"), "malformed"
+
+        workflow_id = payment_workflow_id(observation.order_id)
+        try:
+            client = await temporal.get()
+            handle = client.get_workflow_handle(workflow_id)
+            await handle.signal("notify", observation, rpc_timeout=settings.signal_timeout)
+        except TemporalUnavailable as exc:
+            log.error("notification for %s not held: %s", workflow_id, exc)
+            return _error(503, "Temporal unavailable, retry later"), "temporal_unavailable"
+        except RPCError as exc:
+            if exc.status is not RPCStatusCode.NOT_FOUND:
+                log.error("signal to %s failed: %s", workflow_id, exc)
+                return _error(503, "Temporal unavailable, retry later"), "temporal_unavailable"
+            return await _closed_or_unknown(adapter, client, workflow_id)
+        ack = adapter.acknowledgement()
+        return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type), (
+            "signalled"
+        )
+
+    async def _closed_or_unknown(
+        adapter: ProviderAdapter, client: Client, workflow_id: str
+    ) -> tuple[Response, str]:
+        """A signal is refused both for finished workflows and for ones that never existed."""
+        try:
+            await client.get_workflow_handle(workflow_id).describe(
+                rpc_timeout=settings.signal_timeout
+            )
+        except RPCError as exc:
+            if exc.status is RPCStatusCode.NOT_FOUND:
+                log.warning("notification for unknown transaction %s ignored", workflow_id)
+                return _error(404, f"unknown order ({workflow_id})"), "unknown_order"
+            return _error(503, "Temporal unavailable, retry later"), "temporal_unavailable"
+        log.info("notification for settled %s acknowledged; nothing changes", workflow_id)
+        ack = adapter.acknowledgement()
+        return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type), (
+            "already_settled"
+        )
+
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    settings = get_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.webhook_host,
+        port=settings.webhook_port,
+        log_level="warning",
+    )
+
+
+__all__ = ["create_app", "main"]
