@@ -205,10 +205,10 @@ async def test_status_queries_back_off_with_jitter_to_the_cap(
     started = (await handle.describe()).start_time
     gaps = [
         (b - a).total_seconds()
-        for a, b in zip([started, *provider.query_times], provider.query_times)
+        for a, b in zip([started, *provider.query_times], provider.query_times, strict=False)
     ]
     # 60 s, 120 s, 240 s, 480 s, then the 600 s cap, each +-20%; the last is the final query.
-    for gap, nominal in zip(gaps, [60, 120, 240, 480, 600]):
+    for gap, nominal in zip(gaps, [60, 120, 240, 480, 600], strict=False):
         assert nominal * 0.8 - 1 <= gap <= nominal * 1.2 + 1, gaps
     assert provider.closes == 1
 
