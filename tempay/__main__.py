@@ -1,0 +1,3 @@
+from tempay.cli import main
+
+main()

@@ -1,0 +1,176 @@
+"""`tempay bench`: payments settled end to end per second versus bare Temporal, same run.
+
+Both runs share one embedded Temporal (a private `tempay dev` stack in a temporary data
+dir, on free ports) and one worker process. A payment: update-with-start (provider create
+over HTTP), a scripted pay at the sandbox, the signed notification through the webhook,
+settlement. The baseline: the same update-with-start, activity and signal, empty bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy
+
+from tempay.bench_workflows import BareSettlementWorkflow
+from tempay.dev import Stack, free_port
+from tempay.domain import InvalidInput, PaymentView, TransactionStatus
+from tempay.settings import Settings
+from tempay.temporal import connect
+from tempay.transactions import build_order, start_payment
+
+BUCKET = re.compile(
+    r'^tempay_notification_ack_seconds_bucket\{le="([^"]+)",provider="sandbox"\} (\S+)$', re.M
+)
+
+
+def bench_settings(data_dir: Path) -> Settings:
+    webhook_port = free_port()
+    return Settings(
+        temporal_address=f"127.0.0.1:{free_port()}",
+        data_dir=data_dir,
+        webhook_port=webhook_port,
+        webhook_url=f"http://127.0.0.1:{webhook_port}",
+        sandbox_url=f"http://127.0.0.1:{free_port()}",
+        temporal_ui_port=free_port(),
+    )
+
+
+async def ack_buckets(http: httpx.AsyncClient, webhook_url: str) -> dict[float, float]:
+    text = (await http.get(f"{webhook_url}/metrics")).text
+    return {float(le): float(count) for le, count in BUCKET.findall(text)}
+
+
+def quantile(buckets: dict[float, float], q: float) -> float:
+    """histogram_quantile: linear interpolation inside the bucket holding the q-th value."""
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]]
+    if total == 0:
+        return float("nan")
+    rank, lower, below = q * total, 0.0, 0.0
+    for upper in bounds:
+        if buckets[upper] >= rank:
+            if upper == float("inf"):
+                return lower
+            inside = buckets[upper] - below
+            return lower + (upper - lower) * ((rank - below) / inside if inside else 0)
+        lower, below = upper, buckets[upper]
+    return lower
+
+
+async def run_many(count: int, concurrency: int, one: Callable[[int], Awaitable[None]]) -> float:
+    """Run `count` transactions, `concurrency` at a time; returns the wall time in seconds."""
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(count):
+        queue.put_nowait(i)
+
+    async def lane() -> None:
+        while not queue.empty():
+            await one(queue.get_nowait())
+
+    started = time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(concurrency)))
+    return time.perf_counter() - started
+
+
+class Bench:
+    def __init__(self, client: Client, settings: Settings, http: httpx.AsyncClient) -> None:
+        self.client, self.settings, self.http = client, settings, http
+        self.run_id = uuid.uuid4().hex[:6]
+
+    async def payment(self, i: int, tag: str) -> None:
+        order = build_order(
+            self.settings,
+            order_id=f"bench-{self.run_id}-{tag}-{i}",
+            amount="10.00",
+            currency="CNY",
+            subject="bench",
+        )
+        checkout = await start_payment(self.client, self.settings, order)
+        paid = await self.http.post(
+            f"{self.settings.sandbox_url}/sandbox/payments/{order.order_id}/pay", json={}
+        )
+        paid.raise_for_status()
+        handle = self.client.get_workflow_handle(checkout.workflow_id, result_type=PaymentView)
+        view = await handle.result()
+        if view.status is not TransactionStatus.SUCCEEDED:
+            raise RuntimeError(f"{order.order_id} settled {view.status}")
+
+    async def bare(self, i: int, tag: str) -> None:
+        start = WithStartWorkflowOperation(
+            BareSettlementWorkflow.run,
+            id=f"bare-{self.run_id}-{tag}-{i}",
+            task_queue=self.settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        )
+        await self.client.execute_update_with_start_workflow(
+            BareSettlementWorkflow.checkout, start_workflow_operation=start
+        )
+        handle = await start.workflow_handle()
+        await handle.signal(BareSettlementWorkflow.notify)
+        await handle.result()
+
+
+async def measure(payments: int, concurrency: int, settings: Settings) -> dict[str, float]:
+    client = await connect(settings)
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+        bench = Bench(client, settings, http)
+        warmup = min(50, payments)
+        print(f"warm-up: {warmup} payments and {warmup} bare workflows", flush=True)
+        await run_many(warmup, concurrency, lambda i: bench.payment(i, "warm"))
+        await run_many(warmup, concurrency, lambda i: bench.bare(i, "warm"))
+
+        # Alternate halves so drift on this shared machine hits both sides alike.
+        half = payments // 2
+        before = await ack_buckets(http, settings.webhook_url)
+        pay_time = bare_time = 0.0
+        for tag, count in (("a", half), ("b", payments - half)):
+            print(f"measuring: {count} payments, then {count} bare workflows", flush=True)
+            pay_time += await run_many(count, concurrency, lambda i, t=tag: bench.payment(i, t))
+            bare_time += await run_many(count, concurrency, lambda i, t=tag: bench.bare(i, t))
+        after = await ack_buckets(http, settings.webhook_url)
+    delta = {le: after[le] - before.get(le, 0.0) for le in after}
+    return {
+        "payments_per_s": payments / pay_time,
+        "bare_per_s": payments / bare_time,
+        "ack_p50_ms": quantile(delta, 0.5) * 1000,
+        "ack_p99_ms": quantile(delta, 0.99) * 1000,
+    }
+
+
+async def run_bench(payments: int, concurrency: int) -> int:
+    if payments < 2 or concurrency < 1:
+        raise InvalidInput("--payments must be at least 2 and --concurrency at least 1")
+    with tempfile.TemporaryDirectory(prefix="tempay-bench-") as tmp:
+        settings = bench_settings(Path(tmp))
+        stack = Stack(settings, sandbox_env={"TEMPAY_SANDBOX_TIME_SCALE": "0.001"}, with_ui=False)
+        try:
+            stack.start()
+            await stack.wait_ready()
+            print(
+                f"tempay bench: {payments} payments, concurrency {concurrency}, "
+                f"embedded Temporal (SQLite WAL) in {tmp}",
+                flush=True,
+            )
+            figures = await measure(payments, concurrency, settings)
+        finally:
+            stack.stop()
+    ratio = figures["payments_per_s"] / figures["bare_per_s"]
+    print(
+        f"payments end to end: {figures['payments_per_s']:.1f}/s\n"
+        f"bare Temporal baseline: {figures['bare_per_s']:.1f}/s\n"
+        f"webhook ack latency: p50 {figures['ack_p50_ms']:.1f} ms, "
+        f"p99 {figures['ack_p99_ms']:.1f} ms\n"
+        f"ratio (payments / baseline): {ratio:.2f}",
+        flush=True,
+    )
+    return 0

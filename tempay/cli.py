@@ -1,0 +1,191 @@
+"""The `tempay` command. Every failure is one clear line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+from temporalio.service import RPCError
+
+from tempay.domain import InvalidInput, TransactionKind
+from tempay.settings import Settings, get_settings
+from tempay.temporal import TemporalUnavailable, connect
+from tempay.transactions import (
+    OrderConflict,
+    TransactionNotFound,
+    build_order,
+    list_transactions,
+    payment_view,
+    start_payment,
+)
+
+START_TIMEOUT_SECONDS = 30.0
+USER_ERRORS = (InvalidInput, TemporalUnavailable, TransactionNotFound, OrderConflict)
+
+
+class CommandError(Exception):
+    pass
+
+
+def _print_json(model: Any) -> None:
+    print(json.dumps(model.model_dump(mode="json"), indent=2))
+
+
+async def cmd_pay(args: argparse.Namespace, settings: Settings) -> int:
+    order = build_order(
+        settings,
+        order_id=args.order_id,
+        amount=args.amount,
+        currency=args.currency,
+        provider=args.provider,
+        channel=args.channel,
+        subject=args.subject,
+        return_url=args.return_url,
+        kind=TransactionKind.PAYMENT,
+    )
+    client = await connect(settings)
+    try:
+        checkout = await asyncio.wait_for(
+            start_payment(client, settings, order), START_TIMEOUT_SECONDS
+        )
+    except TimeoutError:
+        raise CommandError(
+            f"no worker answered within {START_TIMEOUT_SECONDS:.0f} s; the payment is recorded "
+            "and continues once `tempay dev` (or `tempay worker`) runs"
+        ) from None
+    _print_json(checkout)
+    return 0
+
+
+async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    client = await connect(settings)
+    _print_json(await payment_view(client, args.order_id))
+    return 0
+
+
+async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    client = await connect(settings)
+    async for row in list_transactions(client, status=args.status, limit=args.limit):
+        print(f"{row.order_id}\t{row.status}\t{row.kind}\t{row.provider}")
+    return 0
+
+
+async def cmd_demo(_: argparse.Namespace, settings: Settings) -> int:
+    from tempay.demo import run_demo
+
+    return 0 if await run_demo(settings) else 1
+
+
+async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    from tempay.dev import run_dev
+
+    return await run_dev(settings, demo=args.demo)
+
+
+async def cmd_worker(_: argparse.Namespace, settings: Settings) -> int:
+    from tempay.worker import run_worker
+
+    await run_worker(settings)
+    return 0
+
+
+async def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from tempay.bench import run_bench
+
+    return await run_bench(args.payments, args.concurrency)
+
+
+def cmd_webhook(_: argparse.Namespace, __: Settings) -> int:
+    from webhook.app import main as webhook_main
+
+    webhook_main()
+    return 0
+
+
+def cmd_sandbox(_: argparse.Namespace, __: Settings) -> int:
+    from providers.sandbox.app import main as sandbox_main
+
+    sandbox_main()
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="tempay", description="Durable payment settlement on Temporal."
+    )
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = commands.add_parser("dev", help="run the whole stack on the embedded Temporal")
+    dev.add_argument("--demo", action="store_true", help="run the demo once the stack is up")
+    dev.set_defaults(run=cmd_dev)
+
+    pay = commands.add_parser("pay", help="start a payment (idempotent by order id)")
+    pay.add_argument("--order-id", required=True)
+    pay.add_argument("--amount", required=True, help='decimal string, e.g. "10.00"')
+    pay.add_argument("--currency", required=True, help="ISO 4217 code, e.g. CNY")
+    pay.add_argument("--channel", default="alipay_wap")
+    pay.add_argument("--subject", default="")
+    pay.add_argument("--provider", default="sandbox")
+    pay.add_argument("--return-url", default="")
+    pay.set_defaults(run=cmd_pay)
+
+    status = commands.add_parser("status", help="show a transaction as JSON")
+    status.add_argument("order_id", metavar="ORDER_ID")
+    status.set_defaults(run=cmd_status)
+
+    listing = commands.add_parser("list", help="one line per transaction")
+    listing.add_argument("--status", help="only this status, e.g. PENDING")
+    listing.add_argument("--limit", type=int, default=None)
+    listing.set_defaults(run=cmd_list)
+
+    commands.add_parser("demo", help="drive every path against a running stack").set_defaults(
+        run=cmd_demo
+    )
+    commands.add_parser("worker", help="run the worker").set_defaults(run=cmd_worker)
+    commands.add_parser("webhook", help="run the webhook service").set_defaults(run=cmd_webhook)
+    commands.add_parser("sandbox", help="run the sandbox provider").set_defaults(run=cmd_sandbox)
+
+    bench = commands.add_parser("bench", help="payments/s versus bare Temporal, same run")
+    bench.add_argument("--payments", type=int, default=500)
+    bench.add_argument("--concurrency", type=int, default=50)
+    bench.set_defaults(run=cmd_bench)
+    return root
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        _fail(f"bad setting {'.'.join(map(str, first['loc']))}: {first['msg']}")
+    if args.command in ("worker", "webhook", "sandbox", "dev"):
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    run: Callable[[argparse.Namespace, Settings], Awaitable[int] | int] = args.run
+    try:
+        result = run(args, settings)
+        code = asyncio.run(result) if asyncio.iscoroutine(result) else result
+    except KeyboardInterrupt:
+        code = 130
+    except (*USER_ERRORS, CommandError) as exc:
+        _fail(str(exc))
+    except RPCError as exc:
+        _fail(f"Temporal refused the request: {exc.message}")
+    except httpx.HTTPError as exc:
+        _fail(f"HTTP error: {exc}")
+    sys.exit(code)
+
+
+def _fail(message: str) -> None:
+    print(f"tempay: error: {message}", file=sys.stderr)
+    sys.exit(1)

@@ -1,0 +1,165 @@
+"""Starting and reading transactions from outside Temporal: the CLI, demo and benchmark."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import Decimal
+
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from tempay import search_attributes as sa
+from tempay.domain import (
+    CheckoutInfo,
+    InvalidInput,
+    PaymentOrder,
+    PaymentView,
+    SettlementTiming,
+    TransactionKind,
+    TransactionStatus,
+    parse_amount,
+    parse_currency,
+    parse_order_id,
+    payment_workflow_id,
+)
+from tempay.settings import Settings
+from workflows.payment import PaymentWorkflow
+
+
+class TransactionNotFound(LookupError):
+    pass
+
+
+class OrderConflict(ValueError):
+    """The order id exists with other terms: order ids are idempotency keys."""
+
+
+def settlement_timing(settings: Settings) -> SettlementTiming:
+    return SettlementTiming(
+        first_status_query_delay=settings.first_status_query_delay,
+        status_query_backoff_cap=settings.status_query_backoff_cap,
+        expires_after=settings.payment_expiry,
+        late_payment_window=settings.late_payment_window,
+    )
+
+
+def build_order(
+    settings: Settings,
+    *,
+    order_id: str,
+    amount: str | Decimal,
+    currency: str,
+    provider: str = "sandbox",
+    channel: str = "alipay_wap",
+    subject: str = "",
+    return_url: str = "",
+    kind: TransactionKind = TransactionKind.PAYMENT,
+    account_id: str | None = None,
+    timing: SettlementTiming | None = None,
+) -> PaymentOrder:
+    """Validate a merchant's order; raises InvalidInput with a message a user can act on."""
+    currency = parse_currency(currency)
+    return PaymentOrder(
+        order_id=parse_order_id(order_id),
+        amount=parse_amount(amount, currency),
+        currency=currency,
+        kind=kind,
+        provider=provider,
+        channel=channel,
+        subject=subject,
+        notify_url=f"{settings.webhook_url.rstrip('/')}/notify/{provider}",
+        return_url=return_url,
+        account_id=account_id,
+        timing=timing or settlement_timing(settings),
+    )
+
+
+async def start_payment(client: Client, settings: Settings, order: PaymentOrder) -> CheckoutInfo:
+    """Start (or find) the order's workflow and return once the payer has a payment_url."""
+    start = WithStartWorkflowOperation(
+        PaymentWorkflow.run,
+        order,
+        id=order.workflow_id,
+        task_queue=settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        # A finished order is never started again: its id stays its idempotency key.
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        static_summary=(
+            f"{order.kind} {order.order_id}: {order.amount} {order.currency} via {order.provider}"
+        ),
+    )
+    try:
+        return await client.execute_update_with_start_workflow(
+            PaymentWorkflow.checkout, order, start_workflow_operation=start
+        )
+    except WorkflowUpdateFailedError as exc:
+        raise OrderConflict(str(exc.cause.message if exc.cause else exc)) from None
+    except WorkflowAlreadyStartedError:
+        with contextlib.suppress(WorkflowAlreadyStartedError):
+            await start.workflow_handle()  # the operation holds the same error: consume it
+        view = await payment_view(client, order.order_id)
+        if (view.amount, view.currency, view.kind) != (order.amount, order.currency, order.kind):
+            raise OrderConflict(
+                f"order {order.order_id} already exists with different terms: "
+                f"{view.kind} of {view.amount} {view.currency}"
+            ) from None
+        return CheckoutInfo(
+            workflow_id=view.workflow_id,
+            order_id=view.order_id,
+            status=view.status,
+            payment_url=view.payment_url,
+            provider_trade_no=view.provider_trade_no,
+        )
+
+
+async def payment_view(client: Client, order_id: str) -> PaymentView:
+    handle = client.get_workflow_handle(payment_workflow_id(order_id), result_type=PaymentView)
+    try:
+        description = await handle.describe()
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.NOT_FOUND:
+            raise TransactionNotFound(f"no transaction for order {order_id!r}") from None
+        raise
+    if description.status is WorkflowExecutionStatus.COMPLETED:
+        return await handle.result()
+    return await handle.query(PaymentWorkflow.details)
+
+
+@dataclass(frozen=True)
+class TransactionRow:
+    order_id: str
+    status: str
+    kind: str
+    provider: str
+    workflow_id: str
+
+
+async def list_transactions(
+    client: Client, status: str | None = None, limit: int | None = None
+) -> AsyncIterator[TransactionRow]:
+    query = f"{sa.TRANSACTION_KIND.name} IS NOT NULL"
+    if status is not None:
+        status = status.upper()
+        if status not in TransactionStatus.__members__:
+            raise InvalidInput(
+                f"unknown status {status!r}: one of {', '.join(TransactionStatus.__members__)}"
+            )
+        query += f" AND {sa.PAYMENT_STATUS.name} = '{status}'"
+    async for execution in client.list_workflows(query, limit=limit):
+        attrs = execution.typed_search_attributes
+        yield TransactionRow(
+            order_id=attrs.get(sa.ORDER_ID) or execution.id,
+            status=attrs.get(sa.PAYMENT_STATUS) or "?",
+            kind=attrs.get(sa.TRANSACTION_KIND) or "?",
+            provider=attrs.get(sa.PROVIDER) or "?",
+            workflow_id=execution.id,
+        )
