@@ -14,6 +14,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -135,8 +136,8 @@ async def measure(payments: int, concurrency: int, settings: Settings) -> dict[s
         pay_time = bare_time = 0.0
         for tag, count in (("a", half), ("b", payments - half)):
             print(f"measuring: {count} payments, then {count} bare workflows", flush=True)
-            pay_time += await run_many(count, concurrency, lambda i, t=tag: bench.payment(i, t))
-            bare_time += await run_many(count, concurrency, lambda i, t=tag: bench.bare(i, t))
+            pay_time += await run_many(count, concurrency, partial(bench.payment, tag=tag))
+            bare_time += await run_many(count, concurrency, partial(bench.bare, tag=tag))
         after = await ack_buckets(http, settings.webhook_url)
     delta = {le: after[le] - before.get(le, 0.0) for le in after}
     return {

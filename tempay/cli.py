@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     run: Callable[[argparse.Namespace, Settings], Awaitable[int] | int] = args.run
     try:
         result = run(args, settings)
-        code = asyncio.run(result) if asyncio.iscoroutine(result) else result
+        code: int = asyncio.run(result) if asyncio.iscoroutine(result) else int(result)  # type: ignore[arg-type]
     except KeyboardInterrupt:
         code = 130
     except (*USER_ERRORS, CommandError) as exc:

@@ -28,11 +28,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TEMPAY_", extra="ignore")
 
     temporal_address: str = Field(
-        "127.0.0.1:7233",
+        default="127.0.0.1:7233",
         validation_alias=AliasChoices("TEMPORAL_ADDRESS", "TEMPAY_TEMPORAL_ADDRESS"),
     )
     temporal_namespace: str = Field(
-        "default", validation_alias=AliasChoices("TEMPORAL_NAMESPACE", "TEMPAY_TEMPORAL_NAMESPACE")
+        default="default",
+        validation_alias=AliasChoices("TEMPORAL_NAMESPACE", "TEMPAY_TEMPORAL_NAMESPACE"),
     )
     task_queue: str = "tempay"
     data_dir: Path = Path(".tempay")

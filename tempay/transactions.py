@@ -102,7 +102,7 @@ async def start_payment(client: Client, settings: Settings, order: PaymentOrder)
             PaymentWorkflow.checkout, order, start_workflow_operation=start
         )
     except WorkflowUpdateFailedError as exc:
-        raise OrderConflict(str(exc.cause.message if exc.cause else exc)) from None
+        raise OrderConflict(str(exc.cause or exc)) from None
     except WorkflowAlreadyStartedError:
         with contextlib.suppress(WorkflowAlreadyStartedError):
             await start.workflow_handle()  # the operation holds the same error: consume it
