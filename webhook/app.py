@@ -21,7 +21,15 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from providers.base import NotificationError, ProviderAdapter
 from providers.registry import build_adapters
-from tempay.domain import InvalidInput, parse_order_id, payment_workflow_id
+from tempay import search_attributes as sa
+from tempay.domain import (
+    InvalidInput,
+    PaymentObservation,
+    ProviderPaymentState,
+    TransactionStatus,
+    parse_order_id,
+    payment_workflow_id,
+)
 from tempay.settings import Settings, get_settings
 from tempay.temporal import TemporalUnavailable, connect
 from webhook.metrics import ACK_LATENCY, NOTIFICATIONS
@@ -63,6 +71,14 @@ class TemporalConnection:
         return self._client
 
 
+CLOSED_UNPAID = (TransactionStatus.FAILED, TransactionStatus.EXPIRED)
+
+
+def _acknowledge(adapter: ProviderAdapter) -> Response:
+    ack = adapter.acknowledgement()
+    return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type)
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -99,7 +115,7 @@ def create_app(
             return _error(404, f"unknown provider {provider!r}")
         response, outcome = await _handle_notification(adapter, request)
         NOTIFICATIONS.labels(provider, outcome).inc()
-        if outcome in ("signalled", "already_settled"):
+        if outcome in ("signalled", "already_settled", "late_money"):
             ACK_LATENCY.labels(provider).observe(time.perf_counter() - started)
         return response
 
@@ -132,18 +148,18 @@ def create_app(
             if exc.status is not RPCStatusCode.NOT_FOUND:
                 log.error("signal to %s failed: %s", workflow_id, exc)
                 return _error(503, "Temporal unavailable, retry later"), "temporal_unavailable"
-            return await _closed_or_unknown(adapter, client, workflow_id)
-        ack = adapter.acknowledgement()
-        return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type), (
-            "signalled"
-        )
+            return await _closed_or_unknown(adapter, client, workflow_id, observation)
+        return _acknowledge(adapter), "signalled"
 
     async def _closed_or_unknown(
-        adapter: ProviderAdapter, client: Client, workflow_id: str
+        adapter: ProviderAdapter,
+        client: Client,
+        workflow_id: str,
+        observation: PaymentObservation,
     ) -> tuple[Response, str]:
         """A signal is refused both for finished workflows and for ones that never existed."""
         try:
-            await client.get_workflow_handle(workflow_id).describe(
+            description = await client.get_workflow_handle(workflow_id).describe(
                 rpc_timeout=settings.signal_timeout
             )
         except RPCError as exc:
@@ -151,11 +167,22 @@ def create_app(
                 log.warning("notification for unknown transaction %s ignored", workflow_id)
                 return _error(404, f"unknown order ({workflow_id})"), "unknown_order"
             return _error(503, "Temporal unavailable, retry later"), "temporal_unavailable"
+        status = description.typed_search_attributes.get(sa.PAYMENT_STATUS)
+        if observation.state is ProviderPaymentState.PAID and status in CLOSED_UNPAID:
+            # Past the workflow's late-payment window: acknowledged so the provider stops,
+            # and raised loudly (log and metric) because the money needs a person.
+            log.error(
+                "money arrived for %s transaction %s after its late-payment window: "
+                "%s %s (provider trade %s); review and refund by hand",
+                status,
+                workflow_id,
+                observation.amount,
+                observation.currency,
+                observation.provider_trade_no,
+            )
+            return _acknowledge(adapter), "late_money"
         log.info("notification for settled %s acknowledged; nothing changes", workflow_id)
-        ack = adapter.acknowledgement()
-        return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type), (
-            "already_settled"
-        )
+        return _acknowledge(adapter), "already_settled"
 
     return app
 

@@ -211,6 +211,12 @@ class SandboxAdapter(ProviderAdapter):
             )
         state = _state(data["trade_status"])
         paid = state is ProviderPaymentState.PAID
+        if paid:
+            received = _decimal(data.get("receipt_amount"), "receipt_amount")
+            if received is None or not received.is_finite() or received <= 0:
+                raise MalformedNotification("a paid notification needs a positive receipt_amount")
+            if not data.get("currency"):
+                raise MalformedNotification("a paid notification needs a currency")
         return PaymentObservation(
             order_id=str(data["out_trade_no"]),
             provider=self.name,

@@ -8,7 +8,7 @@ import contextlib
 import json
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, Request, Response
@@ -25,6 +24,7 @@ from providers.sandbox.app import create_app
 from providers.sandbox.settings import SandboxSettings
 from providers.sandbox.signature import SIGNATURE_HEADER, SignatureError, verify_body
 from providers.sandbox.store import SandboxStore
+from tests.stack import bound_socket, serve, url_of
 
 # Alipay's 25-hour retry schedule shrinks to under a second.
 TIME_SCALE = 0.000002
@@ -38,47 +38,6 @@ DEFAULT_FAULTS = {
     "status_fail_rate": 0,
     "status_delay_seconds": 0,
 }
-
-
-# In-process servers
-
-
-class InProcessServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # pytest keeps its own Ctrl-C handling.
-        yield
-
-
-def bound_socket() -> socket.socket:
-    """A listening address known before the app is built (the sandbox needs its URL)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    # Accepted connections inherit this; without it Nagle + delayed ACK cost ~40 ms a request.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-def url_of(sock: socket.socket) -> str:
-    return f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-
-@contextlib.asynccontextmanager
-async def serving(app: FastAPI, sock: socket.socket) -> AsyncIterator[str]:
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
-    server = InProcessServer(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()  # startup failed: raise its error
-            raise RuntimeError("server exited during startup")
-        await asyncio.sleep(0.005)
-    try:
-        yield url_of(sock)
-    finally:
-        server.should_exit = True
-        await task
 
 
 @dataclass
@@ -189,7 +148,7 @@ async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
 @contextlib.asynccontextmanager
 async def running_receiver() -> AsyncIterator[Receiver]:
     receiver = Receiver()
-    async with serving(receiver.app(), bound_socket()) as url:
+    async with serve(receiver.app(), bound_socket()) as url:
         receiver.url = url
         yield receiver
 
@@ -200,7 +159,7 @@ async def running_sandbox(
 ) -> AsyncIterator[Sandbox]:
     sock = bound_socket()
     app = create_app(sandbox_settings(data_dir, sock, **overrides))
-    async with serving(app, sock) as url, httpx.AsyncClient(base_url=url) as client:
+    async with serve(app, sock) as url, httpx.AsyncClient(base_url=url) as client:
         receiver.public_key = await fetch_public_key(client)
         yield Sandbox(url, client, receiver)
 
