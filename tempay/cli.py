@@ -6,9 +6,10 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 from pydantic import ValidationError
@@ -20,6 +21,7 @@ from tempay.temporal import TemporalUnavailable, connect
 from tempay.transactions import (
     OrderConflict,
     TransactionNotFound,
+    WorkerUnavailable,
     build_order,
     list_transactions,
     payment_view,
@@ -27,7 +29,13 @@ from tempay.transactions import (
 )
 
 START_TIMEOUT_SECONDS = 30.0
-USER_ERRORS = (InvalidInput, TemporalUnavailable, TransactionNotFound, OrderConflict)
+USER_ERRORS = (
+    InvalidInput,
+    TemporalUnavailable,
+    TransactionNotFound,
+    OrderConflict,
+    WorkerUnavailable,
+)
 
 
 class CommandError(Exception):
@@ -183,9 +191,17 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"Temporal refused the request: {exc.message}")
     except httpx.HTTPError as exc:
         _fail(f"HTTP error: {exc}")
-    sys.exit(code)
+    _exit(code)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     print(f"tempay: error: {message}", file=sys.stderr)
-    sys.exit(1)
+    _exit(1)
+
+
+def _exit(code: int) -> NoReturn:
+    # The Temporal client's native threads can crash CPython's finalisation of a short-lived
+    # process (temporalio/sdk-python#300): flush and leave without it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
 from providers.sandbox.keys import ensure_keypair
 from tempay import search_attributes as sa
@@ -189,6 +192,7 @@ class Stack:
             "webhook": lambda: self._http_ready(
                 f"http://127.0.0.1:{self.settings.webhook_port}/healthz"
             ),
+            "worker": self._worker_polling,
         }
         for name, check in checks.items():
             while not await check():
@@ -207,6 +211,17 @@ class Stack:
         except TemporalUnavailable:
             return False
         return True
+
+    async def _worker_polling(self) -> bool:
+        client = await connect(self.settings)
+        response = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=self.settings.temporal_namespace,
+                task_queue=TaskQueue(name=self.settings.task_queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            )
+        )
+        return bool(response.pollers)
 
     @staticmethod
     async def _http_ready(url: str) -> bool:

@@ -39,6 +39,10 @@ class TransactionNotFound(LookupError):
     pass
 
 
+class WorkerUnavailable(RuntimeError):
+    pass
+
+
 class OrderConflict(ValueError):
     """The order id exists with other terms: order ids are idempotency keys."""
 
@@ -131,7 +135,15 @@ async def payment_view(client: Client, order_id: str) -> PaymentView:
         raise
     if description.status is WorkflowExecutionStatus.COMPLETED:
         return await handle.result()
-    return await handle.query(PaymentWorkflow.details)
+    try:
+        return await handle.query(PaymentWorkflow.details)
+    except RPCError as exc:
+        # A query runs on a worker; without one, the server can only say which status.
+        status = description.typed_search_attributes.get(sa.PAYMENT_STATUS)
+        raise WorkerUnavailable(
+            f"order {order_id} is {status or 'running'}, but no worker answered "
+            f"for its details ({exc.message}): is `tempay dev` or `tempay worker` running?"
+        ) from None
 
 
 @dataclass(frozen=True)

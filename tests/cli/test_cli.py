@@ -1,0 +1,173 @@
+"""The `tempay` command as a user runs it: real processes, real ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tempay.dev import free_port, port_in_use
+
+
+def tempay(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tempay", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:
+    assert result.returncode == 1, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("tempay: error: ") and fragment in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    webhook_port = free_port()
+    return {
+        **os.environ,
+        "TEMPAY_DATA_DIR": str(tmp_path / "data"),
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+        "TEMPAY_TEMPORAL_UI_PORT": str(free_port()),
+        "TEMPAY_WEBHOOK_PORT": str(webhook_port),
+        "TEMPAY_WEBHOOK_URL": f"http://127.0.0.1:{webhook_port}",
+        "TEMPAY_SANDBOX_URL": f"http://127.0.0.1:{free_port()}",
+    }
+
+
+def ports(env: dict[str, str]) -> list[int]:
+    return [
+        int(env["TEMPORAL_ADDRESS"].rsplit(":", 1)[1]),
+        int(env["TEMPAY_TEMPORAL_UI_PORT"]),
+        int(env["TEMPAY_WEBHOOK_PORT"]),
+        int(env["TEMPAY_SANDBOX_URL"].rsplit(":", 1)[1]),
+    ]
+
+
+class Dev:
+    """`tempay dev` in the background, stopped the way a user stops it."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        offset = log.stat().st_size if log.exists() else 0
+        with open(log, "ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tempay", "dev"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + 90
+        while "tempay dev: ready" not in log.read_text()[offset:]:
+            assert self.process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(40)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise
+        return self.process.returncode
+
+
+@pytest.fixture
+def dev_factory(env: dict[str, str], tmp_path: Path) -> Iterator[type[Dev]]:
+    started: list[Dev] = []
+
+    class Tracked(Dev):
+        def __init__(self) -> None:  # type: ignore[override]
+            super().__init__(env, tmp_path / "dev.log")
+            started.append(self)
+
+    yield Tracked
+    for dev in started:
+        dev.stop()
+
+
+def wait_for_status(env: dict[str, str], order_id: str, status: str) -> dict[str, object]:
+    deadline = time.monotonic() + 30
+    while True:
+        view = json.loads(tempay("status", order_id, env=env).stdout)
+        if view["status"] == status or time.monotonic() > deadline:
+            return view
+        time.sleep(0.3)
+
+
+def test_bad_input_is_one_clear_line(env: dict[str, str]) -> None:
+    pay = ("pay", "--order-id", "A1")
+    assert_one_line_error(
+        tempay(*pay, "--amount", "10.001", "--currency", "CNY", env=env), "decimal places"
+    )
+    assert_one_line_error(tempay(*pay, "--amount", "ten", "--currency", "CNY", env=env), "ten")
+    assert_one_line_error(tempay(*pay, "--amount", "-1", "--currency", "CNY", env=env), "positive")
+    assert_one_line_error(
+        tempay(*pay, "--amount", "10", "--currency", "XYZ", env=env), "unknown currency"
+    )
+    assert_one_line_error(
+        tempay("pay", "--order-id", "a b", "--amount", "1", "--currency", "CNY", env=env),
+        "order id",
+    )
+
+
+def test_unreachable_server_is_one_clear_line(env: dict[str, str]) -> None:
+    assert_one_line_error(tempay("status", "A1", env=env), "cannot reach Temporal")
+    assert_one_line_error(
+        tempay("pay", "--order-id", "A1", "--amount", "1.00", "--currency", "CNY", env=env),
+        "cannot reach Temporal",
+    )
+    assert_one_line_error(tempay("list", env=env), "cannot reach Temporal")
+
+
+@pytest.mark.e2e
+def test_dev_stops_everything_and_resumes_pending_payments(
+    env: dict[str, str], dev_factory: type[Dev]
+) -> None:
+    dev = dev_factory()
+    paid = tempay("pay", "--order-id", "R1", "--amount", "10.00", "--currency", "CNY", env=env)
+    assert paid.returncode == 0, paid.stderr
+    checkout = json.loads(paid.stdout)
+    assert checkout["status"] == "PENDING" and checkout["workflow_id"] == "payment-R1"
+    assert_one_line_error(tempay("status", "nope", env=env), "no transaction for order 'nope'")
+    assert_one_line_error(
+        tempay("pay", "--order-id", "R1", "--amount", "11.00", "--currency", "CNY", env=env),
+        "already exists with different terms",
+    )
+
+    assert dev.stop() == 0
+    assert not [port for port in ports(env) if port_in_use(port)]
+
+    dev_factory()  # the same data dir: Temporal's SQLite file and the sandbox's trades
+    again = tempay("pay", "--order-id", "R1", "--amount", "10.00", "--currency", "CNY", env=env)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["payment_url"] == checkout["payment_url"]
+    form = httpx.post(checkout["payment_url"] + "/pay", timeout=10)
+    assert form.status_code == 200
+    view = wait_for_status(env, "R1", "SUCCEEDED")
+    assert view["status"] == "SUCCEEDED" and view["settled_by"] == "notification"
+
+    deadline = time.monotonic() + 20
+    while "R1\tSUCCEEDED" not in tempay("list", "--status", "SUCCEEDED", env=env).stdout:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
