@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -74,11 +74,15 @@ class Dev:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        deadline = time.monotonic() + 90
-        while "tempay dev: ready" not in log.read_text()[offset:]:
-            assert self.process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+        try:
+            deadline = time.monotonic() + 90
+            while "tempay dev: ready" not in log.read_text()[offset:]:
+                assert self.process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> int:
         if self.process.poll() is None:
@@ -93,15 +97,14 @@ class Dev:
 
 
 @pytest.fixture
-def dev_factory(env: dict[str, str], tmp_path: Path) -> Iterator[type[Dev]]:
+def dev_factory(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[], Dev]]:
     started: list[Dev] = []
 
-    class Tracked(Dev):
-        def __init__(self) -> None:  # type: ignore[override]
-            super().__init__(env, tmp_path / "dev.log")
-            started.append(self)
+    def start() -> Dev:
+        started.append(Dev(env, tmp_path / "dev.log"))
+        return started[-1]
 
-    yield Tracked
+    yield start
     for dev in started:
         dev.stop()
 
@@ -142,7 +145,7 @@ def test_unreachable_server_is_one_clear_line(env: dict[str, str]) -> None:
 
 @pytest.mark.e2e
 def test_dev_stops_everything_and_resumes_pending_payments(
-    env: dict[str, str], dev_factory: type[Dev]
+    env: dict[str, str], dev_factory: Callable[[], Dev]
 ) -> None:
     dev = dev_factory()
     paid = tempay("pay", "--order-id", "R1", "--amount", "10.00", "--currency", "CNY", env=env)
