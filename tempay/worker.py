@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -38,6 +39,9 @@ def build_worker(
 
 
 async def run_worker(settings: Settings | None = None) -> None:
+    # The workflow sandbox re-imports workflow modules for every workflow run: without
+    # bytecode caching (PYTHONDONTWRITEBYTECODE) each run recompiles their source.
+    sys.dont_write_bytecode = False
     settings = settings or get_settings()
     client = await connect(settings)
     adapters = build_adapters(settings)
