@@ -50,6 +50,7 @@ class FakeProvider:
     query_failures: int = 0
     close_pays_first: bool = False  # the payer pays while our close is in flight
     create_gate: asyncio.Event | None = None
+    query_gate: asyncio.Event | None = None
     query_times: list[datetime] = field(default_factory=list)
     closes: int = 0
 
@@ -81,6 +82,8 @@ class FakeProvider:
     @activity.defn(name="query_payment")
     async def query_payment(self, order: PaymentOrder) -> PaymentObservation:
         self.query_times.append(activity.info().current_attempt_scheduled_time)
+        if self.query_gate is not None:
+            await self.query_gate.wait()
         if self.query_failures > 0:
             self.query_failures -= 1
             raise RuntimeError("provider status API: HTTP 503")
@@ -331,6 +334,36 @@ async def test_notification_racing_status_query_settles_once(
     await handle.signal(PaymentWorkflow.notify, notification(order, ProviderPaymentState.PAID))
     view = await handle.result()
     assert view.status is TransactionStatus.SUCCEEDED
+    assert await status_upserts(handle) == ["CREATED", "PENDING", "SUCCEEDED"]
+
+
+async def test_notification_during_a_slow_status_query_settles_at_once(
+    client: Client,
+    order: PaymentOrder,
+    task_queue: str,
+    provider: FakeProvider,
+    time_env: WorkflowEnvironment,
+) -> None:
+    provider.pay()
+    provider.query_gate = asyncio.Event()  # the status API hangs
+    # Time stands still while an activity runs, so the first query comes after 1 s.
+    timing = TIMING.model_copy(update={"first_status_query_delay": timedelta(seconds=1)})
+    order = order.model_copy(update={"timing": timing})
+    handle = await start(client, order, task_queue)
+    await time_env.sleep(timedelta(seconds=2))
+    assert len(provider.query_times) == 1
+    await handle.signal(PaymentWorkflow.notify, notification(order, ProviderPaymentState.PAID))
+    # Settled while the query still hangs: the notification did not wait for it.
+    for _ in range(100):
+        early = await handle.query(PaymentWorkflow.details)
+        if early.status.is_terminal:
+            break
+        await asyncio.sleep(0.05)
+    provider.query_gate.set()
+    assert early.status is TransactionStatus.SUCCEEDED
+    view = await handle.result()
+    assert view.status is TransactionStatus.SUCCEEDED
+    assert view.settled_by == "notification"
     assert await status_upserts(handle) == ["CREATED", "PENDING", "SUCCEEDED"]
 
 
