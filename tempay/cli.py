@@ -15,7 +15,7 @@ import httpx
 from pydantic import ValidationError
 from temporalio.service import RPCError
 
-from tempay.domain import InvalidInput, TransactionKind
+from tempay.domain import InvalidInput, PaymentOrder, TransactionKind
 from tempay.settings import Settings, get_settings
 from tempay.temporal import TemporalUnavailable, connect
 from tempay.transactions import (
@@ -46,8 +46,10 @@ def _print_json(model: Any) -> None:
     print(json.dumps(model.model_dump(mode="json"), indent=2))
 
 
-async def cmd_pay(args: argparse.Namespace, settings: Settings) -> int:
-    order = build_order(
+def _order(
+    args: argparse.Namespace, settings: Settings, kind: TransactionKind, **extra: Any
+) -> PaymentOrder:
+    return build_order(
         settings,
         order_id=args.order_id,
         amount=args.amount,
@@ -56,8 +58,27 @@ async def cmd_pay(args: argparse.Namespace, settings: Settings) -> int:
         channel=args.channel,
         subject=args.subject,
         return_url=args.return_url,
-        kind=TransactionKind.PAYMENT,
+        kind=kind,
+        **extra,
     )
+
+
+async def cmd_pay(args: argparse.Namespace, settings: Settings) -> int:
+    await _start_and_print(_order(args, settings, TransactionKind.PAYMENT), settings)
+    return 0
+
+
+async def cmd_recharge(args: argparse.Namespace, settings: Settings) -> int:
+    account_id = args.account_id.strip()
+    if not account_id:
+        raise InvalidInput("--account-id must name the account to top up")
+    args.subject = args.subject or f"Top up {account_id}"
+    order = _order(args, settings, TransactionKind.RECHARGE, account_id=account_id)
+    await _start_and_print(order, settings)
+    return 0
+
+
+async def _start_and_print(order: PaymentOrder, settings: Settings) -> None:
     client = await connect(settings)
     try:
         checkout = await asyncio.wait_for(
@@ -69,7 +90,6 @@ async def cmd_pay(args: argparse.Namespace, settings: Settings) -> int:
             "and continues once `tempay dev` (or `tempay worker`) runs"
         ) from None
     _print_json(checkout)
-    return 0
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -135,14 +155,13 @@ def parser() -> argparse.ArgumentParser:
     dev.set_defaults(run=cmd_dev)
 
     pay = commands.add_parser("pay", help="start a payment (idempotent by order id)")
-    pay.add_argument("--order-id", required=True)
-    pay.add_argument("--amount", required=True, help='decimal string, e.g. "10.00"')
-    pay.add_argument("--currency", required=True, help="ISO 4217 code, e.g. CNY")
-    pay.add_argument("--channel", default="alipay_wap")
-    pay.add_argument("--subject", default="")
-    pay.add_argument("--provider", default="sandbox")
-    pay.add_argument("--return-url", default="")
+    _order_arguments(pay)
     pay.set_defaults(run=cmd_pay)
+
+    recharge = commands.add_parser("recharge", help="top up an account (idempotent by order id)")
+    _order_arguments(recharge)
+    recharge.add_argument("--account-id", required=True, help="the account to top up")
+    recharge.set_defaults(run=cmd_recharge)
 
     status = commands.add_parser("status", help="show a transaction as JSON")
     status.add_argument("order_id", metavar="ORDER_ID")
@@ -165,6 +184,16 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--concurrency", type=int, default=50)
     bench.set_defaults(run=cmd_bench)
     return root
+
+
+def _order_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--order-id", required=True, help="the merchant's order number")
+    command.add_argument("--amount", required=True, help='decimal string, e.g. "10.00"')
+    command.add_argument("--currency", required=True, help="ISO 4217 code, e.g. CNY")
+    command.add_argument("--channel", default="alipay_wap")
+    command.add_argument("--subject", default="")
+    command.add_argument("--provider", default="sandbox")
+    command.add_argument("--return-url", default="")
 
 
 def main(argv: list[str] | None = None) -> None:

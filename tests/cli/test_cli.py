@@ -132,6 +132,21 @@ def test_bad_input_is_one_clear_line(env: dict[str, str]) -> None:
         tempay("pay", "--order-id", "a b", "--amount", "1", "--currency", "CNY", env=env),
         "order id",
     )
+    assert_one_line_error(
+        tempay(
+            "recharge",
+            "--order-id",
+            "C1",
+            "--account-id",
+            " ",
+            "--amount",
+            "1",
+            "--currency",
+            "CNY",
+            env=env,
+        ),  # fmt: skip
+        "--account-id",
+    )
 
 
 def test_unreachable_server_is_one_clear_line(env: dict[str, str]) -> None:
@@ -156,6 +171,18 @@ def test_dev_stops_everything_and_resumes_pending_payments(
     assert_one_line_error(
         tempay("pay", "--order-id", "R1", "--amount", "11.00", "--currency", "CNY", env=env),
         "already exists with different terms",
+    )
+
+    topped = tempay(
+        "recharge", "--order-id", "C1", "--account-id", "acct-9", "--amount", "50.00",
+        "--currency", "CNY", env=env,
+    )  # fmt: skip
+    assert topped.returncode == 0, topped.stderr
+    recharge = json.loads(tempay("status", "C1", env=env).stdout)
+    assert (recharge["kind"], recharge["account_id"], recharge["amount"]) == (
+        "recharge",
+        "acct-9",
+        "50.00",
     )
 
     assert dev.stop() == 0
