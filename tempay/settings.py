@@ -7,8 +7,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BeforeValidator, Field
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tempay.merchant_webhooks import InvalidSecret, parse_secret
 
 
 def _seconds(value: Any) -> Any:
@@ -25,7 +34,10 @@ Duration = Annotated[timedelta, BeforeValidator(_seconds)]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TEMPAY_", extra="ignore")
+    # Errors never echo their input: a malformed secret must not reach a log.
+    model_config = SettingsConfigDict(
+        env_prefix="TEMPAY_", extra="ignore", hide_input_in_errors=True
+    )
 
     temporal_address: str = Field(
         default="127.0.0.1:7233",
@@ -55,6 +67,51 @@ class Settings(BaseSettings):
     notification_max_bytes: int = 64 * 1024
     notification_tolerance: Duration = timedelta(minutes=5)
     signal_timeout: Duration = timedelta(seconds=5)
+
+    # The merchant's application: settled payments are POSTed there, signed by the Standard
+    # Webhooks scheme with this `whsec_...` secret. Unset: nothing is sent.
+    merchant_webhook_url: str | None = None
+    merchant_webhook_secret: SecretStr | None = None
+
+    @field_validator("merchant_webhook_url", mode="before")
+    @classmethod
+    def _blank_url_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("merchant_webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("merchant webhook URL must start with http:// or https://")
+        return value
+
+    @field_validator("merchant_webhook_secret", mode="before")
+    @classmethod
+    def _blank_secret_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("merchant_webhook_secret")
+    @classmethod
+    def _whsec_form(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                parse_secret(value.get_secret_value())
+            except InvalidSecret as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _secret_with_url(self) -> Settings:
+        if self.merchant_webhook_url and self.merchant_webhook_secret is None:
+            raise ValueError(
+                "TEMPAY_MERCHANT_WEBHOOK_SECRET (whsec_...) is required when "
+                "TEMPAY_MERCHANT_WEBHOOK_URL is set: merchant events are always signed"
+            )
+        return self
 
     @property
     def sandbox_public_key_file(self) -> Path:
