@@ -127,6 +127,8 @@ class SettlementTiming(BaseModel):
     status_query_backoff_cap: timedelta = timedelta(minutes=10)
     expires_after: timedelta = timedelta(minutes=30)
     late_payment_window: timedelta = timedelta(hours=24)
+    # First retry of a merchant event delivery; doubles up to an hour (tests shorten it).
+    merchant_retry_interval: timedelta = timedelta(seconds=5)
 
 
 class PaymentOrder(BaseModel):
@@ -227,3 +229,100 @@ class PaymentView(BaseModel):
     settled_at: datetime | None = None
     settled_by: str | None = None
     review_reason: str | None = None
+    # One entry per merchant event, in the order they were raised.
+    merchant_events: list[MerchantEventProgress] = Field(default_factory=list)
+
+
+# Merchant notifications: what the merchant's application is told once a payment settles.
+
+
+class MerchantDeliveryState(StrEnum):
+    PENDING = "pending"  # being delivered (retried until the merchant answers 2xx)
+    DELIVERED = "delivered"  # the merchant answered 2xx
+    NOT_CONFIGURED = "not_configured"  # no TEMPAY_MERCHANT_WEBHOOK_URL: nothing was sent
+    FAILED = "failed"  # retries ran out; the event was never acknowledged
+
+
+class MerchantEventData(BaseModel):
+    """The settled transaction. Amounts are Decimal here and strings ("10.00") on the wire."""
+
+    order_id: str
+    workflow_id: str
+    kind: TransactionKind
+    provider: str
+    status: TransactionStatus
+    amount: Decimal
+    currency: str
+    paid_amount: Decimal | None = None
+    paid_currency: str | None = None
+    provider_trade_no: str | None = None
+    account_id: str | None = None
+    review_reason: str | None = None
+    settled_at: datetime | None = None
+    settled_by: str | None = None
+
+
+class MerchantEvent(BaseModel):
+    """The body POSTed to the merchant's webhook; `id` is also the `webhook-id` header."""
+
+    id: str
+    type: str  # "{kind}.{status}", e.g. "payment.succeeded", "recharge.needs_review"
+    created_at: datetime
+    data: MerchantEventData
+
+
+def merchant_event_id(workflow_id: str, status: TransactionStatus) -> str:
+    """One id per settlement: a transaction reaches each terminal status at most once."""
+    return f"evt_{workflow_id}_{status.value.lower()}"
+
+
+def merchant_event_type(kind: TransactionKind, status: TransactionStatus) -> str:
+    return f"{kind.value}.{status.value.lower()}"
+
+
+def merchant_event(view: PaymentView, created_at: datetime) -> MerchantEvent:
+    """The event for the view's current (terminal) status."""
+    return MerchantEvent(
+        id=merchant_event_id(view.workflow_id, view.status),
+        type=merchant_event_type(view.kind, view.status),
+        created_at=created_at,
+        data=MerchantEventData(
+            order_id=view.order_id,
+            workflow_id=view.workflow_id,
+            kind=view.kind,
+            provider=view.provider,
+            status=view.status,
+            amount=Decimal(format_amount(view.amount, view.currency)),
+            currency=view.currency,
+            paid_amount=view.paid_amount,
+            paid_currency=view.paid_currency,
+            provider_trade_no=view.provider_trade_no,
+            account_id=view.account_id,
+            review_reason=view.review_reason,
+            settled_at=view.settled_at,
+            settled_by=view.settled_by,
+        ),
+    )
+
+
+class MerchantDelivery(BaseModel):
+    """The outcome of the `notify_merchant` activity (failures are raised, and retried)."""
+
+    event_id: str
+    state: Literal[MerchantDeliveryState.DELIVERED, MerchantDeliveryState.NOT_CONFIGURED]
+    attempt: int = 1
+    status_code: int | None = None
+
+
+class MerchantEventProgress(BaseModel):
+    """A merchant event's delivery, as operators see it in `details` and the Temporal UI."""
+
+    event_id: str
+    type: str
+    state: MerchantDeliveryState = MerchantDeliveryState.PENDING
+    attempts: int | None = None  # known once delivery ends
+    finished_at: datetime | None = None
+    error: str | None = None
+
+
+PaymentView.model_rebuild()

@@ -1,4 +1,4 @@
-"""The tempay worker: payment workflows and the activities that talk to providers."""
+"""The tempay worker: payment workflows and the activities that talk to providers and merchants."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.merchant import MerchantActivities
 from activities.payments import PaymentActivities
 from providers.base import ProviderAdapter
 from providers.registry import build_adapters
@@ -25,6 +26,7 @@ def build_worker(
     client: Client, settings: Settings, adapters: dict[str, ProviderAdapter]
 ) -> Worker:
     payments = PaymentActivities(adapters)
+    merchant = MerchantActivities(settings)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -33,6 +35,7 @@ def build_worker(
             payments.create_payment,
             payments.query_payment,
             payments.close_payment,
+            merchant.notify_merchant,
             bare_activity,
         ],
     )

@@ -2,7 +2,8 @@
 
 - `serve(app)` runs an ASGI app under uvicorn on 127.0.0.1 and yields its base URL.
 - `running_stack(client, data_dir, task_queue)` runs the sandbox provider, the webhook
-  service and a worker against `client`'s Temporal, wired the way `tempay dev` wires them.
+  service and a worker against `client`'s Temporal, wired the way `tempay dev` wires them,
+  plus a merchant application (`MerchantReceiver`) that the worker sends settled events to.
 - `start_payment(...)` starts a payment the way the CLI does (update-with-start), which the
   time-skipping test server does not support: use the dev server.
 """
@@ -11,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import FastAPI, Request, Response
 from temporalio.client import Client, WorkflowHandle
 
 from providers.registry import build_adapters
@@ -28,7 +31,8 @@ from providers.sandbox.app import create_app as create_sandbox_app
 from providers.sandbox.keys import ensure_keypair, load_private_key
 from providers.sandbox.settings import SandboxSettings
 from tempay import transactions
-from tempay.domain import CheckoutInfo, PaymentView, SettlementTiming
+from tempay.domain import CheckoutInfo, MerchantEvent, PaymentView, SettlementTiming
+from tempay.merchant_webhooks import WebhookVerificationError, generate_secret, verify
 from tempay.settings import Settings
 from tempay.transactions import build_order
 from tempay.worker import build_worker
@@ -96,6 +100,75 @@ async def serve(app: Any, sock: socket.socket | None = None) -> AsyncIterator[st
         sock.close()
 
 
+# The merchant's application
+
+
+@dataclass
+class MerchantDelivery:
+    """One POST the merchant's application received."""
+
+    webhook_id: str
+    answered: int
+    headers: dict[str, str]
+    body: dict[str, Any] | None  # the parsed JSON, when the signature verified
+    error: str | None = None  # why verification failed
+
+
+@dataclass
+class MerchantReceiver:
+    """The merchant's webhook endpoint: verifies each Standard Webhooks signature with
+    `tempay.merchant_webhooks.verify`, records every delivery, and answers 500 to an order's
+    first deliveries when told to (`refuse`)."""
+
+    secret: str = field(default_factory=generate_secret)
+    deliveries: list[MerchantDelivery] = field(default_factory=list)
+    refusals: dict[str, int] = field(default_factory=dict)  # order id -> 500s still to give
+
+    PATH = "/tempay/events"
+
+    def refuse(self, order_id: str, times: int) -> None:
+        self.refusals[order_id] = times
+
+    def deliveries_for(self, order_id: str) -> list[MerchantDelivery]:
+        return [
+            d
+            for d in self.deliveries
+            if d.body is not None and d.body["data"]["order_id"] == order_id
+        ]
+
+    def events_for(self, order_id: str) -> list[MerchantEvent]:
+        """The events acknowledged (2xx) for an order, in order of arrival."""
+        return [
+            MerchantEvent.model_validate(d.body)
+            for d in self.deliveries_for(order_id)
+            if d.body is not None and 200 <= d.answered < 300
+        ]
+
+    def app(self) -> FastAPI:
+        app = FastAPI(title="merchant")
+
+        @app.post(self.PATH)
+        async def receive(request: Request) -> Response:
+            raw = await request.body()
+            headers = dict(request.headers)
+            webhook_id = headers.get("webhook-id", "")
+            try:
+                verify(self.secret, request.headers, raw)
+            except WebhookVerificationError as exc:
+                self.deliveries.append(MerchantDelivery(webhook_id, 401, headers, None, str(exc)))
+                return Response(str(exc), status_code=401)
+            body = json.loads(raw)
+            order_id = body["data"]["order_id"]
+            answered = 204
+            if self.refusals.get(order_id, 0) > 0:
+                self.refusals[order_id] -= 1
+                answered = 500
+            self.deliveries.append(MerchantDelivery(webhook_id, answered, headers, body))
+            return Response("down for maintenance" if answered == 500 else None, answered)
+
+        return app
+
+
 # The stack
 
 
@@ -106,6 +179,7 @@ class Stack:
     sandbox_settings: SandboxSettings
     sandbox_url: str
     webhook_url: str
+    merchant: MerchantReceiver
 
     @property
     def notify_url(self) -> str:
@@ -117,7 +191,13 @@ class Stack:
 
 
 def stack_settings(
-    client: Client, data_dir: Path, task_queue: str, webhook_url: str, sandbox_url: str
+    client: Client,
+    data_dir: Path,
+    task_queue: str,
+    webhook_url: str,
+    sandbox_url: str,
+    merchant_webhook_url: str | None = None,
+    merchant_webhook_secret: str | None = None,
 ) -> Settings:
     return Settings(
         temporal_address=client.service_client.config.target_host,
@@ -129,6 +209,8 @@ def stack_settings(
         notification_max_bytes=64 * 1024,
         notification_tolerance=timedelta(minutes=5),
         signal_timeout=timedelta(seconds=5),
+        merchant_webhook_url=merchant_webhook_url,
+        merchant_webhook_secret=merchant_webhook_secret,
         **TEST_TIMINGS,
     )
 
@@ -137,22 +219,33 @@ def stack_settings(
 async def running_stack(
     client: Client, data_dir: Path, task_queue: str, **sandbox_overrides: Any
 ) -> AsyncIterator[Stack]:
-    """Sandbox provider, webhook service and worker; everything stops when the block ends."""
+    """Sandbox provider, webhook service, merchant and worker; all stop when the block ends."""
     async with contextlib.AsyncExitStack() as stack:
-        # Bind both sockets first: the settings (and the sandbox's payment_url links) need
+        # Bind the sockets first: the settings (and the sandbox's payment_url links) need
         # the URLs. They close on the way out even if something below fails.
         sandbox_sock = stack.enter_context(bound_socket())
         webhook_sock = stack.enter_context(bound_socket())
+        merchant_sock = stack.enter_context(bound_socket())
         sandbox_url, webhook_url = url_of(sandbox_sock), url_of(webhook_sock)
+        merchant = MerchantReceiver()
         sandbox_settings = SandboxSettings(
             data_dir=data_dir,
             public_url=sandbox_url,
             **{"time_scale": SANDBOX_TIME_SCALE, **sandbox_overrides},
         )
         ensure_keypair(sandbox_settings.directory)
-        settings = stack_settings(client, data_dir, task_queue, webhook_url, sandbox_url)
+        settings = stack_settings(
+            client,
+            data_dir,
+            task_queue,
+            webhook_url,
+            sandbox_url,
+            merchant_webhook_url=url_of(merchant_sock) + MerchantReceiver.PATH,
+            merchant_webhook_secret=merchant.secret,
+        )
         await stack.enter_async_context(serve(create_sandbox_app(sandbox_settings), sandbox_sock))
         await stack.enter_async_context(serve(create_webhook_app(settings), webhook_sock))
+        await stack.enter_async_context(serve(merchant.app(), merchant_sock))
         adapters = build_adapters(settings)
         for adapter in adapters.values():
             stack.push_async_callback(adapter.aclose)
@@ -164,6 +257,7 @@ async def running_stack(
             sandbox_settings=sandbox_settings,
             sandbox_url=sandbox_url,
             webhook_url=webhook_url,
+            merchant=merchant,
         )
 
 

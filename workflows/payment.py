@@ -15,12 +15,17 @@ with workflow.unsafe.imports_passed_through():
         CheckoutInfo,
         CloseOutcome,
         CreatedPayment,
+        MerchantDelivery,
+        MerchantDeliveryState,
+        MerchantEvent,
+        MerchantEventProgress,
         PaymentObservation,
         PaymentOrder,
         PaymentView,
         ProviderPaymentState,
         TransactionStatus,
         format_amount,
+        merchant_event,
     )
 
 CREATE_RETRY = RetryPolicy(
@@ -41,9 +46,25 @@ CLOSE_RETRY = RetryPolicy(
 )
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 JITTER = 0.2  # status queries are spread +-20% so pending payments don't query in bursts
+# Merchant events are retried until the merchant answers 2xx: the first retry after the
+# order's timing.merchant_retry_interval (5 s by default), doubling to an hour, for 3 days.
+MERCHANT_MAX_RETRY_INTERVAL = timedelta(hours=1)
+MERCHANT_DELIVERY_TIMEOUT = timedelta(days=3)
+# Workflows that settled before merchant events existed replay without them (and send
+# none later); the ones that settle after the upgrade send them.
+MERCHANT_EVENTS_PATCH = "merchant-events"
 
 SETTLED = (TransactionStatus.SUCCEEDED, TransactionStatus.NEEDS_REVIEW)
 CLOSED_UNPAID = (TransactionStatus.FAILED, TransactionStatus.EXPIRED)
+
+
+def merchant_retry(initial: timedelta) -> RetryPolicy:
+    return RetryPolicy(
+        initial_interval=initial,
+        backoff_coefficient=2.0,
+        maximum_interval=max(initial, MERCHANT_MAX_RETRY_INTERVAL),
+        maximum_attempts=0,  # unlimited: MERCHANT_DELIVERY_TIMEOUT bounds it
+    )
 
 
 @workflow.defn
@@ -56,6 +77,7 @@ class PaymentWorkflow:
         self._inbox: list[PaymentObservation] = []
         self._seen_notifications: set[str] = set()
         self._closed_by_us = False
+        self._deliveries: list[asyncio.Future[None]] = []
         self._view = PaymentView(
             workflow_id=order.workflow_id,
             order_id=order.order_id,
@@ -127,6 +149,7 @@ class PaymentWorkflow:
             await self._await_outcome(deadline)
         if self._status in CLOSED_UNPAID:
             await self._watch_for_late_money(timing.late_payment_window)
+        await self._finish_merchant_deliveries()
         return self._view
 
     async def _create_at_provider(self) -> bool:
@@ -251,6 +274,52 @@ class PaymentWorkflow:
                 return
             self._drain_inbox()
 
+    # ---- merchant events --------------------------------------------------------------
+
+    def _raise_merchant_event(self) -> None:
+        """Tell the merchant about the settlement just made, without waiting for them."""
+        if not workflow.patched(MERCHANT_EVENTS_PATCH):
+            return
+        event = merchant_event(self._view, workflow.now())
+        progress = MerchantEventProgress(event_id=event.id, type=event.type)
+        self._view.merchant_events.append(progress)
+        self._publish()
+        self._deliveries.append(asyncio.ensure_future(self._deliver(event, progress)))
+
+    async def _deliver(self, event: MerchantEvent, progress: MerchantEventProgress) -> None:
+        try:
+            delivery = await workflow.execute_activity(
+                "notify_merchant",
+                event,
+                result_type=MerchantDelivery,
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                schedule_to_close_timeout=MERCHANT_DELIVERY_TIMEOUT,
+                retry_policy=merchant_retry(self._order.timing.merchant_retry_interval),
+                summary="notify merchant",
+            )
+        except ActivityError as exc:
+            progress.state = MerchantDeliveryState.FAILED
+            progress.error = str(exc.cause or exc)
+            workflow.logger.error(
+                "merchant event %s never acknowledged: %s", event.id, progress.error
+            )
+        else:
+            progress.state = delivery.state
+            progress.attempts = delivery.attempt
+        progress.finished_at = workflow.now()
+        self._publish()
+
+    async def _finish_merchant_deliveries(self) -> None:
+        """The workflow ends once every event is delivered. Meanwhile notifications still
+        count: money arriving while the merchant is unreachable is reviewed, not dropped."""
+        while True:
+            self._drain_inbox()
+            if all(delivery.done() for delivery in self._deliveries):
+                return
+            await workflow.wait_condition(
+                lambda: bool(self._inbox) or all(d.done() for d in self._deliveries)
+            )
+
     # ---- settlement ------------------------------------------------------------------
 
     def _drain_inbox(self) -> None:
@@ -312,6 +381,7 @@ class PaymentWorkflow:
         if status is TransactionStatus.NEEDS_REVIEW or status in CLOSED_UNPAID:
             self._view.review_reason = reason
         self._set_status(status)
+        self._raise_merchant_event()
 
     def _set_status(self, status: TransactionStatus) -> None:
         self._status = status
@@ -344,4 +414,13 @@ class PaymentWorkflow:
             lines.append(f"- expires: {v.expires_at:%Y-%m-%d %H:%M:%S} UTC")
         if v.settled_by:
             lines.append(f"- settled by: {v.settled_by} at {v.settled_at:%Y-%m-%d %H:%M:%S} UTC")
+        for event in v.merchant_events:
+            line = f"- merchant event `{event.type}` ({event.event_id}): **{event.state}**"
+            if event.state is MerchantDeliveryState.PENDING:
+                line += ", retrying until the merchant answers 2xx"
+            elif event.attempts:
+                line += f" after {event.attempts} attempt" + ("s" if event.attempts > 1 else "")
+            if event.error:
+                line += f": {event.error}"
+            lines.append(line)
         workflow.set_current_details("\n".join(lines))

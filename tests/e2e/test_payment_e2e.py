@@ -349,3 +349,77 @@ async def test_same_order_id_is_the_same_payment(
     )
     await scripted_pay(sandbox, order_id)
     assert (await settled(handle)).status is TransactionStatus.SUCCEEDED
+
+
+# The merchant's application is told, signed (Standard Webhooks), until it takes the event
+
+
+async def test_merchant_is_told_of_a_checkout_payment(
+    stack: Stack, browser: httpx.AsyncClient, order_id: str
+) -> None:
+    handle, checkout = await start_payment(
+        stack.client, stack.settings, order_id, timing=NOTIFICATION_ONLY
+    )
+    assert checkout.payment_url
+    assert (await press(browser, checkout.payment_url, "Pay")).status_code == 200
+    view = await settled(handle)
+    assert view.status is TransactionStatus.SUCCEEDED
+
+    # The workflow finishes only once the merchant acknowledged: the event is there.
+    [delivery] = stack.merchant.deliveries_for(order_id)
+    event_id = f"evt_payment-{order_id}_succeeded"
+    assert (delivery.webhook_id, delivery.answered, delivery.error) == (event_id, 204, None)
+    assert delivery.headers["webhook-signature"].startswith("v1,")
+    assert delivery.headers["content-type"] == "application/json"
+    body = delivery.body
+    assert body is not None
+    assert (body["id"], body["type"]) == (event_id, "payment.succeeded")
+    data = body["data"]
+    assert (data["amount"], data["currency"]) == ("10.00", "CNY")
+    assert (data["paid_amount"], data["paid_currency"]) == ("10.00", "CNY")
+    assert (data["status"], data["kind"], data["settled_by"]) == (
+        "SUCCEEDED",
+        "payment",
+        "notification",
+    )
+    assert data["provider_trade_no"] == checkout.provider_trade_no
+    [progress] = view.merchant_events
+    assert (progress.event_id, progress.state, progress.attempts) == (event_id, "delivered", 1)
+
+
+async def test_merchant_failing_twice_gets_the_same_event_third(
+    stack: Stack, sandbox: httpx.AsyncClient, order_id: str
+) -> None:
+    # Retries start 0.1 s apart here (5 s by default), so the test stays fast.
+    timing = NOTIFICATION_ONLY.model_copy(
+        update={"merchant_retry_interval": timedelta(milliseconds=100)}
+    )
+    stack.merchant.refuse(order_id, 2)
+    handle, _ = await start_payment(stack.client, stack.settings, order_id, timing=timing)
+    await scripted_pay(sandbox, order_id)
+    view = await settled(handle)
+    assert view.status is TransactionStatus.SUCCEEDED
+
+    deliveries = stack.merchant.deliveries_for(order_id)
+    assert [d.answered for d in deliveries] == [500, 500, 204]
+    assert {d.webhook_id for d in deliveries} == {f"evt_payment-{order_id}_succeeded"}
+    assert all(d.error is None for d in deliveries)  # every attempt verified
+    assert deliveries[0].body == deliveries[2].body
+    [event] = stack.merchant.events_for(order_id)
+    assert event.type == "payment.succeeded" and event.data.amount == Decimal("10.00")
+    [progress] = view.merchant_events
+    assert (progress.state, progress.attempts) == ("delivered", 3)
+
+
+async def test_merchant_is_told_of_a_decline(
+    stack: Stack, browser: httpx.AsyncClient, order_id: str
+) -> None:
+    handle, checkout = await start_payment(
+        stack.client, stack.settings, order_id, timing=NOTIFICATION_ONLY
+    )
+    assert checkout.payment_url
+    await press(browser, checkout.payment_url, "Decline")
+    assert (await settled(handle)).status is TransactionStatus.FAILED
+    [event] = stack.merchant.events_for(order_id)
+    assert (event.id, event.type) == (f"evt_payment-{order_id}_failed", "payment.failed")
+    assert event.data.review_reason == "payer declined or payment failed"

@@ -23,6 +23,9 @@ from tempay import search_attributes as sa
 from tempay.domain import (
     CloseOutcome,
     CreatedPayment,
+    MerchantDelivery,
+    MerchantDeliveryState,
+    MerchantEvent,
     PaymentObservation,
     PaymentOrder,
     PaymentView,
@@ -101,21 +104,65 @@ class FakeProvider:
         return CloseOutcome(closed=True, observation=self.observation(order, "close"))
 
 
+@dataclass
+class FakeMerchant:
+    """The merchant's webhook endpoint, behind the real activity name."""
+
+    refuse_until: datetime | None = None  # answers HTTP 500 to attempts before this time
+    configured: bool = True
+    attempts: list[tuple[str, datetime]] = field(default_factory=list)  # (event id, when)
+    received: list[MerchantEvent] = field(default_factory=list)
+
+    @activity.defn(name="notify_merchant")
+    async def notify_merchant(self, event: MerchantEvent) -> MerchantDelivery:
+        info = activity.info()
+        self.attempts.append((event.id, info.started_time))
+        if not self.configured:
+            return MerchantDelivery(
+                event_id=event.id, state=MerchantDeliveryState.NOT_CONFIGURED, attempt=info.attempt
+            )
+        if self.refuse_until is not None and info.started_time < self.refuse_until:
+            raise RuntimeError("merchant webhook answered HTTP 500")
+        self.received.append(event)
+        return MerchantDelivery(
+            event_id=event.id,
+            state=MerchantDeliveryState.DELIVERED,
+            attempt=info.attempt,
+            status_code=204,
+        )
+
+
 @pytest.fixture
 def provider() -> FakeProvider:
     return FakeProvider()
 
 
 @pytest.fixture
-async def client(
-    time_env: WorkflowEnvironment, task_queue: str, provider: FakeProvider
-) -> AsyncIterator[Client]:
-    async with Worker(
-        time_env.client,
+def merchant() -> FakeMerchant:
+    return FakeMerchant()
+
+
+def payment_worker(
+    env: WorkflowEnvironment, task_queue: str, provider: FakeProvider, merchant: FakeMerchant
+) -> Worker:
+    return Worker(
+        env.client,
         task_queue=task_queue,
         workflows=[PaymentWorkflow],
-        activities=[provider.create_payment, provider.query_payment, provider.close_payment],
-    ):
+        activities=[
+            provider.create_payment,
+            provider.query_payment,
+            provider.close_payment,
+            merchant.notify_merchant,
+        ],
+    )
+
+
+@pytest.fixture
+async def client(
+    time_env: WorkflowEnvironment, task_queue: str, provider: FakeProvider, merchant: FakeMerchant
+) -> AsyncIterator[Client]:
+    async with payment_worker(time_env, task_queue, provider, merchant):
         yield time_env.client
 
 
