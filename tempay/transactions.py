@@ -111,7 +111,8 @@ async def start_payment(client: Client, settings: Settings, order: PaymentOrder)
         with contextlib.suppress(WorkflowAlreadyStartedError):
             await start.workflow_handle()  # the operation holds the same error: consume it
         view = await payment_view(client, order.order_id)
-        if (view.amount, view.currency, view.kind) != (order.amount, order.currency, order.kind):
+        terms = (view.amount, view.currency, view.kind, view.provider, view.account_id)
+        if terms != (order.amount, order.currency, order.kind, order.provider, order.account_id):
             raise OrderConflict(
                 f"order {order.order_id} already exists with different terms: "
                 f"{view.kind} of {view.amount} {view.currency}"

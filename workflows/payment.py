@@ -112,16 +112,13 @@ class PaymentWorkflow:
     def _same_terms(self, order: PaymentOrder) -> None:
         # The order id is the idempotency key: the same id must mean the same order.
         mine, theirs = self._order, order
-        if (mine.amount, mine.currency, mine.kind, mine.provider) != (
-            theirs.amount,
-            theirs.currency,
-            theirs.kind,
-            theirs.provider,
-        ):
+        terms = ("amount", "currency", "kind", "provider", "account_id")
+        if any(getattr(mine, term) != getattr(theirs, term) for term in terms):
+            account = f" for account {mine.account_id}" if mine.account_id else ""
             raise ValueError(
                 f"order {mine.order_id} already exists with different terms: "
-                f"{mine.kind} of {format_amount(mine.amount, mine.currency)} {mine.currency} "
-                f"via {mine.provider}"
+                f"{mine.kind} of {format_amount(mine.amount, mine.currency)} {mine.currency}"
+                f"{account} via {mine.provider}"
             )
 
     @workflow.query

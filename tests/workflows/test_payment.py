@@ -31,6 +31,7 @@ from tempay.domain import (
     PaymentView,
     ProviderPaymentState,
     SettlementTiming,
+    TransactionKind,
     TransactionStatus,
 )
 from workflows.payment import PaymentWorkflow
@@ -420,9 +421,15 @@ async def test_same_order_id_with_other_terms_is_refused(
     handle = await start(client, order, task_queue)
     again = await handle.execute_update(PaymentWorkflow.checkout, order)
     assert again.payment_url is not None
-    other = order.model_copy(update={"amount": Decimal("11.00")})
-    with pytest.raises(WorkflowUpdateFailedError) as refused:
-        await handle.execute_update(PaymentWorkflow.checkout, other)
-    assert "already exists with different terms" in str(refused.value.cause)
+    for change in (
+        {"amount": Decimal("11.00")},
+        {"currency": "USD"},
+        {"kind": TransactionKind.RECHARGE},
+        {"account_id": "acct-1"},
+    ):
+        other = order.model_copy(update=change)
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(PaymentWorkflow.checkout, other)
+        assert "already exists with different terms" in str(refused.value.cause)
     await handle.signal(PaymentWorkflow.notify, notification(order, ProviderPaymentState.PAID))
     assert (await handle.result()).status is TransactionStatus.SUCCEEDED
