@@ -326,3 +326,104 @@ class MerchantEventProgress(BaseModel):
 
 
 PaymentView.model_rebuild()
+
+
+# Refunds and withdrawals: what the core asks a provider to do, and what it learns back.
+
+
+class ProviderRefundState(StrEnum):
+    """A provider's view of a refund, mapped once in each provider adapter."""
+
+    PENDING = "PENDING"  # accepted, still processing
+    SUCCEEDED = "SUCCEEDED"  # the money went back to the payer
+    FAILED = "FAILED"  # the refund failed: its amount is refundable again
+
+
+class ProviderTransferState(StrEnum):
+    """A provider's view of a transfer (a withdrawal's payout), mapped once in each adapter."""
+
+    PENDING = "PENDING"  # accepted, still processing
+    SUCCEEDED = "SUCCEEDED"  # the money reached the payee
+    FAILED = "FAILED"  # no money left, e.g. the payee account does not exist
+
+
+class RefundRequest(BaseModel):
+    """A refund of (part of) a paid payment. `refund_id` is the idempotency key at the
+    provider: asking again with the same id and terms returns the same refund."""
+
+    model_config = ConfigDict(frozen=True)
+
+    order_id: str  # the paid payment's
+    refund_id: str
+    amount: Decimal
+    currency: str
+    reason: str = ""
+    notify_url: str = ""
+
+    @field_validator("order_id", "refund_id")
+    @classmethod
+    def _ids(cls, value: str) -> str:
+        return parse_order_id(value)
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        return parse_currency(value)
+
+    def model_post_init(self, _context: object) -> None:
+        parse_amount(self.amount, self.currency)
+
+
+class RefundObservation(BaseModel):
+    """One thing the provider told us about a refund: its answer, a notification or a query."""
+
+    refund_id: str
+    order_id: str
+    state: ProviderRefundState
+    amount: Decimal | None = None
+    currency: str | None = None
+    provider_refund_no: str | None = None
+    occurred_at: datetime | None = None
+    source: Literal["create", "notification", "status_query"] = "notification"
+    notification_id: str | None = None
+
+
+class TransferRequest(BaseModel):
+    """A payout to the payee for a withdrawal. `withdrawal_id` is the idempotency key at the
+    provider: a repeated request never pays twice."""
+
+    model_config = ConfigDict(frozen=True)
+
+    withdrawal_id: str
+    amount: Decimal
+    currency: str
+    payee_account: str = Field(min_length=1)
+    payee_name: str = ""
+    notify_url: str = ""
+
+    @field_validator("withdrawal_id")
+    @classmethod
+    def _withdrawal_id(cls, value: str) -> str:
+        return parse_order_id(value)
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        return parse_currency(value)
+
+    def model_post_init(self, _context: object) -> None:
+        parse_amount(self.amount, self.currency)
+
+
+class TransferObservation(BaseModel):
+    """One thing the provider told us about a transfer: its answer, a notification or a query."""
+
+    withdrawal_id: str
+    state: ProviderTransferState
+    amount: Decimal | None = None
+    currency: str | None = None
+    provider_transfer_no: str | None = None
+    fail_reason: str | None = None
+    occurred_at: datetime | None = None
+    source: Literal["create", "notification", "status_query"] = "notification"
+    notification_id: str | None = None
