@@ -1,6 +1,7 @@
 """The sandbox provider: an HTTP payment platform modelled on Alipay, for demos, tests and
-benchmarks. Trades and pending notifications persist in SQLite; notifications are signed
-and retried until the merchant acknowledges them.
+benchmarks. Payments, refunds and transfers (payouts) persist in SQLite with their pending
+processing and notifications; notifications are signed and retried until the merchant
+acknowledges them.
 
 Run it with `python -m providers.sandbox.app` (settings from `TEMPAY_SANDBOX_*`).
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +19,7 @@ from datetime import UTC, datetime
 from functools import cache
 from importlib.resources import files
 from string import Template
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -30,18 +32,32 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from providers.sandbox import notifier as notifier_module
 from providers.sandbox.keys import ensure_keypair, load_private_key
 from providers.sandbox.notifier import NotificationMode, Notifier, utc_iso
+from providers.sandbox.processing import Processor
 from providers.sandbox.settings import Faults, FaultsPatch, SandboxSettings
 from providers.sandbox.store import (
+    REFUND_FAILED,
+    REFUND_PROCESSING,
     TRADE_CLOSED,
     TRADE_FAILED,
     TRADE_SUCCESS,
+    TRANSFER_PROCESSING,
     WAIT_BUYER_PAY,
     Delivery,
+    DeliveryKind,
+    Refund,
     SandboxStore,
     Trade,
+    Transfer,
     Transition,
 )
-from tempay.domain import InvalidInput, format_amount, parse_amount, parse_currency, parse_order_id
+from tempay.domain import (
+    ORDER_ID_PATTERN,
+    InvalidInput,
+    format_amount,
+    parse_amount,
+    parse_currency,
+    parse_order_id,
+)
 
 DATABASE_NAME = "sandbox.db"
 
@@ -67,6 +83,7 @@ class Sandbox:
     store: SandboxStore
     faults: Faults
     notifier: Notifier
+    processor: Processor
     public_key_pem: bytes
 
 
@@ -100,6 +117,36 @@ class ScriptedDecline(BaseModel):
     notification: NotificationMode = "normal"
 
 
+class CreateRefundRequest(BaseModel):
+    out_request_no: StrictStr
+    refund_amount: StrictStr
+    currency: StrictStr
+    notify_url: StrictStr = Field(max_length=2048)
+    reason: StrictStr = Field(default="", max_length=256)
+
+
+class ScriptedRefundFailure(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: StrictStr = Field(default="REFUND_FAILED: refused by the sandbox", max_length=256)
+    notification: NotificationMode = "normal"
+
+
+TransferFault = Literal["timeout", "error"]
+
+
+class CreateTransferRequest(BaseModel):
+    out_biz_no: StrictStr
+    amount: StrictStr
+    currency: StrictStr
+    payee_account: StrictStr = Field(min_length=1, max_length=128)
+    notify_url: StrictStr = Field(max_length=2048)
+    payee_name: StrictStr = Field(default="", max_length=128)
+    remark: StrictStr = Field(default="", max_length=256)
+    # This call's answer is lost (timeout) or a 503 (error), after the transfer is recorded.
+    sandbox_fault: TransferFault | None = None
+
+
 # JSON shapes
 
 
@@ -128,11 +175,52 @@ def created_json(trade: Trade, public_url: str) -> dict[str, Any]:
     }
 
 
+def refund_json(refund: Refund) -> dict[str, Any]:
+    return {
+        "out_trade_no": refund.out_trade_no,
+        "trade_no": refund.trade_no,
+        "out_request_no": refund.out_request_no,
+        "refund_no": refund.refund_no,
+        "status": refund.status,
+        "refund_amount": refund.amount,
+        "currency": refund.currency,
+        "reason": refund.reason,
+        "fail_reason": refund.fail_reason,
+        "created_at": refund.created_at,
+        "gmt_refund": refund.finished_at,
+    }
+
+
+def transfer_json(transfer: Transfer) -> dict[str, Any]:
+    return {
+        "out_biz_no": transfer.out_biz_no,
+        "transfer_no": transfer.transfer_no,
+        "status": transfer.status,
+        "amount": transfer.amount,
+        "currency": transfer.currency,
+        "payee_account": transfer.payee_account,
+        "payee_name": transfer.payee_name,
+        "remark": transfer.remark,
+        "fail_reason": transfer.fail_reason,
+        "created_at": transfer.created_at,
+        "gmt_finish": transfer.finished_at,
+    }
+
+
+# The status field a notification of each kind names.
+STATUS_FIELDS: dict[DeliveryKind, str] = {
+    "trade": "trade_status",
+    "refund": "refund_status",
+    "transfer": "transfer_status",
+}
+
+
 def delivery_json(delivery: Delivery) -> dict[str, Any]:
     next_at = delivery.next_attempt_at
     return {
         "notify_id": delivery.notify_id,
-        "trade_status": delivery.trade_status,
+        "kind": delivery.kind,
+        STATUS_FIELDS[delivery.kind]: delivery.status,
         "attempts": delivery.attempts,
         "delivered": delivery.delivered,
         "given_up": delivery.given_up,
@@ -275,6 +363,188 @@ def close(sandbox: Sandbox, out_trade_no: str) -> Trade:
     return trade
 
 
+# Refunds: accepted as REFUND_PROCESSING, finished by the processor (or failed by script)
+
+
+def _merchant_no(value: str, field: str) -> str:
+    if not ORDER_ID_PATTERN.match(value):
+        raise InvalidInput(
+            f"{field} {value!r} must be 1-64 characters of letters, digits, '_', '-' or '.'"
+        )
+    return value
+
+
+def new_refund(out_trade_no: str, request: CreateRefundRequest, delay: float) -> Refund:
+    currency = parse_currency(request.currency)
+    return Refund(
+        refund_no="SBR" + uuid.uuid4().hex[:20].upper(),
+        out_request_no=_merchant_no(request.out_request_no, "out_request_no"),
+        out_trade_no=out_trade_no,
+        trade_no="",  # the trade's, filled in when recorded
+        amount=format_amount(parse_amount(request.refund_amount, currency), currency),
+        currency=currency,
+        reason=request.reason,
+        notify_url=_http_url(request.notify_url, "notify_url"),
+        status=REFUND_PROCESSING,
+        fail_reason=None,
+        complete_at=time.time() + delay,
+        finished_at=None,
+        created_at=_now(),
+    )
+
+
+def refund_not_found(out_request_no: str) -> SandboxError:
+    return SandboxError(
+        404, "REFUND_NOT_EXIST", f"no refund with out_request_no {out_request_no!r}"
+    )
+
+
+def request_refund(sandbox: Sandbox, out_trade_no: str, request: CreateRefundRequest) -> Refund:
+    """Accept a refund, or return the one already accepted under this out_request_no."""
+    candidate = new_refund(out_trade_no, request, sandbox.faults.refund_delay_seconds)
+    decision = sandbox.store.request_refund(candidate)
+    refund, trade = decision.refund, decision.trade
+    match decision.outcome:
+        case "created" | "existing":
+            assert refund is not None
+            if decision.outcome == "created":
+                sandbox.processor.wake()
+            return refund
+        case "conflict":
+            assert refund is not None
+            raise SandboxError(
+                409,
+                "REFUND_CONFLICT",
+                f"out_request_no {refund.out_request_no!r} is already a refund of "
+                f"{refund.amount} {refund.currency} on trade {refund.out_trade_no!r}",
+            )
+        case "trade_not_found":
+            raise trade_not_found(out_trade_no)
+        case "trade_not_paid":
+            assert trade is not None
+            raise SandboxError(
+                409,
+                "TRADE_STATUS_ERROR",
+                f"cannot refund a trade in status {trade.status}",
+                status_json(trade),
+            )
+        case "currency_mismatch":
+            assert trade is not None
+            raise InvalidInput(
+                f"currency {candidate.currency} differs from the paid currency "
+                f"{trade.paid_currency}"
+            )
+        case "amount_exceeded":
+            assert decision.refundable is not None
+            raise SandboxError(
+                409,
+                "REFUND_AMOUNT_EXCEEDED",
+                f"refund of {candidate.amount} {candidate.currency} exceeds the refundable "
+                f"{format_amount(decision.refundable, candidate.currency)}",
+                {
+                    "refundable_amount": format_amount(decision.refundable, candidate.currency),
+                    "currency": candidate.currency,
+                },
+            )
+
+
+def fail_refund(
+    sandbox: Sandbox, out_request_no: str, instruction: ScriptedRefundFailure | None = None
+) -> Refund:
+    """A processing refund fails: its amount becomes refundable again, and it notifies."""
+    instruction = instruction or ScriptedRefundFailure()
+    transition = sandbox.store.finish_refund(
+        out_request_no,
+        status=REFUND_FAILED,
+        fail_reason=instruction.reason,
+        finished_at=_now(),
+        deliveries=sandbox.notifier.plan(instruction.notification),
+    )
+    if transition is None:
+        raise refund_not_found(out_request_no)
+    if not transition.changed:
+        refund = transition.refund
+        raise SandboxError(
+            409,
+            "REFUND_STATUS_ERROR",
+            f"cannot fail a refund in status {refund.status}",
+            refund_json(refund),
+        )
+    sandbox.notifier.wake()
+    return transition.refund
+
+
+# Transfers (payouts): accepted as TRANSFER_PROCESSING, finished by the processor
+
+
+def new_transfer(request: CreateTransferRequest, delay: float) -> Transfer:
+    currency = parse_currency(request.currency)
+    return Transfer(
+        transfer_no="SBT" + uuid.uuid4().hex[:20].upper(),
+        out_biz_no=_merchant_no(request.out_biz_no, "out_biz_no"),
+        amount=format_amount(parse_amount(request.amount, currency), currency),
+        currency=currency,
+        payee_account=request.payee_account,
+        payee_name=request.payee_name,
+        remark=request.remark,
+        notify_url=_http_url(request.notify_url, "notify_url"),
+        status=TRANSFER_PROCESSING,
+        fail_reason=None,
+        complete_at=time.time() + delay,
+        finished_at=None,
+        created_at=_now(),
+    )
+
+
+def request_transfer(sandbox: Sandbox, request: CreateTransferRequest) -> Transfer:
+    """Accept a transfer, or return the one already accepted under this out_biz_no: a
+    repeated call never pays twice."""
+    candidate = new_transfer(request, sandbox.faults.transfer_delay_seconds)
+    transfer, outcome = sandbox.store.request_transfer(candidate)
+    if outcome == "conflict":
+        raise SandboxError(
+            409,
+            "TRANSFER_CONFLICT",
+            f"out_biz_no {transfer.out_biz_no!r} is already a transfer of {transfer.amount} "
+            f"{transfer.currency} to {transfer.payee_account!r}",
+        )
+    if outcome == "created":
+        sandbox.processor.wake()
+    return transfer
+
+
+def transfer_not_found(out_biz_no: str) -> SandboxError:
+    return SandboxError(404, "TRANSFER_NOT_EXIST", f"no transfer with out_biz_no {out_biz_no!r}")
+
+
+def drawn_transfer_fault(faults: Faults) -> TransferFault | None:
+    rng = notifier_module.rng
+    if faults.transfer_timeout_rate and rng.random() < faults.transfer_timeout_rate:
+        return "timeout"
+    if faults.transfer_error_rate and rng.random() < faults.transfer_error_rate:
+        return "error"
+    return None
+
+
+async def hold_answer(request: Request, seconds: float) -> None:
+    """Answer late, as a provider whose reply the caller times out on; stop waiting once the
+    caller has hung up (nobody is left to answer, and shutdown need not wait)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while (remaining := deadline - loop.time()) > 0:
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(min(0.05, remaining))
+
+
+async def status_query_faults(faults: Faults) -> None:
+    """The injected slowness and failures of every status query."""
+    if faults.status_delay_seconds:
+        await asyncio.sleep(faults.status_delay_seconds)
+    if faults.status_fail_rate and notifier_module.rng.random() < faults.status_fail_rate:
+        raise SandboxError(503, "SYSTEM_ERROR", "injected fault: status query failed")
+
+
 # HTML pages
 
 TEMPLATES = files("providers.sandbox") / "templates"
@@ -342,7 +612,8 @@ def _open_sandbox(settings: SandboxSettings) -> Sandbox:
     store = SandboxStore(settings.directory / DATABASE_NAME)
     faults = Faults.from_settings(settings)
     notifier = Notifier(store, settings, faults, load_private_key(private_path))
-    return Sandbox(settings, store, faults, notifier, public_path.read_bytes())
+    processor = Processor(store, notifier)
+    return Sandbox(settings, store, faults, notifier, processor, public_path.read_bytes())
 
 
 def create_app(settings: SandboxSettings | None = None) -> FastAPI:
@@ -355,15 +626,19 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
         sandbox = _open_sandbox(settings)
         app.state.sandbox = sandbox
         await sandbox.notifier.start()
+        await sandbox.processor.start()
         try:
             yield
         finally:
+            await sandbox.processor.stop()
             await sandbox.notifier.stop()
             sandbox.store.close()
 
     app = FastAPI(title="tempay sandbox provider", lifespan=lifespan)
     _add_error_handlers(app)
     _add_payment_routes(app)
+    _add_refund_routes(app)
+    _add_transfer_routes(app)
     _add_checkout_routes(app)
     _add_sandbox_routes(app)
     return app
@@ -410,16 +685,56 @@ def _add_payment_routes(app: FastAPI) -> None:
 
     @app.get("/payments/{out_trade_no}")
     async def query_payment(out_trade_no: str, sandbox: SandboxDep) -> dict[str, Any]:
-        faults = sandbox.faults
-        if faults.status_delay_seconds:
-            await asyncio.sleep(faults.status_delay_seconds)
-        if faults.status_fail_rate and notifier_module.rng.random() < faults.status_fail_rate:
-            raise SandboxError(503, "SYSTEM_ERROR", "injected fault: status query failed")
+        await status_query_faults(sandbox.faults)
         return status_json(_require_trade(sandbox, out_trade_no))
 
     @app.post("/payments/{out_trade_no}/close")
     async def close_payment(out_trade_no: str, sandbox: SandboxDep) -> dict[str, Any]:
         return status_json(close(sandbox, out_trade_no))
+
+
+def _add_refund_routes(app: FastAPI) -> None:
+    @app.post("/payments/{out_trade_no}/refunds")
+    async def create_refund(
+        out_trade_no: str, request: CreateRefundRequest, sandbox: SandboxDep
+    ) -> dict[str, Any]:
+        return refund_json(request_refund(sandbox, out_trade_no, request))
+
+    @app.get("/payments/{out_trade_no}/refunds/{out_request_no}")
+    async def query_refund(
+        out_trade_no: str, out_request_no: str, sandbox: SandboxDep
+    ) -> dict[str, Any]:
+        await status_query_faults(sandbox.faults)
+        refund = sandbox.store.get_refund(out_request_no)
+        if refund is None or refund.out_trade_no != out_trade_no:
+            raise refund_not_found(out_request_no)
+        return refund_json(refund)
+
+
+def _add_transfer_routes(app: FastAPI) -> None:
+    @app.post("/transfers")
+    async def create_transfer(
+        body: CreateTransferRequest, request: Request, sandbox: SandboxDep
+    ) -> dict[str, Any]:
+        transfer = request_transfer(sandbox, body)
+        # Faults strike after the transfer is recorded: the caller cannot tell if money moved.
+        fault = body.sandbox_fault or drawn_transfer_fault(sandbox.faults)
+        if fault == "error":
+            raise SandboxError(
+                503, "SYSTEM_ERROR", "injected fault: system busy, query the transfer's status"
+            )
+        if fault == "timeout":
+            await hold_answer(request, sandbox.faults.transfer_timeout_seconds)
+            transfer = sandbox.store.get_transfer(transfer.out_biz_no) or transfer
+        return transfer_json(transfer)
+
+    @app.get("/transfers/{out_biz_no}")
+    async def query_transfer(out_biz_no: str, sandbox: SandboxDep) -> dict[str, Any]:
+        await status_query_faults(sandbox.faults)
+        transfer = sandbox.store.get_transfer(out_biz_no)
+        if transfer is None:
+            raise transfer_not_found(out_biz_no)
+        return transfer_json(transfer)
 
 
 def _add_checkout_routes(app: FastAPI) -> None:
@@ -475,9 +790,52 @@ def _add_sandbox_routes(app: FastAPI) -> None:
         return status_json(decline(sandbox, out_trade_no, mode))
 
     @app.get("/sandbox/notifications")
-    async def notifications(out_trade_no: str, sandbox: SandboxDep) -> list[dict[str, Any]]:
-        _require_trade(sandbox, out_trade_no)
-        return [delivery_json(d) for d in sandbox.store.deliveries_for(out_trade_no)]
+    async def notifications(
+        sandbox: SandboxDep,
+        out_trade_no: str | None = None,
+        out_request_no: str | None = None,
+        out_biz_no: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The notifications about one trade, refund or transfer, and how their delivery went."""
+        named = [n for n in (out_trade_no, out_request_no, out_biz_no) if n is not None]
+        if len(named) != 1:
+            raise InvalidInput("name exactly one of out_trade_no, out_request_no, out_biz_no")
+        if out_trade_no is not None:
+            _require_trade(sandbox, out_trade_no)
+            deliveries = sandbox.store.deliveries_for(out_trade_no)
+        elif out_request_no is not None:
+            if sandbox.store.get_refund(out_request_no) is None:
+                raise refund_not_found(out_request_no)
+            deliveries = sandbox.store.deliveries_for(out_request_no, "refund")
+        else:
+            assert out_biz_no is not None
+            if sandbox.store.get_transfer(out_biz_no) is None:
+                raise transfer_not_found(out_biz_no)
+            deliveries = sandbox.store.deliveries_for(out_biz_no, "transfer")
+        return [delivery_json(d) for d in deliveries]
+
+    @app.post("/sandbox/refunds/{out_request_no}/fail")
+    async def scripted_refund_failure(
+        out_request_no: str, sandbox: SandboxDep, instruction: ScriptedRefundFailure | None = None
+    ) -> dict[str, Any]:
+        return refund_json(fail_refund(sandbox, out_request_no, instruction))
+
+    @app.get("/sandbox/refunds")
+    async def refunds(sandbox: SandboxDep, out_trade_no: str | None = None) -> list[dict[str, Any]]:
+        """Ground truth: every refund (of one trade), and how often its id was requested."""
+        return [
+            {**refund_json(refund), "requests": refund.requests}
+            for refund in sandbox.store.refunds(out_trade_no)
+        ]
+
+    @app.get("/sandbox/transfers")
+    async def transfers(sandbox: SandboxDep, out_biz_no: str | None = None) -> list[dict[str, Any]]:
+        """Ground truth: every transfer, how often its out_biz_no was requested, and how many
+        times money actually left (never more than once)."""
+        return [
+            transfer_json(transfer) | {"requests": transfer.requests, "paid_out": transfer.paid_out}
+            for transfer in sandbox.store.transfers(out_biz_no)
+        ]
 
     @app.get("/sandbox/faults")
     async def get_faults(sandbox: SandboxDep) -> Faults:

@@ -1,6 +1,8 @@
-"""Signed trade notifications, retried on Alipay's schedule until the merchant says `success`.
+"""Signed notifications (trades, refunds, transfers), retried on Alipay's schedule until the
+merchant says `success`.
 
-Each pay/decline enqueues its deliveries (persisted in the store, with faults drawn once at
+Each status change that notifies (pay, decline, a refund or transfer finishing) enqueues its
+deliveries (persisted in the store, with faults drawn once at
 enqueue time). A scheduler task hands due deliveries to `delivery_concurrency` workers; an
 event wakes it on enqueue, so a fresh notification goes out within milliseconds.
 """
@@ -22,7 +24,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from providers.sandbox.settings import Faults, SandboxSettings
 from providers.sandbox.signature import SIGNATURE_HEADER, sign_body
-from providers.sandbox.store import Delivery, PlannedDelivery, SandboxStore, Trade
+from providers.sandbox.store import (
+    Delivery,
+    PlannedDelivery,
+    Refund,
+    SandboxStore,
+    Trade,
+    Transfer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +67,51 @@ def notification_body(delivery: Delivery, trade: Trade, notify_time: datetime) -
         "notify_type": "trade_status_sync",
         "out_trade_no": trade.out_trade_no,
         "trade_no": trade.trade_no,
-        "trade_status": delivery.trade_status,
+        "trade_status": delivery.status,
         "total_amount": trade.amount,
         "receipt_amount": trade.paid_amount,
         "currency": trade.paid_currency or trade.currency,
         "gmt_payment": trade.paid_at,
     }
+    return _encode(payload)
+
+
+def refund_notification_body(delivery: Delivery, refund: Refund, notify_time: datetime) -> bytes:
+    payload = {
+        "notify_id": delivery.notify_id,
+        "notify_time": utc_iso(notify_time),
+        "notify_type": "refund_status_sync",
+        "out_trade_no": refund.out_trade_no,
+        "trade_no": refund.trade_no,
+        "out_request_no": refund.out_request_no,
+        "refund_no": refund.refund_no,
+        "refund_status": delivery.status,
+        "refund_amount": refund.amount,
+        "currency": refund.currency,
+        "gmt_refund": refund.finished_at,
+    }
+    return _encode(payload)
+
+
+def transfer_notification_body(
+    delivery: Delivery, transfer: Transfer, notify_time: datetime
+) -> bytes:
+    payload = {
+        "notify_id": delivery.notify_id,
+        "notify_time": utc_iso(notify_time),
+        "notify_type": "transfer_status_sync",
+        "out_biz_no": transfer.out_biz_no,
+        "transfer_no": transfer.transfer_no,
+        "transfer_status": delivery.status,
+        "amount": transfer.amount,
+        "currency": transfer.currency,
+        "fail_reason": transfer.fail_reason,
+        "gmt_finish": transfer.finished_at,
+    }
+    return _encode(payload)
+
+
+def _encode(payload: dict[str, str | None]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
@@ -215,22 +263,39 @@ class Notifier:
         self, client: httpx.AsyncClient, delivery: Delivery
     ) -> tuple[int | None, str | None]:
         """Send once; return the HTTP status (if any) and the error, None when acknowledged."""
-        trade = self._store.get_trade(delivery.out_trade_no)
-        if trade is None:
-            return None, "trade not found"
         # Re-stamped and re-signed on every attempt, like Alipay.
-        body = notification_body(delivery, trade, datetime.now(UTC))
+        notification = self._notification(delivery, datetime.now(UTC))
+        if notification is None:
+            return None, f"{delivery.kind} not found"
+        notify_url, body = notification
         headers = {
             SIGNATURE_HEADER: sign_body(self._private_key, body),
             "Content-Type": "application/json",
         }
         try:
-            response = await client.post(trade.notify_url, content=body, headers=headers)
+            response = await client.post(notify_url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}: {exc}"
         if is_acknowledged(response):
             return response.status_code, None
         return response.status_code, f"not acknowledged: {response.text[:200]!r}"
+
+    def _notification(self, delivery: Delivery, now: datetime) -> tuple[str, bytes] | None:
+        """Where the notification goes and its body; None when its subject is gone."""
+        if delivery.kind == "refund":
+            refund = self._store.get_refund(delivery.out_no)
+            if refund is None:
+                return None
+            return refund.notify_url, refund_notification_body(delivery, refund, now)
+        if delivery.kind == "transfer":
+            transfer = self._store.get_transfer(delivery.out_no)
+            if transfer is None:
+                return None
+            return transfer.notify_url, transfer_notification_body(delivery, transfer, now)
+        trade = self._store.get_trade(delivery.out_no)
+        if trade is None:
+            return None
+        return trade.notify_url, notification_body(delivery, trade, now)
 
     def _retry_at(self, attempts_made: int) -> float | None:
         """When to try again after `attempts_made` attempts failed; None: give up."""

@@ -28,6 +28,14 @@ class SandboxSettings(BaseSettings):
     delay_seconds: Seconds = 0
     status_fail_rate: Rate = 0
     status_delay_seconds: Seconds = 0
+    # Refunds and transfers complete this long after they are accepted (0: at once). Real
+    # seconds, not multiplied by time_scale: already short, and tests set them directly.
+    refund_delay_seconds: Seconds = 2
+    transfer_delay_seconds: Seconds = 2
+    # Transfers recorded and paid, but answered late (the caller times out) or with a 503.
+    transfer_timeout_rate: Rate = 0
+    transfer_timeout_seconds: Seconds = 30
+    transfer_error_rate: Rate = 0
     delivery_timeout: float = Field(default=10, gt=0, allow_inf_nan=False)
     delivery_concurrency: int = Field(default=32, ge=1)
     # Shared with the rest of tempay, hence no sandbox prefix.
@@ -40,7 +48,8 @@ class SandboxSettings(BaseSettings):
 
 
 class Faults(BaseModel):
-    """Faults the sandbox injects now; starts from settings, changed with PUT /sandbox/faults."""
+    """Faults the sandbox injects now, and how long refunds and transfers take; starts from
+    the settings, changed with PUT /sandbox/faults."""
 
     drop_rate: Rate = 0
     duplicate_rate: Rate = 0
@@ -48,6 +57,11 @@ class Faults(BaseModel):
     delay_seconds: Seconds = 0
     status_fail_rate: Rate = 0
     status_delay_seconds: Seconds = 0
+    refund_delay_seconds: Seconds = 2
+    transfer_delay_seconds: Seconds = 2
+    transfer_timeout_rate: Rate = 0
+    transfer_timeout_seconds: Seconds = 30
+    transfer_error_rate: Rate = 0
 
     @classmethod
     def from_settings(cls, settings: SandboxSettings) -> Faults:
@@ -70,3 +84,8 @@ class FaultsPatch(BaseModel):
     delay_seconds: Seconds | None = None
     status_fail_rate: Rate | None = None
     status_delay_seconds: Seconds | None = None
+    refund_delay_seconds: Seconds | None = None
+    transfer_delay_seconds: Seconds | None = None
+    transfer_timeout_rate: Rate | None = None
+    transfer_timeout_seconds: Seconds | None = None
+    transfer_error_rate: Rate | None = None

@@ -8,7 +8,7 @@ import contextlib
 import json
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -37,6 +37,11 @@ DEFAULT_FAULTS = {
     "delay_seconds": 0,
     "status_fail_rate": 0,
     "status_delay_seconds": 0,
+    "refund_delay_seconds": 2,
+    "transfer_delay_seconds": 2,
+    "transfer_timeout_rate": 0,
+    "transfer_timeout_seconds": 30,
+    "transfer_error_rate": 0,
 }
 
 
@@ -46,8 +51,10 @@ class Receiver:
 
     public_key: rsa.RSAPublicKey | None = None
     received: list[dict[str, Any]] = field(default_factory=list)
+    # Each verified notification as sent: its headers (case-insensitive) and raw body.
+    raw: list[tuple[Mapping[str, str], bytes]] = field(default_factory=list)
     rejected: int = 0
-    # out_trade_no -> how many more attempts to answer "fail"
+    # out_trade_no, out_request_no or out_biz_no -> how many more attempts to answer "fail"
     failures: dict[str, int] = field(default_factory=dict)
     url: str = ""
 
@@ -65,9 +72,10 @@ class Receiver:
                 return Response("bad signature", status_code=400)
             notification = json.loads(body)
             self.received.append(notification)
-            out_trade_no = notification["out_trade_no"]
-            if self.failures.get(out_trade_no, 0) > 0:
-                self.failures[out_trade_no] -= 1
+            self.raw.append((request.headers, body))
+            about = notification_subject(notification)
+            if self.failures.get(about, 0) > 0:
+                self.failures[about] -= 1
                 return Response("fail")
             return Response("success\n", media_type="text/plain")
 
@@ -78,7 +86,23 @@ class Receiver:
         return f"{self.url}/notify"
 
     def for_trade(self, out_trade_no: str) -> list[dict[str, Any]]:
-        return [n for n in self.received if n["out_trade_no"] == out_trade_no]
+        return [
+            n
+            for n in self.received
+            if n["notify_type"] == "trade_status_sync" and n["out_trade_no"] == out_trade_no
+        ]
+
+    def about(self, subject: str) -> list[dict[str, Any]]:
+        """Notifications about one trade, refund or transfer, by its merchant-side number."""
+        return [n for n in self.received if notification_subject(n) == subject]
+
+
+def notification_subject(notification: dict[str, Any]) -> str:
+    """The merchant-side number a notification is about."""
+    for key in ("out_request_no", "out_biz_no", "out_trade_no"):
+        if key in notification:
+            return str(notification[key])
+    raise KeyError("notification names no out_*_no")
 
 
 @dataclass
