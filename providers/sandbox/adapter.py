@@ -1,4 +1,8 @@
-"""tempay's adapter for the sandbox provider: its wire format in, the core's types out."""
+"""tempay's adapter for the sandbox provider: its wire format in, the core's types out.
+
+Payments, refunds and transfers (withdrawal payouts). A create call that may have reached the
+provider without its answer coming back raises ProviderOutcomeUnknown: query before retrying.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,9 @@ from providers.base import (
     MalformedNotification,
     ProviderAdapter,
     ProviderError,
+    ProviderObservation,
+    ProviderOutcomeUnknown,
+    ProviderRefused,
     ProviderRejected,
     UnverifiedNotification,
 )
@@ -28,6 +35,12 @@ from tempay.domain import (
     PaymentObservation,
     PaymentOrder,
     ProviderPaymentState,
+    ProviderRefundState,
+    ProviderTransferState,
+    RefundObservation,
+    RefundRequest,
+    TransferObservation,
+    TransferRequest,
     format_amount,
 )
 
@@ -38,6 +51,40 @@ STATUS_MAP: dict[str, ProviderPaymentState] = {
     "TRADE_FAILED": ProviderPaymentState.FAILED,
     "TRADE_CLOSED": ProviderPaymentState.CLOSED,
 }
+
+
+REFUND_STATUS_MAP: dict[str, ProviderRefundState] = {
+    "REFUND_PROCESSING": ProviderRefundState.PENDING,
+    "REFUND_SUCCESS": ProviderRefundState.SUCCEEDED,
+    "REFUND_FAILED": ProviderRefundState.FAILED,
+}
+
+TRANSFER_STATUS_MAP: dict[str, ProviderTransferState] = {
+    "TRANSFER_PROCESSING": ProviderTransferState.PENDING,
+    "TRANSFER_SUCCESS": ProviderTransferState.SUCCEEDED,
+    "TRANSFER_FAILED": ProviderTransferState.FAILED,
+}
+
+# notify_type of each kind of notification; one without a notify_type is a payment's.
+REFUND_NOTIFICATION = "refund_status_sync"
+TRANSFER_NOTIFICATION = "transfer_status_sync"
+
+# httpx errors raised before a request left: nothing reached the provider.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
+def _refund_state(status: Any) -> ProviderRefundState:
+    try:
+        return REFUND_STATUS_MAP[status]
+    except (KeyError, TypeError):
+        raise MalformedNotification(f"unknown refund_status {status!r}") from None
+
+
+def _transfer_state(status: Any) -> ProviderTransferState:
+    try:
+        return TRANSFER_STATUS_MAP[status]
+    except (KeyError, TypeError):
+        raise MalformedNotification(f"unknown transfer_status {status!r}") from None
 
 
 def _state(status: Any) -> ProviderPaymentState:
@@ -82,6 +129,52 @@ def _trade_observation(trade: Mapping[str, Any], source: str) -> PaymentObservat
         occurred_at=_timestamp(trade.get("paid_at") or trade.get("closed_at"), "paid_at"),
         source=source,  # type: ignore[arg-type]
     )
+
+
+def _refund_observation(refund: Mapping[str, Any], source: str) -> RefundObservation:
+    """Map a refund answer (create or status query) to an observation."""
+    return RefundObservation(
+        refund_id=str(refund["out_request_no"]),
+        order_id=str(refund["out_trade_no"]),
+        state=_refund_state(refund.get("status")),
+        amount=_decimal(refund.get("refund_amount"), "refund_amount"),
+        currency=refund.get("currency"),
+        provider_refund_no=refund.get("refund_no"),
+        occurred_at=_timestamp(refund.get("gmt_refund"), "gmt_refund"),
+        source=source,  # type: ignore[arg-type]
+    )
+
+
+def _transfer_observation(transfer: Mapping[str, Any], source: str) -> TransferObservation:
+    """Map a transfer answer (create or status query) to an observation."""
+    return TransferObservation(
+        withdrawal_id=str(transfer["out_biz_no"]),
+        state=_transfer_state(transfer.get("status")),
+        amount=_decimal(transfer.get("amount"), "amount"),
+        currency=transfer.get("currency"),
+        provider_transfer_no=transfer.get("transfer_no"),
+        fail_reason=transfer.get("fail_reason"),
+        occurred_at=_timestamp(transfer.get("gmt_finish"), "gmt_finish"),
+        source=source,  # type: ignore[arg-type]
+    )
+
+
+def _error_code(response: httpx.Response) -> tuple[str | None, dict[str, Any]]:
+    """The sandbox's error code and the rest of its error body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None, {}
+    if not isinstance(body, dict):
+        return None, {}
+    code = body.get("code")
+    return (code if isinstance(code, str) else None), body
+
+
+def _required(data: Mapping[str, Any], *fields: str) -> None:
+    missing = [f for f in fields if not data.get(f)]
+    if missing:
+        raise MalformedNotification(f"missing fields: {', '.join(missing)}")
 
 
 class SandboxAdapter(ProviderAdapter):
@@ -186,6 +279,28 @@ class SandboxAdapter(ProviderAdapter):
         return self._public_key
 
     def parse_notification(self, headers: Mapping[str, str], body: bytes) -> PaymentObservation:
+        """A payment notification; refund and transfer notifications are refused here (read
+        them with `parse_any_notification`), so they never reach a payment."""
+        data = self._verified_json(headers, body)
+        notify_type = data.get("notify_type")
+        if notify_type in (REFUND_NOTIFICATION, TRANSFER_NOTIFICATION):
+            raise MalformedNotification(f"a {notify_type} notification is not about a payment")
+        return self._payment_notification(data)
+
+    def parse_any_notification(
+        self, headers: Mapping[str, str], body: bytes
+    ) -> ProviderObservation:
+        """Payment, refund or transfer notification, by its notify_type."""
+        data = self._verified_json(headers, body)
+        notify_type = data.get("notify_type")
+        if notify_type == REFUND_NOTIFICATION:
+            return self._refund_notification(data)
+        if notify_type == TRANSFER_NOTIFICATION:
+            return self._transfer_notification(data)
+        return self._payment_notification(data)
+
+    def _verified_json(self, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+        """The signature first, on the raw body; then the body as a JSON object."""
         try:
             verify_body(self.public_key, body, headers.get(SIGNATURE_HEADER))
         except SignatureError as exc:
@@ -196,19 +311,19 @@ class SandboxAdapter(ProviderAdapter):
             raise MalformedNotification("body is not JSON") from None
         if not isinstance(data, dict):
             raise MalformedNotification("body is not a JSON object")
-        missing = [
-            f
-            for f in ("notify_id", "notify_time", "out_trade_no", "trade_status")
-            if not data.get(f)
-        ]
-        if missing:
-            raise MalformedNotification(f"missing fields: {', '.join(missing)}")
+        return data
+
+    def _check_fresh(self, data: Mapping[str, Any]) -> None:
         notify_time = _timestamp(data["notify_time"], "notify_time")
         assert notify_time is not None
         if abs(datetime.now(UTC) - notify_time) > self._tolerance:
             raise UnverifiedNotification(
                 f"notify_time {data['notify_time']} is outside the {self._tolerance} tolerance"
             )
+
+    def _payment_notification(self, data: Mapping[str, Any]) -> PaymentObservation:
+        _required(data, "notify_id", "notify_time", "out_trade_no", "trade_status")
+        self._check_fresh(data)
         state = _state(data["trade_status"])
         paid = state is ProviderPaymentState.PAID
         if paid:
@@ -229,5 +344,131 @@ class SandboxAdapter(ProviderAdapter):
             notification_id=str(data["notify_id"]),
         )
 
+    def _refund_notification(self, data: Mapping[str, Any]) -> RefundObservation:
+        _required(
+            data, "notify_id", "notify_time", "out_trade_no", "out_request_no", "refund_status"
+        )
+        self._check_fresh(data)
+        state = _refund_state(data["refund_status"])
+        amount = _decimal(data.get("refund_amount"), "refund_amount")
+        if state is ProviderRefundState.SUCCEEDED:
+            if amount is None or not amount.is_finite() or amount <= 0:
+                raise MalformedNotification("a refund notification needs a positive refund_amount")
+            if not data.get("currency"):
+                raise MalformedNotification("a refund notification needs a currency")
+        return RefundObservation(
+            refund_id=str(data["out_request_no"]),
+            order_id=str(data["out_trade_no"]),
+            state=state,
+            amount=amount,
+            currency=str(data.get("currency") or "").upper() or None,
+            provider_refund_no=data.get("refund_no"),
+            occurred_at=_timestamp(data.get("gmt_refund"), "gmt_refund"),
+            source="notification",
+            notification_id=str(data["notify_id"]),
+        )
+
+    def _transfer_notification(self, data: Mapping[str, Any]) -> TransferObservation:
+        _required(data, "notify_id", "notify_time", "out_biz_no", "transfer_status")
+        self._check_fresh(data)
+        state = _transfer_state(data["transfer_status"])
+        amount = _decimal(data.get("amount"), "amount")
+        if state is ProviderTransferState.SUCCEEDED:
+            if amount is None or not amount.is_finite() or amount <= 0:
+                raise MalformedNotification("a transfer notification needs a positive amount")
+            if not data.get("currency"):
+                raise MalformedNotification("a transfer notification needs a currency")
+        return TransferObservation(
+            withdrawal_id=str(data["out_biz_no"]),
+            state=state,
+            amount=amount,
+            currency=str(data.get("currency") or "").upper() or None,
+            provider_transfer_no=data.get("transfer_no"),
+            fail_reason=data.get("fail_reason"),
+            occurred_at=_timestamp(data.get("gmt_finish"), "gmt_finish"),
+            source="notification",
+            notification_id=str(data["notify_id"]),
+        )
+
     def acknowledgement(self) -> Acknowledgement:
         return Acknowledgement(200, "success", "text/plain")
+
+    # Refunds and transfers
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A call that moves money: once the request may have left, a lost answer is an
+        unknown outcome, not a plain failure."""
+        try:
+            response = await self.http.request(method, path, **kwargs)
+        except NOT_SENT as exc:
+            raise ProviderError(f"sandbox unreachable: {type(exc).__name__}: {exc}") from exc
+        except httpx.HTTPError as exc:
+            raise ProviderOutcomeUnknown(
+                f"sandbox {method} {path}: no answer ({type(exc).__name__}: {exc}); "
+                "the request may have been processed"
+            ) from exc
+        if response.status_code >= 500:
+            raise ProviderOutcomeUnknown(
+                f"sandbox {method} {path}: HTTP {response.status_code}; "
+                "the request may have been processed"
+            )
+        return response
+
+    @staticmethod
+    def _refused(response: httpx.Response, what: str) -> ProviderRejected:
+        code, details = _error_code(response)
+        message = f"sandbox refused {what}: HTTP {response.status_code} {response.text}"
+        return (
+            ProviderRejected(message) if code is None else ProviderRefused(message, code, details)
+        )
+
+    async def create_refund(self, request: RefundRequest) -> RefundObservation:
+        response = await self._send(
+            "POST",
+            f"/payments/{request.order_id}/refunds",
+            json={
+                "out_request_no": request.refund_id,
+                "refund_amount": format_amount(request.amount, request.currency),
+                "currency": request.currency,
+                "reason": request.reason,
+                "notify_url": request.notify_url,
+            },
+        )
+        if response.status_code != 200:
+            raise self._refused(response, "refund")
+        return _refund_observation(response.json(), "create")
+
+    async def query_refund(self, request: RefundRequest) -> RefundObservation | None:
+        response = await self._call(
+            "GET", f"/payments/{request.order_id}/refunds/{request.refund_id}"
+        )
+        if response.status_code == 404 and _error_code(response)[0] == "REFUND_NOT_EXIST":
+            return None
+        if response.status_code != 200:
+            raise self._refused(response, "refund status query")
+        return _refund_observation(response.json(), "status_query")
+
+    async def create_transfer(self, request: TransferRequest) -> TransferObservation:
+        response = await self._send(
+            "POST",
+            "/transfers",
+            json={
+                "out_biz_no": request.withdrawal_id,
+                "amount": format_amount(request.amount, request.currency),
+                "currency": request.currency,
+                "payee_account": request.payee_account,
+                "payee_name": request.payee_name,
+                "notify_url": request.notify_url,
+            },
+        )
+        if response.status_code != 200:
+            raise self._refused(response, "transfer")
+        return _transfer_observation(response.json(), "create")
+
+    async def query_transfer(self, request: TransferRequest) -> TransferObservation | None:
+        response = await self._call("GET", f"/transfers/{request.withdrawal_id}")
+        if response.status_code == 404 and _error_code(response)[0] == "TRANSFER_NOT_EXIST":
+            return None
+        if response.status_code != 200:
+            raise self._refused(response, "transfer status query")
+        return _transfer_observation(response.json(), "status_query")
