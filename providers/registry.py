@@ -17,5 +17,6 @@ def build_adapters(settings: Settings) -> dict[str, ProviderAdapter]:
             settings.sandbox_url,
             public_key_file=settings.sandbox_public_key_file,
             tolerance=settings.notification_tolerance,
+            timeout=settings.provider_timeout.total_seconds(),
         ),
     }

@@ -280,8 +280,10 @@ def merchant_event_type(kind: TransactionKind, status: TransactionStatus) -> str
     return f"{kind.value}.{status.value.lower()}"
 
 
-def merchant_event(view: PaymentView, created_at: datetime) -> MerchantEvent:
+def merchant_event(view: PaymentView | WithdrawalView, created_at: datetime) -> MerchantEvent:
     """The event for the view's current (terminal) status."""
+    if isinstance(view, WithdrawalView):
+        return _withdrawal_event(view, created_at)
     return MerchantEvent(
         id=merchant_event_id(view.workflow_id, view.status),
         type=merchant_event_type(view.kind, view.status),
@@ -427,3 +429,116 @@ class TransferObservation(BaseModel):
     occurred_at: datetime | None = None
     source: Literal["create", "notification", "status_query"] = "notification"
     notification_id: str | None = None
+
+
+# Withdrawals: a payout from the merchant's balance to a payee, made by a provider transfer.
+
+
+def withdrawal_workflow_id(withdrawal_id: str) -> str:
+    return f"withdrawal-{withdrawal_id}"
+
+
+class WithdrawalOrder(BaseModel):
+    """The input of a withdrawal workflow. `withdrawal_id` is the idempotency key, here and
+    at the provider (its out_biz_no): the same id never pays out twice."""
+
+    model_config = ConfigDict(frozen=True)
+
+    withdrawal_id: str
+    amount: Decimal
+    currency: str
+    payee_account: str = Field(min_length=1, max_length=128)
+    payee_name: str = Field(default="", max_length=128)
+    provider: str = "sandbox"
+    notify_url: str = ""
+    timing: SettlementTiming = Field(default_factory=SettlementTiming)
+
+    @field_validator("withdrawal_id")
+    @classmethod
+    def _withdrawal_id(cls, value: str) -> str:
+        return parse_order_id(value)
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        return parse_currency(value)
+
+    def model_post_init(self, _context: object) -> None:
+        parse_amount(self.amount, self.currency)
+
+    @property
+    def workflow_id(self) -> str:
+        return withdrawal_workflow_id(self.withdrawal_id)
+
+    def transfer_request(self) -> TransferRequest:
+        return TransferRequest(
+            withdrawal_id=self.withdrawal_id,
+            amount=self.amount,
+            currency=self.currency,
+            payee_account=self.payee_account,
+            payee_name=self.payee_name,
+            notify_url=self.notify_url,
+        )
+
+
+class WithdrawalSubmitted(BaseModel):
+    """What a starter gets back once the transfer is submitted (or the withdrawal ended)."""
+
+    workflow_id: str
+    withdrawal_id: str
+    status: TransactionStatus
+    provider_transfer_no: str | None = None
+    fail_reason: str | None = None
+
+
+class WithdrawalView(BaseModel):
+    """The withdrawal as `tempay status --withdrawal` and the query handler show it."""
+
+    workflow_id: str
+    withdrawal_id: str
+    kind: TransactionKind = TransactionKind.WITHDRAWAL
+    provider: str
+    status: TransactionStatus
+    amount: Decimal
+    currency: str
+    payee_account: str
+    payee_name: str = ""
+    paid_amount: Decimal | None = None
+    paid_currency: str | None = None
+    provider_transfer_no: str | None = None
+    submitted_at: datetime | None = None
+    # create calls made; more than one only when the provider never got the earlier ones
+    transfer_requests: int = 0
+    outcome_checks: int = 0  # queries made because a create call's outcome was unknown
+    notifications_received: int = 0
+    duplicate_notifications: int = 0
+    status_queries: int = 0
+    last_status_query_at: datetime | None = None
+    next_status_query_at: datetime | None = None
+    settled_at: datetime | None = None
+    settled_by: str | None = None
+    review_reason: str | None = None  # why FAILED or NEEDS_REVIEW
+    merchant_events: list[MerchantEventProgress] = Field(default_factory=list)
+
+
+def _withdrawal_event(view: WithdrawalView, created_at: datetime) -> MerchantEvent:
+    return MerchantEvent(
+        id=merchant_event_id(view.workflow_id, view.status),
+        type=merchant_event_type(view.kind, view.status),
+        created_at=created_at,
+        data=MerchantEventData(
+            order_id=view.withdrawal_id,
+            workflow_id=view.workflow_id,
+            kind=view.kind,
+            provider=view.provider,
+            status=view.status,
+            amount=Decimal(format_amount(view.amount, view.currency)),
+            currency=view.currency,
+            paid_amount=view.paid_amount,
+            paid_currency=view.paid_currency,
+            provider_trade_no=view.provider_transfer_no,
+            review_reason=view.review_reason,
+            settled_at=view.settled_at,
+            settled_by=view.settled_by,
+        ),
+    )

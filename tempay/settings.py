@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     # Base URL providers POST notifications to; notify_url = {webhook_url}/notify/{provider}.
     webhook_url: str = "http://127.0.0.1:8000"
     sandbox_url: str = "http://127.0.0.1:8001"
+    # How long a call to a provider may take before its answer counts as lost.
+    provider_timeout: Duration = timedelta(seconds=10)
 
     # Settlement timing, copied into each workflow's input when it starts.
     first_status_query_delay: Duration = timedelta(seconds=60)

@@ -1,4 +1,5 @@
-"""The tempay worker: payment workflows and the activities that talk to providers and merchants."""
+"""The tempay worker: payment and withdrawal workflows, and the activities that talk to
+providers and merchants."""
 
 from __future__ import annotations
 
@@ -12,20 +13,23 @@ from temporalio.worker import Worker
 
 from activities.merchant import MerchantActivities
 from activities.payments import PaymentActivities
+from activities.transfers import TransferActivities
 from providers.base import ProviderAdapter
 from providers.registry import build_adapters
 from tempay.bench_workflows import BareSettlementWorkflow, bare_activity
 from tempay.settings import Settings, get_settings
 from tempay.temporal import connect
 from workflows.payment import PaymentWorkflow
+from workflows.withdrawal import WithdrawalWorkflow
 
-WORKFLOWS = [PaymentWorkflow, BareSettlementWorkflow]
+WORKFLOWS = [PaymentWorkflow, WithdrawalWorkflow, BareSettlementWorkflow]
 
 
 def build_worker(
     client: Client, settings: Settings, adapters: dict[str, ProviderAdapter]
 ) -> Worker:
     payments = PaymentActivities(adapters)
+    transfers = TransferActivities(adapters)
     merchant = MerchantActivities(settings)
     return Worker(
         client,
@@ -35,6 +39,8 @@ def build_worker(
             payments.create_payment,
             payments.query_payment,
             payments.close_payment,
+            transfers.create_transfer,
+            transfers.query_transfer,
             merchant.notify_merchant,
             bare_activity,
         ],
