@@ -26,9 +26,12 @@ from tempay.domain import (
     InvalidInput,
     PaymentObservation,
     ProviderPaymentState,
+    RefundObservation,
     TransactionStatus,
+    TransferObservation,
     parse_order_id,
     payment_workflow_id,
+    withdrawal_workflow_id,
 )
 from tempay.settings import Settings, get_settings
 from tempay.temporal import TemporalUnavailable, connect
@@ -127,16 +130,28 @@ def create_app(
         except BodyTooLarge:
             return _error(413, f"body over {settings.notification_max_bytes} bytes"), "too_large"
         try:
-            observation = adapter.parse_notification(request.headers, body)
-            parse_order_id(observation.order_id)
+            observation = adapter.parse_any_notification(request.headers, body)
+            if isinstance(observation, TransferObservation):
+                workflow_id = withdrawal_workflow_id(parse_order_id(observation.withdrawal_id))
+            elif isinstance(observation, PaymentObservation):
+                workflow_id = payment_workflow_id(parse_order_id(observation.order_id))
         except NotificationError as exc:
             log.warning("%s notification refused: %s", adapter.name, exc)
             outcome = "bad_signature" if exc.http_status == 401 else "malformed"
             return _error(exc.http_status, str(exc)), outcome
         except (ValidationError, InvalidInput) as exc:
             return _error(400, f"malformed notification: {exc}"), "malformed"
+        if isinstance(observation, RefundObservation):
+            # Not acknowledged: the provider keeps it and retries once refunds exist.
+            log.warning(
+                "%s refund notification for refund %s of order %s not accepted: "
+                "refunds are not supported yet",
+                adapter.name,
+                observation.refund_id,
+                observation.order_id,
+            )
+            return _error(404, "refunds are not supported yet"), "unsupported"
 
-        workflow_id = payment_workflow_id(observation.order_id)
         try:
             client = await temporal.get()
             handle = client.get_workflow_handle(workflow_id)
@@ -155,7 +170,7 @@ def create_app(
         adapter: ProviderAdapter,
         client: Client,
         workflow_id: str,
-        observation: PaymentObservation,
+        observation: PaymentObservation | TransferObservation,
     ) -> tuple[Response, str]:
         """A signal is refused both for finished workflows and for ones that never existed."""
         try:
@@ -168,7 +183,11 @@ def create_app(
                 return _error(404, f"unknown order ({workflow_id})"), "unknown_order"
             return _error(503, "Temporal unavailable, retry later"), "temporal_unavailable"
         status = description.typed_search_attributes.get(sa.PAYMENT_STATUS)
-        if observation.state is ProviderPaymentState.PAID and status in CLOSED_UNPAID:
+        if (
+            isinstance(observation, PaymentObservation)
+            and observation.state is ProviderPaymentState.PAID
+            and status in CLOSED_UNPAID
+        ):
             # Past the workflow's late-payment window: acknowledged so the provider stops,
             # and raised loudly (log and metric) because the money needs a person.
             log.error(

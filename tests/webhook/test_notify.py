@@ -539,3 +539,49 @@ async def test_metrics_count_every_outcome(
     assert response.headers["content-type"].startswith("text/plain")
     assert "# TYPE tempay_notifications_total counter" in response.text
     assert 'tempay_notification_ack_seconds_count{provider="sandbox"}' in response.text
+
+
+# Refund and transfer notifications share the endpoint, routed by their notify_type
+
+
+async def test_refund_notification_is_not_acknowledged_yet(
+    http: httpx.AsyncClient, key: rsa.RSAPrivateKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    refund_id = f"rf-{uuid.uuid4().hex[:8]}"
+    payload = {
+        "notify_id": uuid.uuid4().hex,
+        "notify_time": utc_iso(datetime.now(UTC)),
+        "notify_type": "refund_status_sync",
+        "out_trade_no": "some-order",
+        "out_request_no": refund_id,
+        "refund_status": "REFUND_SUCCESS",
+        "refund_amount": "1.00",
+        "currency": "CNY",
+    }
+    before = await notification_counts(http)
+    with caplog.at_level(logging.WARNING, logger="tempay.webhook"):
+        response = await post_signed(http, key, payload)
+    assert_refused(response, 404)
+    assert response.json()["error"] == "refunds are not supported yet"
+    assert any(refund_id in r.getMessage() for r in caplog.records)
+    assert increments(before, await notification_counts(http)) == {("sandbox", "unsupported"): 1}
+
+
+async def test_transfer_notification_for_an_unknown_withdrawal_creates_no_workflow(
+    stack: Stack, http: httpx.AsyncClient, key: rsa.RSAPrivateKey
+) -> None:
+    withdrawal_id = f"never-started-{uuid.uuid4().hex[:8]}"
+    payload = {
+        "notify_id": uuid.uuid4().hex,
+        "notify_time": utc_iso(datetime.now(UTC)),
+        "notify_type": "transfer_status_sync",
+        "out_biz_no": withdrawal_id,
+        "transfer_no": "SBT0001",
+        "transfer_status": "TRANSFER_SUCCESS",
+        "amount": "1.00",
+        "currency": "CNY",
+    }
+    assert_refused(await post_signed(http, key, payload), 404)
+    with pytest.raises(RPCError) as raised:
+        await stack.client.get_workflow_handle(f"withdrawal-{withdrawal_id}").describe()
+    assert raised.value.status is RPCStatusCode.NOT_FOUND
