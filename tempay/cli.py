@@ -23,9 +23,12 @@ from tempay.transactions import (
     TransactionNotFound,
     WorkerUnavailable,
     build_order,
+    build_withdrawal,
     list_transactions,
     payment_view,
     start_payment,
+    start_withdrawal,
+    withdrawal_view,
 )
 
 START_TIMEOUT_SECONDS = 30.0
@@ -92,9 +95,38 @@ async def _start_and_print(order: PaymentOrder, settings: Settings) -> None:
     _print_json(checkout)
 
 
-async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_withdraw(args: argparse.Namespace, settings: Settings) -> int:
+    order = build_withdrawal(
+        settings,
+        withdrawal_id=args.withdrawal_id,
+        amount=args.amount,
+        currency=args.currency,
+        payee_account=args.payee_account,
+        payee_name=args.payee_name,
+        provider=args.provider,
+    )
     client = await connect(settings)
-    _print_json(await payment_view(client, args.order_id))
+    try:
+        submitted = await asyncio.wait_for(
+            start_withdrawal(client, settings, order), START_TIMEOUT_SECONDS
+        )
+    except TimeoutError:
+        raise CommandError(
+            f"no worker answered within {START_TIMEOUT_SECONDS:.0f} s; the withdrawal is "
+            "recorded and continues once `tempay dev` (or `tempay worker`) runs"
+        ) from None
+    _print_json(submitted)
+    return 0
+
+
+async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    if (args.order_id is None) == (args.withdrawal is None):
+        raise InvalidInput("name one transaction: ORDER_ID, or --withdrawal WITHDRAWAL_ID")
+    client = await connect(settings)
+    if args.withdrawal is not None:
+        _print_json(await withdrawal_view(client, args.withdrawal))
+    else:
+        _print_json(await payment_view(client, args.order_id))
     return 0
 
 
@@ -163,8 +195,20 @@ def parser() -> argparse.ArgumentParser:
     recharge.add_argument("--account-id", required=True, help="the account to top up")
     recharge.set_defaults(run=cmd_recharge)
 
+    withdraw = commands.add_parser(
+        "withdraw", help="pay out to a payee (idempotent by withdrawal id)"
+    )
+    withdraw.add_argument("--withdrawal-id", required=True, help="the merchant's withdrawal id")
+    withdraw.add_argument("--amount", required=True, help='decimal string, e.g. "10.00"')
+    withdraw.add_argument("--currency", required=True, help="ISO 4217 code, e.g. CNY")
+    withdraw.add_argument("--payee-account", required=True, help="the payee's account")
+    withdraw.add_argument("--payee-name", default="", help="the payee's name")
+    withdraw.add_argument("--provider", default="sandbox")
+    withdraw.set_defaults(run=cmd_withdraw)
+
     status = commands.add_parser("status", help="show a transaction as JSON")
-    status.add_argument("order_id", metavar="ORDER_ID")
+    status.add_argument("order_id", metavar="ORDER_ID", nargs="?", help="a payment's order id")
+    status.add_argument("--withdrawal", metavar="WITHDRAWAL_ID", help="show a withdrawal instead")
     status.set_defaults(run=cmd_status)
 
     listing = commands.add_parser("list", help="one line per transaction")

@@ -26,13 +26,18 @@ from tempay.domain import (
     SettlementTiming,
     TransactionKind,
     TransactionStatus,
+    WithdrawalOrder,
+    WithdrawalSubmitted,
+    WithdrawalView,
     parse_amount,
     parse_currency,
     parse_order_id,
     payment_workflow_id,
+    withdrawal_workflow_id,
 )
 from tempay.settings import Settings
 from workflows.payment import PaymentWorkflow
+from workflows.withdrawal import WithdrawalWorkflow
 
 
 class TransactionNotFound(LookupError):
@@ -143,6 +148,112 @@ async def payment_view(client: Client, order_id: str) -> PaymentView:
         status = description.typed_search_attributes.get(sa.PAYMENT_STATUS)
         raise WorkerUnavailable(
             f"order {order_id} is {status or 'running'}, but no worker answered "
+            f"for its details ({exc.message}): is `tempay dev` or `tempay worker` running?"
+        ) from None
+
+
+def build_withdrawal(
+    settings: Settings,
+    *,
+    withdrawal_id: str,
+    amount: str | Decimal,
+    currency: str,
+    payee_account: str,
+    payee_name: str = "",
+    provider: str = "sandbox",
+    timing: SettlementTiming | None = None,
+) -> WithdrawalOrder:
+    """Validate a withdrawal; raises InvalidInput with a message a user can act on."""
+    try:
+        withdrawal_id = parse_order_id(withdrawal_id)
+    except InvalidInput:
+        raise InvalidInput(
+            f"withdrawal id {withdrawal_id!r} must be 1-64 characters of letters, digits, "
+            "'_', '-' or '.'"
+        ) from None
+    currency = parse_currency(currency)
+    payee_account = payee_account.strip()
+    if not payee_account or len(payee_account) > 128:
+        raise InvalidInput("--payee-account must name the payee's account (1-128 characters)")
+    if len(payee_name) > 128:
+        raise InvalidInput("--payee-name must be at most 128 characters")
+    return WithdrawalOrder(
+        withdrawal_id=withdrawal_id,
+        amount=parse_amount(amount, currency),
+        currency=currency,
+        payee_account=payee_account,
+        payee_name=payee_name,
+        provider=provider,
+        notify_url=f"{settings.webhook_url.rstrip('/')}/notify/{provider}",
+        timing=timing or settlement_timing(settings),
+    )
+
+
+async def start_withdrawal(
+    client: Client, settings: Settings, order: WithdrawalOrder
+) -> WithdrawalSubmitted:
+    """Start (or find) the withdrawal's workflow; returns once the provider holds the transfer."""
+    start = WithStartWorkflowOperation(
+        WithdrawalWorkflow.run,
+        order,
+        id=order.workflow_id,
+        task_queue=settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        static_summary=(
+            f"withdrawal {order.withdrawal_id}: {order.amount} {order.currency} "
+            f"to {order.payee_account} via {order.provider}"
+        ),
+    )
+    try:
+        return await client.execute_update_with_start_workflow(
+            WithdrawalWorkflow.submitted, order, start_workflow_operation=start
+        )
+    except WorkflowUpdateFailedError as exc:
+        raise OrderConflict(str(exc.cause or exc)) from None
+    except WorkflowAlreadyStartedError:
+        with contextlib.suppress(WorkflowAlreadyStartedError):
+            await start.workflow_handle()
+        view = await withdrawal_view(client, order.withdrawal_id)
+        terms = (view.amount, view.currency, view.payee_account, view.payee_name, view.provider)
+        if terms != (
+            order.amount,
+            order.currency,
+            order.payee_account,
+            order.payee_name,
+            order.provider,
+        ):
+            raise OrderConflict(
+                f"withdrawal {order.withdrawal_id} already exists with different terms: "
+                f"{view.amount} {view.currency} to {view.payee_account}"
+            ) from None
+        return WithdrawalSubmitted(
+            workflow_id=view.workflow_id,
+            withdrawal_id=view.withdrawal_id,
+            status=view.status,
+            provider_transfer_no=view.provider_transfer_no,
+            fail_reason=view.review_reason,
+        )
+
+
+async def withdrawal_view(client: Client, withdrawal_id: str) -> WithdrawalView:
+    handle = client.get_workflow_handle(
+        withdrawal_workflow_id(withdrawal_id), result_type=WithdrawalView
+    )
+    try:
+        description = await handle.describe()
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.NOT_FOUND:
+            raise TransactionNotFound(f"no withdrawal {withdrawal_id!r}") from None
+        raise
+    if description.status is WorkflowExecutionStatus.COMPLETED:
+        return await handle.result()
+    try:
+        return await handle.query(WithdrawalWorkflow.details)
+    except RPCError as exc:
+        status = description.typed_search_attributes.get(sa.PAYMENT_STATUS)
+        raise WorkerUnavailable(
+            f"withdrawal {withdrawal_id} is {status or 'running'}, but no worker answered "
             f"for its details ({exc.message}): is `tempay dev` or `tempay worker` running?"
         ) from None
 

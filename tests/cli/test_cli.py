@@ -149,6 +149,23 @@ def test_bad_input_is_one_clear_line(env: dict[str, str]) -> None:
     )
 
 
+def test_bad_withdrawal_input_is_one_clear_line(env: dict[str, str]) -> None:
+    def withdraw(*args: str) -> subprocess.CompletedProcess[str]:
+        terms = {"--withdrawal-id": "W1", "--amount": "10.00", "--currency": "CNY"}
+        terms |= {"--payee-account": "payee@example.com"}
+        terms |= dict(zip(args[::2], args[1::2], strict=True))
+        return tempay("withdraw", *[x for kv in terms.items() for x in kv], env=env)
+
+    assert_one_line_error(withdraw("--amount", "10.001"), "decimal places")
+    assert_one_line_error(withdraw("--amount", "ten"), "ten")
+    assert_one_line_error(withdraw("--currency", "XYZ"), "unknown currency")
+    assert_one_line_error(withdraw("--withdrawal-id", "w 1"), "withdrawal id")
+    assert_one_line_error(withdraw("--payee-account", " "), "--payee-account")
+    assert_one_line_error(tempay("status", env=env), "ORDER_ID, or --withdrawal")
+    assert_one_line_error(withdraw(), "cannot reach Temporal")
+    assert_one_line_error(tempay("status", "--withdrawal", "W1", env=env), "cannot reach Temporal")
+
+
 def test_unreachable_server_is_one_clear_line(env: dict[str, str]) -> None:
     assert_one_line_error(tempay("status", "A1", env=env), "cannot reach Temporal")
     assert_one_line_error(
@@ -184,6 +201,18 @@ def test_dev_stops_everything_and_resumes_pending_payments(
         "acct-9",
         "50.00",
     )
+
+    withdrawn = tempay(
+        "withdraw", "--withdrawal-id", "W1", "--amount", "5.00", "--currency", "CNY",
+        "--payee-account", "payee@example.com", env=env,
+    )  # fmt: skip
+    assert withdrawn.returncode == 0, withdrawn.stderr
+    submitted = json.loads(withdrawn.stdout)
+    assert submitted["workflow_id"] == "withdrawal-W1"
+    assert submitted["status"] in ("PENDING", "SUCCEEDED")
+    withdrawal = json.loads(tempay("status", "--withdrawal", "W1", env=env).stdout)
+    assert (withdrawal["kind"], withdrawal["amount"]) == ("withdrawal", "5.00")
+    assert_one_line_error(tempay("status", "--withdrawal", "nope", env=env), "no withdrawal")
 
     assert dev.stop() == 0
     assert not [port for port in ports(env) if port_in_use(port)]
