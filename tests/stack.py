@@ -198,6 +198,7 @@ def stack_settings(
     sandbox_url: str,
     merchant_webhook_url: str | None = None,
     merchant_webhook_secret: str | None = None,
+    **overrides: Any,
 ) -> Settings:
     return Settings(
         temporal_address=client.service_client.config.target_host,
@@ -211,15 +212,21 @@ def stack_settings(
         signal_timeout=timedelta(seconds=5),
         merchant_webhook_url=merchant_webhook_url,
         merchant_webhook_secret=merchant_webhook_secret,
-        **TEST_TIMINGS,
+        **{**TEST_TIMINGS, **overrides},
     )
 
 
 @contextlib.asynccontextmanager
 async def running_stack(
-    client: Client, data_dir: Path, task_queue: str, **sandbox_overrides: Any
+    client: Client,
+    data_dir: Path,
+    task_queue: str,
+    settings_overrides: dict[str, Any] | None = None,
+    **sandbox_overrides: Any,
 ) -> AsyncIterator[Stack]:
-    """Sandbox provider, webhook service, merchant and worker; all stop when the block ends."""
+    """Sandbox provider, webhook service, merchant and worker; all stop when the block ends.
+    `settings_overrides` change tempay's settings (e.g. provider_timeout), the other keyword
+    arguments the sandbox's."""
     async with contextlib.AsyncExitStack() as stack:
         # Bind the sockets first: the settings (and the sandbox's payment_url links) need
         # the URLs. They close on the way out even if something below fails.
@@ -242,6 +249,7 @@ async def running_stack(
             sandbox_url,
             merchant_webhook_url=url_of(merchant_sock) + MerchantReceiver.PATH,
             merchant_webhook_secret=merchant.secret,
+            **(settings_overrides or {}),
         )
         await stack.enter_async_context(serve(create_sandbox_app(sandbox_settings), sandbox_sock))
         await stack.enter_async_context(serve(create_webhook_app(settings), webhook_sock))
