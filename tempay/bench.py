@@ -28,6 +28,7 @@ from tempay.settings import Settings
 from tempay.temporal import connect
 from tempay.transactions import build_order, start_payment
 
+ROUNDS = 4
 BUCKET = re.compile(
     r'^tempay_notification_ack_seconds_bucket\{le="([^"]+)",provider="sandbox"\} (\S+)$', re.M
 )
@@ -130,14 +131,21 @@ async def measure(payments: int, concurrency: int, settings: Settings) -> dict[s
         await run_many(warmup, concurrency, lambda i: bench.payment(i, "warm"))
         await run_many(warmup, concurrency, lambda i: bench.bare(i, "warm"))
 
-        # Alternate halves so drift on this shared machine hits both sides alike.
-        half = payments // 2
+        # Interleave rounds (ABBA order) so drift on this shared machine hits both alike.
         before = await ack_buckets(http, settings.webhook_url)
         pay_time = bare_time = 0.0
-        for tag, count in (("a", half), ("b", payments - half)):
-            print(f"measuring: {count} payments, then {count} bare workflows", flush=True)
-            pay_time += await run_many(count, concurrency, partial(bench.payment, tag=tag))
-            bare_time += await run_many(count, concurrency, partial(bench.bare, tag=tag))
+        for round_no in range(ROUNDS):
+            count = payments // ROUNDS + (1 if round_no < payments % ROUNDS else 0)
+            tag = f"r{round_no}"
+            pay = partial(run_many, count, concurrency, partial(bench.payment, tag=tag))
+            bare = partial(run_many, count, concurrency, partial(bench.bare, tag=tag))
+            print(f"round {round_no + 1}/{ROUNDS}: {count} payments, {count} bare", flush=True)
+            if round_no % 2 == 0:
+                pay_time += await pay()
+                bare_time += await bare()
+            else:
+                bare_time += await bare()
+                pay_time += await pay()
         after = await ack_buckets(http, settings.webhook_url)
     delta = {le: after[le] - before.get(le, 0.0) for le in after}
     return {
@@ -149,8 +157,8 @@ async def measure(payments: int, concurrency: int, settings: Settings) -> dict[s
 
 
 async def run_bench(payments: int, concurrency: int) -> int:
-    if payments < 2 or concurrency < 1:
-        raise InvalidInput("--payments must be at least 2 and --concurrency at least 1")
+    if payments < ROUNDS or concurrency < 1:
+        raise InvalidInput(f"--payments must be at least {ROUNDS} and --concurrency at least 1")
     with tempfile.TemporaryDirectory(prefix="tempay-bench-") as tmp:
         settings = bench_settings(Path(tmp))
         stack = Stack(settings, sandbox_env={"TEMPAY_SANDBOX_TIME_SCALE": "0.001"}, with_ui=False)
