@@ -9,13 +9,14 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
+from workflows.merchant import deliver_merchant_event
+
 with workflow.unsafe.imports_passed_through():
     from tempay import search_attributes as sa
     from tempay.domain import (
         CheckoutInfo,
         CloseOutcome,
         CreatedPayment,
-        MerchantDelivery,
         MerchantDeliveryState,
         MerchantEvent,
         MerchantEventProgress,
@@ -46,25 +47,12 @@ CLOSE_RETRY = RetryPolicy(
 )
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 JITTER = 0.2  # status queries are spread +-20% so pending payments don't query in bursts
-# Merchant events are retried until the merchant answers 2xx: the first retry after the
-# order's timing.merchant_retry_interval (5 s by default), doubling to an hour, for 3 days.
-MERCHANT_MAX_RETRY_INTERVAL = timedelta(hours=1)
-MERCHANT_DELIVERY_TIMEOUT = timedelta(days=3)
 # Workflows that settled before merchant events existed replay without them (and send
 # none later); the ones that settle after the upgrade send them.
 MERCHANT_EVENTS_PATCH = "merchant-events"
 
 SETTLED = (TransactionStatus.SUCCEEDED, TransactionStatus.NEEDS_REVIEW)
 CLOSED_UNPAID = (TransactionStatus.FAILED, TransactionStatus.EXPIRED)
-
-
-def merchant_retry(initial: timedelta) -> RetryPolicy:
-    return RetryPolicy(
-        initial_interval=initial,
-        backoff_coefficient=2.0,
-        maximum_interval=max(initial, MERCHANT_MAX_RETRY_INTERVAL),
-        maximum_attempts=0,  # unlimited: MERCHANT_DELIVERY_TIMEOUT bounds it
-    )
 
 
 @workflow.defn
@@ -284,27 +272,9 @@ class PaymentWorkflow:
         self._deliveries.append(asyncio.ensure_future(self._deliver(event, progress)))
 
     async def _deliver(self, event: MerchantEvent, progress: MerchantEventProgress) -> None:
-        try:
-            delivery = await workflow.execute_activity(
-                "notify_merchant",
-                event,
-                result_type=MerchantDelivery,
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                schedule_to_close_timeout=MERCHANT_DELIVERY_TIMEOUT,
-                retry_policy=merchant_retry(self._order.timing.merchant_retry_interval),
-                summary="notify merchant",
-            )
-        except ActivityError as exc:
-            progress.state = MerchantDeliveryState.FAILED
-            progress.error = str(exc.cause or exc)
-            workflow.logger.error(
-                "merchant event %s never acknowledged: %s", event.id, progress.error
-            )
-        else:
-            progress.state = delivery.state
-            progress.attempts = delivery.attempt
-        progress.finished_at = workflow.now()
-        self._publish()
+        await deliver_merchant_event(
+            event, progress, self._order.timing.merchant_retry_interval, self._publish
+        )
 
     async def _finish_merchant_deliveries(self) -> None:
         """The workflow ends once every event is delivered. Meanwhile notifications still

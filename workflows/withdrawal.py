@@ -15,10 +15,11 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from workflows.merchant import deliver_merchant_event
+
 with workflow.unsafe.imports_passed_through():
     from tempay import search_attributes as sa
     from tempay.domain import (
-        MerchantDelivery,
         MerchantDeliveryState,
         MerchantEvent,
         MerchantEventProgress,
@@ -52,21 +53,10 @@ QUERY_RETRY = RetryPolicy(
 )
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 JITTER = 0.2
-MERCHANT_MAX_RETRY_INTERVAL = timedelta(hours=1)
-MERCHANT_DELIVERY_TIMEOUT = timedelta(days=3)
 
 # create_transfer failures (ApplicationError types, see activities/transfers.py).
 NOT_SENT = "ProviderUnreachable"
 REFUSED = ("ProviderRejected", "UnknownProvider")
-
-
-def merchant_retry(initial: timedelta) -> RetryPolicy:
-    return RetryPolicy(
-        initial_interval=initial,
-        backoff_coefficient=2.0,
-        maximum_interval=max(initial, MERCHANT_MAX_RETRY_INTERVAL),
-        maximum_attempts=0,
-    )
 
 
 def _error_type(exc: ActivityError) -> str | None:
@@ -298,27 +288,9 @@ class WithdrawalWorkflow:
         self._deliveries.append(asyncio.ensure_future(self._deliver(event, progress)))
 
     async def _deliver(self, event: MerchantEvent, progress: MerchantEventProgress) -> None:
-        try:
-            delivery = await workflow.execute_activity(
-                "notify_merchant",
-                event,
-                result_type=MerchantDelivery,
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                schedule_to_close_timeout=MERCHANT_DELIVERY_TIMEOUT,
-                retry_policy=merchant_retry(self._order.timing.merchant_retry_interval),
-                summary="notify merchant",
-            )
-        except ActivityError as exc:
-            progress.state = MerchantDeliveryState.FAILED
-            progress.error = str(exc.cause or exc)
-            workflow.logger.error(
-                "merchant event %s never acknowledged: %s", event.id, progress.error
-            )
-        else:
-            progress.state = delivery.state
-            progress.attempts = delivery.attempt
-        progress.finished_at = workflow.now()
-        self._publish()
+        await deliver_merchant_event(
+            event, progress, self._order.timing.merchant_retry_interval, self._publish
+        )
 
     async def _finish_merchant_deliveries(self) -> None:
         while True:

@@ -34,7 +34,8 @@ from tests.workflows.test_payment import (
     payment_worker,
     start,
 )
-from workflows.payment import MERCHANT_DELIVERY_TIMEOUT, PaymentWorkflow
+from workflows.merchant import MERCHANT_DELIVERY_TIMEOUT
+from workflows.payment import PaymentWorkflow
 
 OUTAGE = timedelta(hours=5)
 # Histories recorded by PaymentWorkflow before merchant events existed (paid; expired, then
