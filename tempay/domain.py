@@ -120,6 +120,19 @@ def payment_workflow_id(order_id: str) -> str:
     return f"payment-{order_id}"
 
 
+class MoneyTerms(BaseModel):
+    """Validates the `amount` and `currency` fields of the model that inherits it: a known
+    ISO 4217 code, and a positive amount with at most the currency's minor units."""
+
+    @field_validator("currency", check_fields=False)
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        return parse_currency(value)
+
+    def model_post_init(self, _context: object) -> None:
+        parse_amount(getattr(self, "amount"), getattr(self, "currency"))  # noqa: B009
+
+
 class SettlementTiming(BaseModel):
     """When to ask the provider, and when to give up on the payer."""
 
@@ -131,7 +144,7 @@ class SettlementTiming(BaseModel):
     merchant_retry_interval: timedelta = timedelta(seconds=5)
 
 
-class PaymentOrder(BaseModel):
+class PaymentOrder(MoneyTerms):
     """The input of a payment (or recharge) workflow: the merchant's order."""
 
     model_config = ConfigDict(frozen=True)
@@ -152,14 +165,6 @@ class PaymentOrder(BaseModel):
     @classmethod
     def _order_id(cls, value: str) -> str:
         return parse_order_id(value)
-
-    @field_validator("currency")
-    @classmethod
-    def _currency(cls, value: str) -> str:
-        return parse_currency(value)
-
-    def model_post_init(self, _context: object) -> None:
-        parse_amount(self.amount, self.currency)
 
     @property
     def workflow_id(self) -> str:
@@ -349,7 +354,7 @@ class ProviderTransferState(StrEnum):
     FAILED = "FAILED"  # no money left, e.g. the payee account does not exist
 
 
-class RefundRequest(BaseModel):
+class RefundRequest(MoneyTerms):
     """A refund of (part of) a paid payment. `refund_id` is the idempotency key at the
     provider: asking again with the same id and terms returns the same refund."""
 
@@ -367,14 +372,6 @@ class RefundRequest(BaseModel):
     def _ids(cls, value: str) -> str:
         return parse_order_id(value)
 
-    @field_validator("currency")
-    @classmethod
-    def _currency(cls, value: str) -> str:
-        return parse_currency(value)
-
-    def model_post_init(self, _context: object) -> None:
-        parse_amount(self.amount, self.currency)
-
 
 class RefundObservation(BaseModel):
     """One thing the provider told us about a refund: its answer, a notification or a query."""
@@ -390,7 +387,7 @@ class RefundObservation(BaseModel):
     notification_id: str | None = None
 
 
-class TransferRequest(BaseModel):
+class TransferRequest(MoneyTerms):
     """A payout to the payee for a withdrawal. `withdrawal_id` is the idempotency key at the
     provider: a repeated request never pays twice."""
 
@@ -407,14 +404,6 @@ class TransferRequest(BaseModel):
     @classmethod
     def _withdrawal_id(cls, value: str) -> str:
         return parse_order_id(value)
-
-    @field_validator("currency")
-    @classmethod
-    def _currency(cls, value: str) -> str:
-        return parse_currency(value)
-
-    def model_post_init(self, _context: object) -> None:
-        parse_amount(self.amount, self.currency)
 
 
 class TransferObservation(BaseModel):
@@ -438,7 +427,7 @@ def withdrawal_workflow_id(withdrawal_id: str) -> str:
     return f"withdrawal-{withdrawal_id}"
 
 
-class WithdrawalOrder(BaseModel):
+class WithdrawalOrder(MoneyTerms):
     """The input of a withdrawal workflow. `withdrawal_id` is the idempotency key, here and
     at the provider (its out_biz_no): the same id never pays out twice."""
 
@@ -457,14 +446,6 @@ class WithdrawalOrder(BaseModel):
     @classmethod
     def _withdrawal_id(cls, value: str) -> str:
         return parse_order_id(value)
-
-    @field_validator("currency")
-    @classmethod
-    def _currency(cls, value: str) -> str:
-        return parse_currency(value)
-
-    def model_post_init(self, _context: object) -> None:
-        parse_amount(self.amount, self.currency)
 
     @property
     def workflow_id(self) -> str:
