@@ -291,5 +291,7 @@ async def start_payment(
         timing=timing,
     )
     checkout = await transactions.start_payment(client, settings, order)
-    handle = client.get_workflow_handle_for(PaymentWorkflow.run, order.workflow_id)
+    handle: WorkflowHandle[PaymentWorkflow, PaymentView] = client.get_workflow_handle(
+        order.workflow_id, result_type=PaymentView
+    )
     return handle, checkout

@@ -18,7 +18,6 @@ from tempay import search_attributes as sa
 from tempay.domain import SettlementTiming, TransactionStatus, WithdrawalView
 from tempay.transactions import build_withdrawal, start_withdrawal
 from tests.stack import Stack, running_stack
-from workflows.withdrawal import WithdrawalWorkflow
 
 pytestmark = pytest.mark.e2e
 
@@ -79,7 +78,7 @@ async def withdraw(
     )
     submitted = await start_withdrawal(stack.client, stack.settings, order)
     assert submitted.workflow_id == f"withdrawal-{withdrawal_id}"
-    handle = stack.client.get_workflow_handle_for(WithdrawalWorkflow.run, order.workflow_id)
+    handle = stack.client.get_workflow_handle(order.workflow_id, result_type=WithdrawalView)
     return await asyncio.wait_for(handle.result(), SETTLE_SECONDS)
 
 
