@@ -10,6 +10,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 from workflows.merchant import deliver_merchant_event
+from workflows.status_query import ACTIVITY_TIMEOUT, NoAnswer, jittered, query_while_listening
 
 with workflow.unsafe.imports_passed_through():
     from tempay import search_attributes as sa
@@ -34,19 +35,11 @@ CREATE_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     non_retryable_error_types=["ProviderRejected", "UnknownProvider"],
 )
-# A failed status query is not fatal: the next scheduled one (or the notification) follows.
-QUERY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=3,
-)
 CLOSE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(minutes=1),
     non_retryable_error_types=["ProviderRejected", "UnknownProvider"],
 )
-ACTIVITY_TIMEOUT = timedelta(seconds=30)
-JITTER = 0.2  # status queries are spread +-20% so pending payments don't query in bursts
 # Workflows that settled before merchant events existed replay without them (and send
 # none later); the ones that settle after the upgrade send them.
 MERCHANT_EVENTS_PATCH = "merchant-events"
@@ -170,7 +163,7 @@ class PaymentWorkflow:
             if now >= deadline:
                 await self._expire()
                 return
-            wait = min(self._jittered(delay), deadline - now)
+            wait = min(jittered(delay), deadline - now)
             self._view.next_status_query_at = now + wait
             self._publish()
             try:
@@ -190,23 +183,15 @@ class PaymentWorkflow:
         self._view.status_queries += 1
         self._view.last_status_query_at = workflow.now()
         self._publish()
-        query = asyncio.ensure_future(
-            workflow.execute_activity(
+        try:
+            observation = await query_while_listening(
                 "query_payment",
                 self._order,
-                result_type=PaymentObservation,
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=QUERY_RETRY,
-                summary="status query",
+                PaymentObservation,
+                lambda: bool(self._inbox),
+                self._take_news,
             )
-        )
-        await workflow.wait_condition(lambda: query.done() or bool(self._inbox))
-        self._drain_inbox()
-        if self._terminal and not query.done():
-            query.cancel()
-        try:
-            observation = await query
-        except (ActivityError, asyncio.CancelledError):
+        except NoAnswer:
             workflow.logger.warning("status query for %s did not answer", self._order.order_id)
             return
         self._apply(observation)
@@ -289,6 +274,11 @@ class PaymentWorkflow:
 
     # ---- settlement ------------------------------------------------------------------
 
+    def _take_news(self) -> bool:
+        """Apply what arrived; True when that settled the transaction."""
+        self._drain_inbox()
+        return self._terminal
+
     def _drain_inbox(self) -> None:
         inbox, self._inbox = self._inbox, []
         for observation in inbox:
@@ -359,9 +349,6 @@ class PaymentWorkflow:
     @property
     def _terminal(self) -> bool:
         return self._status.is_terminal
-
-    def _jittered(self, delay: timedelta) -> timedelta:
-        return delay * workflow.random().uniform(1 - JITTER, 1 + JITTER)
 
     def _publish(self) -> None:
         """Current details for the Temporal UI."""

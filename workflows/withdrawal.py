@@ -16,6 +16,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.merchant import deliver_merchant_event
+from workflows.status_query import ACTIVITY_TIMEOUT, NoAnswer, jittered, query_while_listening
 
 with workflow.unsafe.imports_passed_through():
     from tempay import search_attributes as sa
@@ -45,14 +46,6 @@ OUTCOME_QUERY_RETRY = RetryPolicy(
     maximum_attempts=0,
     non_retryable_error_types=["ProviderRejected", "UnknownProvider"],
 )
-# A failed status query is not fatal: the next scheduled one (or the notification) follows.
-QUERY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=3,
-)
-ACTIVITY_TIMEOUT = timedelta(seconds=30)
-JITTER = 0.2
 
 # create_transfer failures (ApplicationError types, see activities/transfers.py).
 NOT_SENT = "ProviderUnreachable"
@@ -230,7 +223,7 @@ class WithdrawalWorkflow:
             self._drain_inbox()
             if self._terminal:
                 return
-            wait = self._jittered(delay)
+            wait = jittered(delay)
             self._view.next_status_query_at = workflow.now() + wait
             self._publish()
             try:
@@ -249,23 +242,15 @@ class WithdrawalWorkflow:
         self._view.status_queries += 1
         self._view.last_status_query_at = workflow.now()
         self._publish()
-        query = asyncio.ensure_future(
-            workflow.execute_activity(
+        try:
+            observation: TransferObservation | None = await query_while_listening(
                 "query_transfer",
                 self._order,
-                result_type=TransferObservation,
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=QUERY_RETRY,
-                summary="status query",
+                TransferObservation,
+                lambda: bool(self._inbox),
+                self._take_news,
             )
-        )
-        await workflow.wait_condition(lambda: query.done() or bool(self._inbox))
-        self._drain_inbox()
-        if self._terminal and not query.done():
-            query.cancel()
-        try:
-            observation: TransferObservation | None = await query
-        except (ActivityError, asyncio.CancelledError):
+        except NoAnswer:
             workflow.logger.warning("status query for %s did not answer", self._order.withdrawal_id)
             return
         if observation is None:
@@ -302,6 +287,11 @@ class WithdrawalWorkflow:
             )
 
     # ---- settlement ------------------------------------------------------------------
+
+    def _take_news(self) -> bool:
+        """Apply what arrived; True when that settled the transaction."""
+        self._drain_inbox()
+        return self._terminal
 
     def _drain_inbox(self) -> None:
         inbox, self._inbox = self._inbox, []
@@ -382,9 +372,6 @@ class WithdrawalWorkflow:
     @property
     def _terminal(self) -> bool:
         return self._status.is_terminal
-
-    def _jittered(self, delay: timedelta) -> timedelta:
-        return delay * workflow.random().uniform(1 - JITTER, 1 + JITTER)
 
     def _publish(self) -> None:
         """Current details for the Temporal UI."""

@@ -1,0 +1,60 @@
+"""Asking a provider for a transaction's status while still listening for its notification.
+Shared by every transaction kind."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+T = TypeVar("T")
+
+ACTIVITY_TIMEOUT = timedelta(seconds=30)
+# A failed status query is not fatal: the next scheduled one (or the notification) follows.
+QUERY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=3,
+)
+JITTER = 0.2  # queries are spread +-20% so pending transactions don't query in bursts
+
+
+def jittered(delay: timedelta) -> timedelta:
+    return delay * workflow.random().uniform(1 - JITTER, 1 + JITTER)
+
+
+class NoAnswer(Exception):
+    """The status query failed every attempt, or was cancelled because the news settled it."""
+
+
+async def query_while_listening(
+    activity: str,
+    arg: Any,
+    result_type: type[T],
+    has_news: Callable[[], bool],
+    take_news: Callable[[], bool],
+) -> T:
+    """Run the status-query activity; a notification arriving meanwhile is taken at once
+    (`take_news` returns True when it settled the transaction, which cancels the query)."""
+    query = asyncio.ensure_future(
+        workflow.execute_activity(
+            activity,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=QUERY_RETRY,
+            summary="status query",
+        )
+    )
+    await workflow.wait_condition(lambda: query.done() or has_news())
+    if take_news() and not query.done():
+        query.cancel()
+    try:
+        return await query
+    except (ActivityError, asyncio.CancelledError):
+        raise NoAnswer from None
