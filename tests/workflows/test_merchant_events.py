@@ -325,10 +325,13 @@ async def test_money_after_the_window_while_delivering_is_still_reviewed(
     await handle.signal(PaymentWorkflow.notify, notification(order, ProviderPaymentState.PAID))
     view = await handle.result()
     assert view.status is TransactionStatus.NEEDS_REVIEW
-    assert [event.type for event in merchant.received] == [
+    # Both events arrive once each. Their order is not guaranteed: the expired event's
+    # retries had backed off further, so the needs_review event can land first.
+    assert sorted(event.type for event in merchant.received) == [
         "payment.expired",
         "payment.needs_review",
     ]
+    assert len({event.id for event in merchant.received}) == 2
 
 
 # Replay: deliveries are deterministic, and older workflows replay unchanged
