@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -94,6 +95,11 @@ class ProviderAdapter(ABC):
 
     @abstractmethod
     def acknowledgement(self) -> Acknowledgement: ...
+
+    def refusal(self, status_code: int, message: str) -> Acknowledgement:
+        """The answer to a notification that is not acknowledged (bad signature, malformed,
+        unknown order, Temporal unreachable), in the form this provider expects."""
+        return Acknowledgement(status_code, json.dumps({"error": message}), "application/json")
 
     # Refunds and transfers: providers without them refuse, and never move money.
 

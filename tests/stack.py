@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, Request, Response
 from temporalio.client import Client, WorkflowHandle
 
+from providers.base import ProviderAdapter
 from providers.registry import build_adapters
 from providers.sandbox.app import create_app as create_sandbox_app
 from providers.sandbox.keys import ensure_keypair, load_private_key
@@ -222,11 +223,13 @@ async def running_stack(
     data_dir: Path,
     task_queue: str,
     settings_overrides: dict[str, Any] | None = None,
+    extra_adapters: dict[str, ProviderAdapter] | None = None,
     **sandbox_overrides: Any,
 ) -> AsyncIterator[Stack]:
     """Sandbox provider, webhook service, merchant and worker; all stop when the block ends.
-    `settings_overrides` change tempay's settings (e.g. provider_timeout), the other keyword
-    arguments the sandbox's."""
+    `settings_overrides` change tempay's settings (e.g. provider_timeout), `extra_adapters`
+    add providers (e.g. an adapter pointed at a test's fake provider API) to the webhook and
+    the worker, the other keyword arguments change the sandbox's settings."""
     async with contextlib.AsyncExitStack() as stack:
         # Bind the sockets first: the settings (and the sandbox's payment_url links) need
         # the URLs. They close on the way out even if something below fails.
@@ -251,12 +254,12 @@ async def running_stack(
             merchant_webhook_secret=merchant.secret,
             **(settings_overrides or {}),
         )
-        await stack.enter_async_context(serve(create_sandbox_app(sandbox_settings), sandbox_sock))
-        await stack.enter_async_context(serve(create_webhook_app(settings), webhook_sock))
-        await stack.enter_async_context(serve(merchant.app(), merchant_sock))
-        adapters = build_adapters(settings)
+        adapters = {**build_adapters(settings), **(extra_adapters or {})}
         for adapter in adapters.values():
             stack.push_async_callback(adapter.aclose)
+        await stack.enter_async_context(serve(create_sandbox_app(sandbox_settings), sandbox_sock))
+        await stack.enter_async_context(serve(create_webhook_app(settings, adapters), webhook_sock))
+        await stack.enter_async_context(serve(merchant.app(), merchant_sock))
         # The worker stops first (on exit, in reverse order), while the sandbox still answers.
         await stack.enter_async_context(build_worker(client, settings, adapters))
         yield Stack(

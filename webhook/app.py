@@ -82,6 +82,11 @@ def _acknowledge(adapter: ProviderAdapter) -> Response:
     return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type)
 
 
+def _refuse(adapter: ProviderAdapter, status: int, message: str) -> Response:
+    answer = adapter.refusal(status, message)
+    return Response(answer.body, status_code=answer.status_code, media_type=answer.media_type)
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -128,7 +133,9 @@ def create_app(
         try:
             body = await read_body(request, settings.notification_max_bytes)
         except BodyTooLarge:
-            return _error(413, f"body over {settings.notification_max_bytes} bytes"), "too_large"
+            return _refuse(
+                adapter, 413, f"body over {settings.notification_max_bytes} bytes"
+            ), "too_large"
         try:
             observation = adapter.parse_any_notification(request.headers, body)
             if isinstance(observation, TransferObservation):
@@ -138,9 +145,9 @@ def create_app(
         except NotificationError as exc:
             log.warning("%s notification refused: %s", adapter.name, exc)
             outcome = "bad_signature" if exc.http_status == 401 else "malformed"
-            return _error(exc.http_status, str(exc)), outcome
+            return _refuse(adapter, exc.http_status, str(exc)), outcome
         except (ValidationError, InvalidInput) as exc:
-            return _error(400, f"malformed notification: {exc}"), "malformed"
+            return _refuse(adapter, 400, f"malformed notification: {exc}"), "malformed"
         if isinstance(observation, RefundObservation):
             # Not acknowledged: the provider keeps it and retries once refunds exist.
             log.warning(
@@ -150,7 +157,7 @@ def create_app(
                 observation.refund_id,
                 observation.order_id,
             )
-            return _error(404, "refunds are not supported yet"), "unsupported"
+            return _refuse(adapter, 404, "refunds are not supported yet"), "unsupported"
 
         try:
             client = await temporal.get()
@@ -158,11 +165,15 @@ def create_app(
             await handle.signal("notify", observation, rpc_timeout=settings.signal_timeout)
         except TemporalUnavailable as exc:
             log.error("notification for %s not held: %s", workflow_id, exc)
-            return _error(503, "Temporal unavailable, retry later"), "temporal_unavailable"
+            return _refuse(
+                adapter, 503, "Temporal unavailable, retry later"
+            ), "temporal_unavailable"
         except RPCError as exc:
             if exc.status is not RPCStatusCode.NOT_FOUND:
                 log.error("signal to %s failed: %s", workflow_id, exc)
-                return _error(503, "Temporal unavailable, retry later"), "temporal_unavailable"
+                return _refuse(
+                    adapter, 503, "Temporal unavailable, retry later"
+                ), "temporal_unavailable"
             return await _closed_or_unknown(adapter, client, workflow_id, observation)
         return _acknowledge(adapter), "signalled"
 
@@ -180,8 +191,10 @@ def create_app(
         except RPCError as exc:
             if exc.status is RPCStatusCode.NOT_FOUND:
                 log.warning("notification for unknown transaction %s ignored", workflow_id)
-                return _error(404, f"unknown order ({workflow_id})"), "unknown_order"
-            return _error(503, "Temporal unavailable, retry later"), "temporal_unavailable"
+                return _refuse(adapter, 404, f"unknown order ({workflow_id})"), "unknown_order"
+            return _refuse(
+                adapter, 503, "Temporal unavailable, retry later"
+            ), "temporal_unavailable"
         status = description.typed_search_attributes.get(sa.PAYMENT_STATUS)
         if (
             isinstance(observation, PaymentObservation)
