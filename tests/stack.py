@@ -282,6 +282,7 @@ async def start_payment(
     amount: str | Decimal = "10.00",
     currency: str = "CNY",
     timing: SettlementTiming | None = None,
+    provider: str = "sandbox",
 ) -> tuple[WorkflowHandle[PaymentWorkflow, PaymentView], CheckoutInfo]:
     """Start (or find) the order's workflow as `tempay pay` does; returns its handle too."""
     order = build_order(
@@ -289,6 +290,7 @@ async def start_payment(
         order_id=order_id,
         amount=amount,
         currency=currency,
+        provider=provider,
         subject=f"Test order {order_id}",
         return_url=f"https://shop.example/orders/{order_id}",
         timing=timing,
