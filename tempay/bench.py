@@ -14,6 +14,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -43,6 +44,8 @@ def bench_settings(data_dir: Path) -> Settings:
         webhook_url=f"http://127.0.0.1:{webhook_port}",
         sandbox_url=f"http://127.0.0.1:{free_port()}",
         temporal_ui_port=free_port(),
+        # Payments complete at settlement, as the baseline's do (no refund window held open).
+        refund_window=timedelta(0),
     )
 
 

@@ -15,18 +15,21 @@ import httpx
 from pydantic import ValidationError
 from temporalio.service import RPCError
 
-from tempay.domain import InvalidInput, PaymentOrder, TransactionKind
+from tempay.domain import InvalidInput, PaymentOrder, TransactionKind, TransactionStatus
 from tempay.settings import Settings, get_settings
 from tempay.temporal import TemporalUnavailable, connect
 from tempay.transactions import (
     OrderConflict,
+    RefundRefused,
     TransactionNotFound,
     WorkerUnavailable,
     build_order,
     build_withdrawal,
     list_transactions,
     payment_view,
+    refund_view,
     start_payment,
+    start_refund,
     start_withdrawal,
     withdrawal_view,
 )
@@ -37,6 +40,7 @@ USER_ERRORS = (
     TemporalUnavailable,
     TransactionNotFound,
     OrderConflict,
+    RefundRefused,
     WorkerUnavailable,
 )
 
@@ -119,12 +123,43 @@ async def cmd_withdraw(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_refund(args: argparse.Namespace, settings: Settings) -> int:
+    client = await connect(settings)
+    try:
+        accepted = await asyncio.wait_for(
+            start_refund(
+                client,
+                settings,
+                order_id=args.order_id,
+                refund_id=args.refund_id,
+                amount=args.amount,
+                currency=args.currency,
+                reason=args.reason,
+            ),
+            START_TIMEOUT_SECONDS,
+        )
+    except TimeoutError:
+        raise CommandError(
+            f"the provider did not take the refund within {START_TIMEOUT_SECONDS:.0f} s; it "
+            f"is recorded and retried: see `tempay status --refund {args.refund_id}`"
+        ) from None
+    _print_json(accepted)
+    if accepted.status is TransactionStatus.FAILED:
+        raise CommandError(f"refund {accepted.refund_id} failed: {accepted.fail_reason}")
+    return 0
+
+
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    if (args.order_id is None) == (args.withdrawal is None):
-        raise InvalidInput("name one transaction: ORDER_ID, or --withdrawal WITHDRAWAL_ID")
+    named = [v for v in (args.order_id, args.withdrawal, args.refund) if v is not None]
+    if len(named) != 1:
+        raise InvalidInput(
+            "name one transaction: ORDER_ID, --refund REFUND_ID or --withdrawal WITHDRAWAL_ID"
+        )
     client = await connect(settings)
     if args.withdrawal is not None:
         _print_json(await withdrawal_view(client, args.withdrawal))
+    elif args.refund is not None:
+        _print_json(await refund_view(client, args.refund))
     else:
         _print_json(await payment_view(client, args.order_id))
     return 0
@@ -206,8 +241,19 @@ def parser() -> argparse.ArgumentParser:
     withdraw.add_argument("--provider", default="sandbox")
     withdraw.set_defaults(run=cmd_withdraw)
 
+    refund = commands.add_parser(
+        "refund", help="refund (part of) a paid payment (idempotent by refund id)"
+    )
+    refund.add_argument("order_id", metavar="ORDER_ID", help="the paid payment's order id")
+    refund.add_argument("--refund-id", required=True, help="the merchant's refund id")
+    refund.add_argument("--amount", required=True, help='decimal string, e.g. "3.00"')
+    refund.add_argument("--currency", default=None, help="ISO 4217 code; the payment's if unset")
+    refund.add_argument("--reason", default="", help="why, as the payer will see it")
+    refund.set_defaults(run=cmd_refund)
+
     status = commands.add_parser("status", help="show a transaction as JSON")
     status.add_argument("order_id", metavar="ORDER_ID", nargs="?", help="a payment's order id")
+    status.add_argument("--refund", metavar="REFUND_ID", help="show a refund instead")
     status.add_argument("--withdrawal", metavar="WITHDRAWAL_ID", help="show a withdrawal instead")
     status.set_defaults(run=cmd_status)
 

@@ -16,7 +16,7 @@ from temporalio.client import Client
 from tempay.domain import PaymentView, SettlementTiming, TransactionStatus
 from tempay.settings import Settings
 from tempay.temporal import connect
-from tempay.transactions import build_order, payment_view, start_payment
+from tempay.transactions import build_order, payment_view, start_payment, start_refund
 
 # Short timings so every path, expiry included, finishes within seconds.
 DEMO_TIMING = SettlementTiming(
@@ -24,8 +24,12 @@ DEMO_TIMING = SettlementTiming(
     status_query_backoff_cap=timedelta(seconds=5),
     expires_after=timedelta(seconds=8),
     late_payment_window=timedelta(seconds=30),
+    refund_window=timedelta(minutes=10),
 )
 FORM_ACTION = re.compile(r'<form[^>]*action="([^"]+)"[^>]*>.*?</form>', re.S | re.I)
+
+
+AfterSettlement = Callable[[Client, Settings, str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,8 @@ class Scenario:
     name: str
     expected: TransactionStatus
     payer: Callable[[httpx.AsyncClient, str, str], Awaitable[None]]
+    # What the merchant does once the payment settled (e.g. refunds), if anything.
+    after: AfterSettlement | None = None
 
 
 async def submit_checkout(http: httpx.AsyncClient, payment_url: str, button: str) -> None:
@@ -67,6 +73,23 @@ async def walk_away(http: httpx.AsyncClient, payment_url: str, order_id: str) ->
     await http.get(payment_url)  # looks at the page, never pays
 
 
+async def refund_in_two_parts(client: Client, settings: Settings, order_id: str) -> None:
+    for part, amount in (("a", "4.00"), ("b", "6.00")):
+        accepted = await start_refund(
+            client,
+            settings,
+            order_id=order_id,
+            refund_id=f"{order_id}-refund-{part}",
+            amount=amount,
+            reason="tempay demo",
+        )
+        print(
+            f"  {order_id}: refund {accepted.refund_id} of {amount} {accepted.currency} "
+            f"{accepted.status}, {accepted.refundable_amount} left to refund",
+            flush=True,
+        )
+
+
 SCENARIOS = [
     Scenario("paid at checkout", TransactionStatus.SUCCEEDED, pay_at_checkout),
     Scenario("declined at checkout", TransactionStatus.FAILED, decline_at_checkout),
@@ -79,14 +102,24 @@ SCENARIOS = [
     Scenario(
         "paid 9.99 for a 10.00 order", TransactionStatus.NEEDS_REVIEW, scripted_pay(amount="9.99")
     ),
+    Scenario(
+        "paid, then refunded 4.00 + 6.00",
+        TransactionStatus.REFUNDED,
+        pay_at_checkout,
+        after=refund_in_two_parts,
+    ),
 ]
 
 
-async def wait_settled(client: Client, order_id: str, within: float = 60.0) -> PaymentView:
+async def wait_settled(
+    client: Client, order_id: str, within: float = 60.0, until: TransactionStatus | None = None
+) -> PaymentView:
+    """Poll until the payment settles (or reaches `until`)."""
     deadline = time.monotonic() + within
     while True:
         view = await payment_view(client, order_id)
-        if view.status.is_terminal or time.monotonic() > deadline:
+        done = view.status is until if until else view.status.is_terminal
+        if done or time.monotonic() > deadline:
             return view
         await asyncio.sleep(0.25)
 
@@ -108,6 +141,10 @@ async def run_scenario(
     await scenario.payer(http, checkout.payment_url or "", order_id)
     view = await wait_settled(client, order_id)
     print(f"  {order_id}: {view.status} (settled by {view.settled_by})", flush=True)
+    if scenario.after is not None and view.status is TransactionStatus.SUCCEEDED:
+        await scenario.after(client, settings, order_id)
+        view = await wait_settled(client, order_id, until=scenario.expected)
+        print(f"  {order_id}: {view.status}", flush=True)
     return scenario, view
 
 

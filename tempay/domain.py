@@ -142,6 +142,9 @@ class SettlementTiming(BaseModel):
     late_payment_window: timedelta = timedelta(hours=24)
     # First retry of a merchant event delivery; doubles up to an hour (tests shorten it).
     merchant_retry_interval: timedelta = timedelta(seconds=5)
+    # How long after it succeeded a payment still accepts refunds (its workflow stays open
+    # that long, holding the refund ledger). Zero: the workflow ends at settlement.
+    refund_window: timedelta = timedelta(days=365)
 
 
 class PaymentOrder(MoneyTerms):
@@ -236,6 +239,12 @@ class PaymentView(BaseModel):
     review_reason: str | None = None
     # One entry per merchant event, in the order they were raised.
     merchant_events: list[MerchantEventProgress] = Field(default_factory=list)
+    # Refunds (of a succeeded payment): the ledger, and its totals in the payment's currency.
+    refunds: list[RefundEntry] = Field(default_factory=list)
+    refunded_amount: Decimal | None = None  # refunds that succeeded
+    refunding_amount: Decimal | None = None  # in flight, or in review: not refundable
+    refundable_amount: Decimal | None = None
+    refund_window_ends_at: datetime | None = None
 
 
 # Merchant notifications: what the merchant's application is told once a payment settles.
@@ -262,6 +271,7 @@ class MerchantEventData(BaseModel):
     paid_currency: str | None = None
     provider_trade_no: str | None = None
     account_id: str | None = None
+    refund_id: str | None = None  # refunds: order_id is the refunded payment's
     review_reason: str | None = None
     settled_at: datetime | None = None
     settled_by: str | None = None
@@ -285,10 +295,14 @@ def merchant_event_type(kind: TransactionKind, status: TransactionStatus) -> str
     return f"{kind.value}.{status.value.lower()}"
 
 
-def merchant_event(view: PaymentView | WithdrawalView, created_at: datetime) -> MerchantEvent:
+def merchant_event(
+    view: PaymentView | RefundView | WithdrawalView, created_at: datetime
+) -> MerchantEvent:
     """The event for the view's current (terminal) status."""
     if isinstance(view, WithdrawalView):
         return _withdrawal_event(view, created_at)
+    if isinstance(view, RefundView):
+        return _refund_event(view, created_at)
     return MerchantEvent(
         id=merchant_event_id(view.workflow_id, view.status),
         type=merchant_event_type(view.kind, view.status),
@@ -332,7 +346,19 @@ class MerchantEventProgress(BaseModel):
     error: str | None = None
 
 
-PaymentView.model_rebuild()
+class RefundEntry(BaseModel):
+    """One refund in a payment's ledger. PENDING and NEEDS_REVIEW amounts are held: they are
+    not refundable again until the refund fails (or a person resolves the review)."""
+
+    refund_id: str
+    amount: Decimal
+    currency: str
+    status: TransactionStatus = TransactionStatus.PENDING
+    submitted: bool = False  # the provider has answered the refund request
+    requested_at: datetime | None = None
+    settled_at: datetime | None = None
+    reason: str = ""  # the merchant's reason for the refund
+    fail_reason: str | None = None  # why FAILED or NEEDS_REVIEW
 
 
 # Refunds and withdrawals: what the core asks a provider to do, and what it learns back.
@@ -385,6 +411,123 @@ class RefundObservation(BaseModel):
     occurred_at: datetime | None = None
     source: Literal["create", "notification", "status_query"] = "notification"
     notification_id: str | None = None
+
+
+def refund_workflow_id(refund_id: str) -> str:
+    return f"refund-{refund_id}"
+
+
+class RefundOrder(MoneyTerms):
+    """The input of a refund workflow, started by the refunded payment's workflow once it has
+    reserved the amount. `refund_id` is the idempotency key, here and at the provider."""
+
+    model_config = ConfigDict(frozen=True)
+
+    refund_id: str
+    order_id: str  # the refunded payment's
+    amount: Decimal
+    currency: str
+    provider: str
+    payment_workflow_id: str
+    reason: str = ""
+    notify_url: str = ""
+    timing: SettlementTiming = Field(default_factory=SettlementTiming)
+
+    @field_validator("order_id", "refund_id")
+    @classmethod
+    def _ids(cls, value: str) -> str:
+        return parse_order_id(value)
+
+    @property
+    def workflow_id(self) -> str:
+        return refund_workflow_id(self.refund_id)
+
+    def refund_request(self) -> RefundRequest:
+        return RefundRequest(
+            order_id=self.order_id,
+            refund_id=self.refund_id,
+            amount=self.amount,
+            currency=self.currency,
+            reason=self.reason,
+            notify_url=self.notify_url,
+        )
+
+
+class RefundProgress(BaseModel):
+    """A refund workflow tells its payment how the refund goes: once the provider has the
+    request (`submitted`), and once it settles."""
+
+    refund_id: str
+    status: TransactionStatus
+    submitted: bool = True
+    fail_reason: str | None = None
+    settled_at: datetime | None = None
+
+
+class RefundAccepted(BaseModel):
+    """What `tempay refund` gets back once the provider has the refund (or it has ended)."""
+
+    workflow_id: str
+    refund_id: str
+    order_id: str
+    status: TransactionStatus
+    amount: Decimal
+    currency: str
+    fail_reason: str | None = None
+    payment_status: TransactionStatus
+    refundable_amount: Decimal
+
+
+class RefundView(BaseModel):
+    """The refund as `tempay status --refund` and the query handler show it."""
+
+    workflow_id: str
+    refund_id: str
+    order_id: str
+    kind: TransactionKind = TransactionKind.REFUND
+    provider: str
+    status: TransactionStatus
+    amount: Decimal
+    currency: str
+    reason: str = ""
+    refunded_amount: Decimal | None = None
+    refunded_currency: str | None = None
+    provider_refund_no: str | None = None
+    submitted_at: datetime | None = None
+    refund_requests: int = 0
+    notifications_received: int = 0
+    duplicate_notifications: int = 0
+    status_queries: int = 0
+    last_status_query_at: datetime | None = None
+    next_status_query_at: datetime | None = None
+    settled_at: datetime | None = None
+    settled_by: str | None = None
+    review_reason: str | None = None  # why FAILED or NEEDS_REVIEW
+    merchant_events: list[MerchantEventProgress] = Field(default_factory=list)
+
+
+def _refund_event(view: RefundView, created_at: datetime) -> MerchantEvent:
+    return MerchantEvent(
+        id=merchant_event_id(view.workflow_id, view.status),
+        type=merchant_event_type(view.kind, view.status),
+        created_at=created_at,
+        data=MerchantEventData(
+            order_id=view.order_id,
+            refund_id=view.refund_id,
+            workflow_id=view.workflow_id,
+            kind=view.kind,
+            provider=view.provider,
+            status=view.status,
+            amount=Decimal(format_amount(view.amount, view.currency)),
+            currency=view.currency,
+            paid_amount=view.refunded_amount,
+            paid_currency=view.refunded_currency,
+            provider_trade_no=view.provider_refund_no,
+            review_reason=view.review_reason,
+            settled_at=view.settled_at,
+            settled_by=view.settled_by,
+        ),
+    )
 
 
 class TransferRequest(MoneyTerms):
@@ -523,3 +666,6 @@ def _withdrawal_event(view: WithdrawalView, created_at: datetime) -> MerchantEve
             settled_by=view.settled_by,
         ),
     )
+
+
+PaymentView.model_rebuild()

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     status_query_backoff_cap: Duration = timedelta(minutes=10)
     payment_expiry: Duration = timedelta(minutes=30)
     late_payment_window: Duration = timedelta(hours=24)
+    # A succeeded payment takes refunds this long (its workflow stays open that long).
+    refund_window: Duration = timedelta(days=365)
 
     # Webhook limits.
     notification_max_bytes: int = 64 * 1024

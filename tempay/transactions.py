@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any, TypeVar
 
 from temporalio.client import (
     Client,
@@ -23,6 +24,9 @@ from tempay.domain import (
     InvalidInput,
     PaymentOrder,
     PaymentView,
+    RefundAccepted,
+    RefundRequest,
+    RefundView,
     SettlementTiming,
     TransactionKind,
     TransactionStatus,
@@ -33,11 +37,15 @@ from tempay.domain import (
     parse_currency,
     parse_order_id,
     payment_workflow_id,
+    refund_workflow_id,
     withdrawal_workflow_id,
 )
 from tempay.settings import Settings
 from workflows.payment import PaymentWorkflow
+from workflows.refund import RefundWorkflow
 from workflows.withdrawal import WithdrawalWorkflow
+
+V = TypeVar("V")
 
 
 class TransactionNotFound(LookupError):
@@ -58,6 +66,7 @@ def settlement_timing(settings: Settings) -> SettlementTiming:
         status_query_backoff_cap=settings.status_query_backoff_cap,
         expires_after=settings.payment_expiry,
         late_payment_window=settings.late_payment_window,
+        refund_window=settings.refund_window,
     )
 
 
@@ -131,25 +140,36 @@ async def start_payment(client: Client, settings: Settings, order: PaymentOrder)
         )
 
 
-async def payment_view(client: Client, order_id: str) -> PaymentView:
-    handle = client.get_workflow_handle(payment_workflow_id(order_id), result_type=PaymentView)
+async def _view(client: Client, workflow_id: str, result_type: type[V], query: Any, what: str) -> V:
+    """A transaction's view: its result once completed, else its workflow's `details`."""
+    handle = client.get_workflow_handle(workflow_id, result_type=result_type)
     try:
         description = await handle.describe()
     except RPCError as exc:
         if exc.status is RPCStatusCode.NOT_FOUND:
-            raise TransactionNotFound(f"no transaction for order {order_id!r}") from None
+            raise TransactionNotFound(f"no {what}") from None
         raise
     if description.status is WorkflowExecutionStatus.COMPLETED:
         return await handle.result()
     try:
-        return await handle.query(PaymentWorkflow.details)
+        return await handle.query(query)
     except RPCError as exc:
         # A query runs on a worker; without one, the server can only say which status.
         status = description.typed_search_attributes.get(sa.PAYMENT_STATUS)
         raise WorkerUnavailable(
-            f"order {order_id} is {status or 'running'}, but no worker answered "
+            f"{what} is {status or 'running'}, but no worker answered "
             f"for its details ({exc.message}): is `tempay dev` or `tempay worker` running?"
         ) from None
+
+
+async def payment_view(client: Client, order_id: str) -> PaymentView:
+    return await _view(
+        client,
+        payment_workflow_id(order_id),
+        PaymentView,
+        PaymentWorkflow.details,
+        f"transaction for order {order_id!r}",
+    )
 
 
 def build_withdrawal(
@@ -237,25 +257,79 @@ async def start_withdrawal(
 
 
 async def withdrawal_view(client: Client, withdrawal_id: str) -> WithdrawalView:
-    handle = client.get_workflow_handle(
-        withdrawal_workflow_id(withdrawal_id), result_type=WithdrawalView
+    return await _view(
+        client,
+        withdrawal_workflow_id(withdrawal_id),
+        WithdrawalView,
+        WithdrawalWorkflow.details,
+        f"withdrawal {withdrawal_id!r}",
     )
+
+
+async def refund_view(client: Client, refund_id: str) -> RefundView:
+    return await _view(
+        client,
+        refund_workflow_id(refund_id),
+        RefundView,
+        RefundWorkflow.details,
+        f"refund {refund_id!r}",
+    )
+
+
+class RefundRefused(ValueError):
+    """The refund cannot be made (over-refund, unpaid payment, wrong currency, ...)."""
+
+
+async def start_refund(
+    client: Client,
+    settings: Settings,
+    *,
+    order_id: str,
+    refund_id: str,
+    amount: str | Decimal,
+    currency: str | None = None,
+    reason: str = "",
+) -> RefundAccepted:
+    """Refund (part of) a paid payment; returns once the provider has the refund. The refund
+    id is the idempotency key: the same id and amount again returns the same refund."""
+    order_id = parse_order_id(order_id)
     try:
-        description = await handle.describe()
-    except RPCError as exc:
-        if exc.status is RPCStatusCode.NOT_FOUND:
-            raise TransactionNotFound(f"no withdrawal {withdrawal_id!r}") from None
-        raise
-    if description.status is WorkflowExecutionStatus.COMPLETED:
-        return await handle.result()
-    try:
-        return await handle.query(WithdrawalWorkflow.details)
-    except RPCError as exc:
-        status = description.typed_search_attributes.get(sa.PAYMENT_STATUS)
-        raise WorkerUnavailable(
-            f"withdrawal {withdrawal_id} is {status or 'running'}, but no worker answered "
-            f"for its details ({exc.message}): is `tempay dev` or `tempay worker` running?"
+        refund_id = parse_order_id(refund_id)
+    except InvalidInput:
+        raise InvalidInput(
+            f"refund id {refund_id!r} must be 1-64 characters of letters, digits, '_', '-' or '.'"
         ) from None
+    if len(reason) > 256:
+        raise InvalidInput("--reason must be at most 256 characters")
+    payment = await payment_view(client, order_id)
+    # The currency defaults to the payment's; the amount is checked against its minor units.
+    currency = parse_currency(currency) if currency else payment.currency
+    if currency != payment.currency:
+        raise RefundRefused(
+            f"refund currency {currency} differs from order {order_id}'s {payment.currency}"
+        )
+    request = RefundRequest(
+        order_id=order_id,
+        refund_id=refund_id,
+        amount=parse_amount(amount, currency),
+        currency=currency,
+        reason=reason,
+        notify_url=f"{settings.webhook_url.rstrip('/')}/notify/{payment.provider}",
+    )
+    handle = client.get_workflow_handle(payment.workflow_id)
+    try:
+        return await handle.execute_update(
+            PaymentWorkflow.refund, request, result_type=RefundAccepted
+        )
+    except WorkflowUpdateFailedError as exc:
+        raise RefundRefused(str(exc.cause or exc)) from None
+    except RPCError as exc:
+        if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+            raise RefundRefused(
+                f"order {order_id} no longer takes refunds: it is {payment.status} and its "
+                "workflow has ended"
+            ) from None
+        raise
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The tempay worker: payment and withdrawal workflows, and the activities that talk to
+"""The tempay worker: payment, refund and withdrawal workflows, and the activities that talk to
 providers and merchants."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from temporalio.worker import Worker
 
 from activities.merchant import MerchantActivities
 from activities.payments import PaymentActivities
+from activities.refunds import RefundActivities
 from activities.transfers import TransferActivities
 from providers.base import ProviderAdapter
 from providers.registry import build_adapters
@@ -20,15 +21,17 @@ from tempay.bench_workflows import BareSettlementWorkflow, bare_activity
 from tempay.settings import Settings, get_settings
 from tempay.temporal import connect
 from workflows.payment import PaymentWorkflow
+from workflows.refund import RefundWorkflow
 from workflows.withdrawal import WithdrawalWorkflow
 
-WORKFLOWS = [PaymentWorkflow, WithdrawalWorkflow, BareSettlementWorkflow]
+WORKFLOWS = [PaymentWorkflow, RefundWorkflow, WithdrawalWorkflow, BareSettlementWorkflow]
 
 
 def build_worker(
     client: Client, settings: Settings, adapters: dict[str, ProviderAdapter]
 ) -> Worker:
     payments = PaymentActivities(adapters)
+    refunds = RefundActivities(adapters)
     transfers = TransferActivities(adapters)
     merchant = MerchantActivities(settings)
     return Worker(
@@ -39,6 +42,8 @@ def build_worker(
             payments.create_payment,
             payments.query_payment,
             payments.close_payment,
+            refunds.create_refund,
+            refunds.query_refund,
             transfers.create_transfer,
             transfers.query_transfer,
             merchant.notify_merchant,

@@ -16,13 +16,18 @@ from tempay import search_attributes as sa
 from tempay.temporal import find_binary
 
 
-@pytest.fixture(scope="session")
-async def time_env() -> AsyncIterator[WorkflowEnvironment]:
+async def start_time_skipping() -> WorkflowEnvironment:
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=str(find_binary("temporal-test-server")),
     )
     await register_search_attributes(env.client)
+    return env
+
+
+@pytest.fixture(scope="session")
+async def time_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await start_time_skipping()
     yield env
     await env.shutdown()
 

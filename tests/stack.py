@@ -50,6 +50,8 @@ TEST_TIMINGS: dict[str, Any] = {
     "status_query_backoff_cap": timedelta(seconds=2),
     "payment_expiry": timedelta(minutes=5),
     "late_payment_window": timedelta(seconds=2),
+    # Payments end at settlement unless a test opens a refund window of its own.
+    "refund_window": timedelta(0),
 }
 
 

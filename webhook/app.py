@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from providers.base import NotificationError, ProviderAdapter
+from providers.base import NotificationError, ProviderAdapter, ProviderObservation
 from providers.registry import build_adapters
 from tempay import search_attributes as sa
 from tempay.domain import (
@@ -31,6 +31,7 @@ from tempay.domain import (
     TransferObservation,
     parse_order_id,
     payment_workflow_id,
+    refund_workflow_id,
     withdrawal_workflow_id,
 )
 from tempay.settings import Settings, get_settings
@@ -140,7 +141,9 @@ def create_app(
             observation = adapter.parse_any_notification(request.headers, body)
             if isinstance(observation, TransferObservation):
                 workflow_id = withdrawal_workflow_id(parse_order_id(observation.withdrawal_id))
-            elif isinstance(observation, PaymentObservation):
+            elif isinstance(observation, RefundObservation):
+                workflow_id = refund_workflow_id(parse_order_id(observation.refund_id))
+            else:
                 workflow_id = payment_workflow_id(parse_order_id(observation.order_id))
         except NotificationError as exc:
             log.warning("%s notification refused: %s", adapter.name, exc)
@@ -148,17 +151,6 @@ def create_app(
             return _refuse(adapter, exc.http_status, str(exc)), outcome
         except (ValidationError, InvalidInput) as exc:
             return _refuse(adapter, 400, f"malformed notification: {exc}"), "malformed"
-        if isinstance(observation, RefundObservation):
-            # Not acknowledged: the provider keeps it and retries once refunds exist.
-            log.warning(
-                "%s refund notification for refund %s of order %s not accepted: "
-                "refunds are not supported yet",
-                adapter.name,
-                observation.refund_id,
-                observation.order_id,
-            )
-            return _refuse(adapter, 404, "refunds are not supported yet"), "unsupported"
-
         try:
             client = await temporal.get()
             handle = client.get_workflow_handle(workflow_id)
@@ -181,7 +173,7 @@ def create_app(
         adapter: ProviderAdapter,
         client: Client,
         workflow_id: str,
-        observation: PaymentObservation | TransferObservation,
+        observation: ProviderObservation,
     ) -> tuple[Response, str]:
         """A signal is refused both for finished workflows and for ones that never existed."""
         try:

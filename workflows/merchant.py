@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -15,6 +16,10 @@ with workflow.unsafe.imports_passed_through():
         MerchantDeliveryState,
         MerchantEvent,
         MerchantEventProgress,
+        PaymentView,
+        RefundView,
+        WithdrawalView,
+        merchant_event,
     )
 
 ATTEMPT_TIMEOUT = timedelta(seconds=30)
@@ -59,3 +64,53 @@ async def deliver_merchant_event(
         progress.attempts = delivery.attempt
     progress.finished_at = workflow.now()
     publish()
+
+
+class MerchantOutbox:
+    """A transaction's merchant events: each is delivered in the background while the
+    workflow goes on; the workflow ends only once every one is delivered (or given up)."""
+
+    def __init__(self, retry_interval: timedelta, publish: Callable[[], None]) -> None:
+        self._retry_interval = retry_interval
+        self._publish = publish
+        self._deliveries: list[asyncio.Future[None]] = []
+
+    def send(self, view: PaymentView | RefundView | WithdrawalView) -> None:
+        """Tell the merchant about the settlement just made, without waiting for them."""
+        event = merchant_event(view, workflow.now())
+        progress = MerchantEventProgress(event_id=event.id, type=event.type)
+        view.merchant_events.append(progress)
+        self._publish()
+        self._deliveries.append(
+            asyncio.ensure_future(
+                deliver_merchant_event(event, progress, self._retry_interval, self._publish)
+            )
+        )
+
+    @property
+    def delivered(self) -> bool:
+        return all(delivery.done() for delivery in self._deliveries)
+
+    async def finish(self, has_news: Callable[[], bool], take_news: Callable[[], object]) -> None:
+        """Wait until every event is delivered. Meanwhile news (notifications) still count:
+        money arriving while the merchant is unreachable is handled, not dropped."""
+        while True:
+            take_news()
+            if self.delivered:
+                return
+            await workflow.wait_condition(lambda: has_news() or self.delivered)
+
+
+def merchant_lines(events: list[MerchantEventProgress]) -> list[str]:
+    """Merchant delivery progress, as lines of a workflow's current details."""
+    lines = []
+    for event in events:
+        line = f"- merchant event `{event.type}` ({event.event_id}): **{event.state}**"
+        if event.state is MerchantDeliveryState.PENDING:
+            line += ", retrying until the merchant answers 2xx"
+        elif event.attempts:
+            line += f" after {event.attempts} attempt" + ("s" if event.attempts > 1 else "")
+        if event.error:
+            line += f": {event.error}"
+        lines.append(line)
+    return lines

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
-from workflows.merchant import deliver_merchant_event
+from workflows.merchant import MerchantOutbox, merchant_lines
+from workflows.refund import RefundWorkflow
 from workflows.status_query import ACTIVITY_TIMEOUT, NoAnswer, jittered, query_while_listening
 
 with workflow.unsafe.imports_passed_through():
@@ -18,16 +19,20 @@ with workflow.unsafe.imports_passed_through():
         CheckoutInfo,
         CloseOutcome,
         CreatedPayment,
-        MerchantDeliveryState,
-        MerchantEvent,
-        MerchantEventProgress,
+        InvalidInput,
         PaymentObservation,
         PaymentOrder,
         PaymentView,
         ProviderPaymentState,
+        RefundAccepted,
+        RefundEntry,
+        RefundOrder,
+        RefundProgress,
+        RefundRequest,
         TransactionStatus,
         format_amount,
-        merchant_event,
+        parse_amount,
+        refund_workflow_id,
     )
 
 CREATE_RETRY = RetryPolicy(
@@ -43,9 +48,23 @@ CLOSE_RETRY = RetryPolicy(
 # Workflows that settled before merchant events existed replay without them (and send
 # none later); the ones that settle after the upgrade send them.
 MERCHANT_EVENTS_PATCH = "merchant-events"
+# Workflows that completed at settlement before refunds existed replay without the refund
+# window; the ones that settle after the upgrade stay open for refunds.
+REFUNDS_PATCH = "refund-window"
+# Each refund adds about a dozen history events; this keeps a payment's history far below
+# Temporal's limits (a provider's own cap is usually lower: Alipay allows 50 refunds).
+MAX_REFUNDS = 100
 
-SETTLED = (TransactionStatus.SUCCEEDED, TransactionStatus.NEEDS_REVIEW)
+SETTLED = (
+    TransactionStatus.SUCCEEDED,
+    TransactionStatus.NEEDS_REVIEW,
+    TransactionStatus.PARTIALLY_REFUNDED,
+    TransactionStatus.REFUNDED,
+)
+REFUNDABLE = (TransactionStatus.SUCCEEDED, TransactionStatus.PARTIALLY_REFUNDED)
 CLOSED_UNPAID = (TransactionStatus.FAILED, TransactionStatus.EXPIRED)
+# A refund's amount stays held while it is in flight or in review.
+HELD = (TransactionStatus.PENDING, TransactionStatus.NEEDS_REVIEW)
 
 
 @workflow.defn
@@ -58,7 +77,7 @@ class PaymentWorkflow:
         self._inbox: list[PaymentObservation] = []
         self._seen_notifications: set[str] = set()
         self._closed_by_us = False
-        self._deliveries: list[asyncio.Future[None]] = []
+        self._refunds: dict[str, RefundEntry] = {}
         self._view = PaymentView(
             workflow_id=order.workflow_id,
             order_id=order.order_id,
@@ -69,6 +88,7 @@ class PaymentWorkflow:
             currency=order.currency,
             account_id=order.account_id,
         )
+        self._merchant = MerchantOutbox(order.timing.merchant_retry_interval, self._publish)
 
     # ---- interface -------------------------------------------------------------------
 
@@ -106,6 +126,80 @@ class PaymentWorkflow:
     def details(self) -> PaymentView:
         return self._view
 
+    @workflow.update
+    async def refund(self, request: RefundRequest) -> RefundAccepted:
+        """Reserve the amount, start the refund's workflow (`refund-{refund_id}`), and return
+        once the provider has the refund (or it has ended). The same refund id again returns
+        the same refund."""
+        entry = self._refunds.get(request.refund_id)
+        if entry is None:
+            # Checked again: refunds accepted since validation may have used up the room.
+            problem = self._refund_problem(request)
+            if problem is not None:
+                raise ApplicationError(problem, type="RefundRefused", non_retryable=True)
+            entry = RefundEntry(
+                refund_id=request.refund_id,
+                amount=request.amount,
+                currency=request.currency,
+                requested_at=workflow.now(),
+                reason=request.reason,
+            )
+            self._refunds[entry.refund_id] = entry
+            self._view.refunds.append(entry)
+            self._refund_totals()
+            try:
+                await self._start_refund(request)
+            except WorkflowAlreadyStartedError:
+                # Never started: nothing is held. A concurrent request with this id wakes up.
+                entry.status = TransactionStatus.FAILED
+                del self._refunds[entry.refund_id]
+                self._view.refunds.remove(entry)
+                self._refund_totals()
+        await workflow.wait_condition(lambda: entry.submitted or entry.status.is_terminal)
+        if entry.refund_id not in self._refunds:
+            raise ApplicationError(
+                f"refund id {entry.refund_id} is already used by another refund "
+                f"({refund_workflow_id(entry.refund_id)}): refund ids are unique",
+                type="RefundRefused",
+                non_retryable=True,
+            )
+        return RefundAccepted(
+            workflow_id=refund_workflow_id(entry.refund_id),
+            refund_id=entry.refund_id,
+            order_id=self._order.order_id,
+            status=entry.status,
+            amount=entry.amount,
+            currency=entry.currency,
+            fail_reason=entry.fail_reason,
+            payment_status=self._status,
+            refundable_amount=self._refundable(),
+        )
+
+    @refund.validator
+    def _valid_refund(self, request: RefundRequest) -> None:
+        # Rejected here, a refund leaves no trace in history and nothing reaches a provider.
+        problem = self._refund_problem(request)
+        if problem is not None:
+            raise ValueError(problem)
+
+    @workflow.signal
+    def refund_progress(self, progress: RefundProgress) -> None:
+        """A refund's workflow reports: submitted to the provider, then settled."""
+        entry = self._refunds.get(progress.refund_id)
+        if entry is None:
+            workflow.logger.error(
+                "%s: progress of unknown refund %s ignored", self._order.workflow_id, progress
+            )
+            return
+        if entry.status.is_terminal:
+            return  # settled once; a repeated or late report changes nothing
+        entry.submitted = entry.submitted or progress.submitted
+        if progress.status.is_terminal:
+            entry.status = progress.status
+            entry.settled_at = progress.settled_at
+            entry.fail_reason = progress.fail_reason
+        self._refund_totals()
+
     # ---- main flow -------------------------------------------------------------------
 
     @workflow.run
@@ -127,7 +221,9 @@ class PaymentWorkflow:
             await self._await_outcome(deadline)
         if self._status in CLOSED_UNPAID:
             await self._watch_for_late_money(timing.late_payment_window)
-        await self._finish_merchant_deliveries()
+        await self._merchant.finish(lambda: bool(self._inbox), self._drain_inbox)
+        if self._refund_window_opened and workflow.patched(REFUNDS_PATCH):
+            await self._hold_for_refunds()
         return self._view
 
     async def _create_at_provider(self) -> bool:
@@ -244,33 +340,142 @@ class PaymentWorkflow:
                 return
             self._drain_inbox()
 
+    # ---- refunds ---------------------------------------------------------------------
+
+    @property
+    def _refund_window_opened(self) -> bool:
+        return self._view.refund_window_ends_at is not None
+
+    def _refund_problem(self, request: RefundRequest) -> str | None:
+        """Why this refund cannot be made now, or None. Never changes anything."""
+        order = self._order
+        existing = self._refunds.get(request.refund_id)
+        if existing is not None:
+            if (existing.amount, existing.currency) != (request.amount, request.currency):
+                return (
+                    f"refund {existing.refund_id} already exists for "
+                    f"{format_amount(existing.amount, existing.currency)} {existing.currency}: "
+                    "a refund id always means the same refund"
+                )
+            return None  # the same refund again: answered with its current state
+        if request.order_id != order.order_id:
+            return f"refund is for order {request.order_id}, this is order {order.order_id}"
+        if self._status not in REFUNDABLE:
+            return (
+                f"order {order.order_id} is {self._status}: only a paid payment "
+                f"(SUCCEEDED or PARTIALLY_REFUNDED) can be refunded"
+            )
+        ends = self._view.refund_window_ends_at
+        if ends is None or workflow.now() >= ends:
+            return f"order {order.order_id} no longer takes refunds: its refund window has ended"
+        if request.currency != order.currency:
+            return f"refund currency {request.currency} differs from the payment's {order.currency}"
+        try:
+            parse_amount(request.amount, order.currency)
+        except InvalidInput as exc:
+            return f"refund {exc}"
+        if len(self._refunds) >= MAX_REFUNDS:
+            return f"order {order.order_id} already has {MAX_REFUNDS} refunds, the most it takes"
+        refundable = self._refundable()
+        if request.amount > refundable:
+            return (
+                f"refund of {format_amount(request.amount, order.currency)} {order.currency} "
+                f"exceeds what remains refundable on order {order.order_id}: "
+                f"{format_amount(refundable, order.currency)} {order.currency}"
+                + (
+                    f" ({format_amount(self._held(), order.currency)} in flight or in review)"
+                    if self._held()
+                    else ""
+                )
+            )
+        return None
+
+    def _refunded(self) -> Decimal:
+        return sum(
+            (e.amount for e in self._refunds.values() if e.status is TransactionStatus.SUCCEEDED),
+            Decimal(0),
+        )
+
+    def _held(self) -> Decimal:
+        return sum((e.amount for e in self._refunds.values() if e.status in HELD), Decimal(0))
+
+    def _refundable(self) -> Decimal:
+        if self._status not in REFUNDABLE and self._status is not TransactionStatus.REFUNDED:
+            return Decimal(0)
+        return self._order.amount - self._refunded() - self._held()
+
+    def _refund_totals(self) -> None:
+        """Ledger totals, and the payment's status: REFUNDED once every unit went back."""
+        self._view.refunded_amount = self._refunded()
+        self._view.refunding_amount = self._held()
+        self._view.refundable_amount = self._refundable()
+        refunded = self._view.refunded_amount
+        if refunded >= self._order.amount:
+            status = TransactionStatus.REFUNDED
+        elif refunded > 0:
+            status = TransactionStatus.PARTIALLY_REFUNDED
+        else:
+            status = TransactionStatus.SUCCEEDED
+        if status is not self._status:
+            self._set_status(status)
+        else:
+            self._publish()
+
+    async def _start_refund(self, request: RefundRequest) -> None:
+        order = self._order
+        refund = RefundOrder(
+            refund_id=request.refund_id,
+            order_id=order.order_id,
+            amount=request.amount,
+            currency=request.currency,
+            provider=order.provider,
+            payment_workflow_id=order.workflow_id,
+            reason=request.reason,
+            notify_url=request.notify_url or order.notify_url,
+            timing=order.timing,
+        )
+        await workflow.start_child_workflow(
+            RefundWorkflow.run,
+            refund,
+            id=refund.workflow_id,
+            # A refund settles even if this workflow is ended by hand meanwhile.
+            parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            static_summary=(
+                f"refund {refund.refund_id} of order {order.order_id}: "
+                f"{format_amount(refund.amount, refund.currency)} {refund.currency} "
+                f"via {order.provider}"
+            ),
+        )
+
+    async def _hold_for_refunds(self) -> None:
+        """Stay open for refunds until the window ends and no refund is in flight."""
+        ends = self._view.refund_window_ends_at
+        assert ends is not None
+        while workflow.now() < ends:
+            try:
+                await workflow.wait_condition(
+                    lambda: bool(self._inbox),
+                    timeout=ends - workflow.now(),
+                    timeout_summary="refund window",
+                )
+            except TimeoutError:
+                break
+            self._drain_inbox()
+        await workflow.wait_condition(
+            lambda: (
+                all(e.status.is_terminal for e in self._refunds.values())
+                and workflow.all_handlers_finished()
+            )
+        )
+        self._drain_inbox()
+
     # ---- merchant events --------------------------------------------------------------
 
     def _raise_merchant_event(self) -> None:
         """Tell the merchant about the settlement just made, without waiting for them."""
-        if not workflow.patched(MERCHANT_EVENTS_PATCH):
-            return
-        event = merchant_event(self._view, workflow.now())
-        progress = MerchantEventProgress(event_id=event.id, type=event.type)
-        self._view.merchant_events.append(progress)
-        self._publish()
-        self._deliveries.append(asyncio.ensure_future(self._deliver(event, progress)))
-
-    async def _deliver(self, event: MerchantEvent, progress: MerchantEventProgress) -> None:
-        await deliver_merchant_event(
-            event, progress, self._order.timing.merchant_retry_interval, self._publish
-        )
-
-    async def _finish_merchant_deliveries(self) -> None:
-        """The workflow ends once every event is delivered. Meanwhile notifications still
-        count: money arriving while the merchant is unreachable is reviewed, not dropped."""
-        while True:
-            self._drain_inbox()
-            if all(delivery.done() for delivery in self._deliveries):
-                return
-            await workflow.wait_condition(
-                lambda: bool(self._inbox) or all(d.done() for d in self._deliveries)
-            )
+        if workflow.patched(MERCHANT_EVENTS_PATCH):
+            self._merchant.send(self._view)
 
     # ---- settlement ------------------------------------------------------------------
 
@@ -337,6 +542,12 @@ class PaymentWorkflow:
         self._view.settled_by = by
         if status is TransactionStatus.NEEDS_REVIEW or status in CLOSED_UNPAID:
             self._view.review_reason = reason
+        if status is TransactionStatus.SUCCEEDED and self._order.timing.refund_window > timedelta(
+            0
+        ):
+            self._view.refund_window_ends_at = workflow.now() + self._order.timing.refund_window
+            self._view.refunded_amount = self._view.refunding_amount = Decimal(0)
+            self._view.refundable_amount = self._order.amount
         self._set_status(status)
         self._raise_merchant_event()
 
@@ -368,13 +579,19 @@ class PaymentWorkflow:
             lines.append(f"- expires: {v.expires_at:%Y-%m-%d %H:%M:%S} UTC")
         if v.settled_by:
             lines.append(f"- settled by: {v.settled_by} at {v.settled_at:%Y-%m-%d %H:%M:%S} UTC")
-        for event in v.merchant_events:
-            line = f"- merchant event `{event.type}` ({event.event_id}): **{event.state}**"
-            if event.state is MerchantDeliveryState.PENDING:
-                line += ", retrying until the merchant answers 2xx"
-            elif event.attempts:
-                line += f" after {event.attempts} attempt" + ("s" if event.attempts > 1 else "")
-            if event.error:
-                line += f": {event.error}"
-            lines.append(line)
+        lines.extend(merchant_lines(v.merchant_events))
+        if v.refund_window_ends_at is not None:
+            currency = v.currency
+            lines.append(
+                f"- refunds: {len(v.refunds)}, refunded "
+                f"{format_amount(v.refunded_amount or Decimal(0), currency)}, in flight or "
+                f"review {format_amount(v.refunding_amount or Decimal(0), currency)}, "
+                f"refundable {format_amount(v.refundable_amount or Decimal(0), currency)} "
+                f"{currency} until {v.refund_window_ends_at:%Y-%m-%d %H:%M} UTC"
+            )
+            for e in v.refunds:
+                lines.append(
+                    f"  - refund {e.refund_id}: {format_amount(e.amount, e.currency)} "
+                    f"**{e.status}**" + (f" ({e.fail_reason})" if e.fail_reason else "")
+                )
         workflow.set_current_details("\n".join(lines))

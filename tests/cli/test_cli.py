@@ -161,7 +161,10 @@ def test_bad_withdrawal_input_is_one_clear_line(env: dict[str, str]) -> None:
     assert_one_line_error(withdraw("--currency", "XYZ"), "unknown currency")
     assert_one_line_error(withdraw("--withdrawal-id", "w 1"), "withdrawal id")
     assert_one_line_error(withdraw("--payee-account", " "), "--payee-account")
-    assert_one_line_error(tempay("status", env=env), "ORDER_ID, or --withdrawal")
+    assert_one_line_error(
+        tempay("status", env=env),
+        "name one transaction: ORDER_ID, --refund REFUND_ID or --withdrawal",
+    )
     assert_one_line_error(withdraw(), "cannot reach Temporal")
     assert_one_line_error(tempay("status", "--withdrawal", "W1", env=env), "cannot reach Temporal")
 

@@ -237,6 +237,7 @@ async def test_duplicate_notification_is_counted_once(
     timing = SettlementTiming(
         first_status_query_delay=timedelta(seconds=30),
         late_payment_window=timedelta(seconds=30),
+        refund_window=timedelta(0),
     )
     payment = await new_payment(stack, timing)
     declined = for_payment(payment, trade_status="TRADE_FAILED")
@@ -253,7 +254,9 @@ async def test_money_after_the_late_payment_window_is_flagged(
     stack: Stack, http: httpx.AsyncClient, key: rsa.RSAPrivateKey
 ) -> None:
     timing = SettlementTiming(
-        first_status_query_delay=timedelta(seconds=30), late_payment_window=timedelta(seconds=0.5)
+        first_status_query_delay=timedelta(seconds=30),
+        late_payment_window=timedelta(seconds=0.5),
+        refund_window=timedelta(0),
     )
     payment = await new_payment(stack, timing)
     assert_acknowledged(
@@ -544,8 +547,8 @@ async def test_metrics_count_every_outcome(
 # Refund and transfer notifications share the endpoint, routed by their notify_type
 
 
-async def test_refund_notification_is_not_acknowledged_yet(
-    http: httpx.AsyncClient, key: rsa.RSAPrivateKey, caplog: pytest.LogCaptureFixture
+async def test_refund_notification_for_an_unknown_refund_creates_no_workflow(
+    stack: Stack, http: httpx.AsyncClient, key: rsa.RSAPrivateKey
 ) -> None:
     refund_id = f"rf-{uuid.uuid4().hex[:8]}"
     payload = {
@@ -559,12 +562,12 @@ async def test_refund_notification_is_not_acknowledged_yet(
         "currency": "CNY",
     }
     before = await notification_counts(http)
-    with caplog.at_level(logging.WARNING, logger="tempay.webhook"):
-        response = await post_signed(http, key, payload)
+    response = await post_signed(http, key, payload)
     assert_refused(response, 404)
-    assert response.json()["error"] == "refunds are not supported yet"
-    assert any(refund_id in r.getMessage() for r in caplog.records)
-    assert increments(before, await notification_counts(http)) == {("sandbox", "unsupported"): 1}
+    assert response.json()["error"] == f"unknown order (refund-{refund_id})"
+    assert increments(before, await notification_counts(http)) == {("sandbox", "unknown_order"): 1}
+    with pytest.raises(RPCError):
+        await stack.client.get_workflow_handle(f"refund-{refund_id}").describe()
 
 
 async def test_transfer_notification_for_an_unknown_withdrawal_creates_no_workflow(
