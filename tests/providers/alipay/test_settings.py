@@ -56,10 +56,13 @@ def test_app_id_without_a_key_file_names_the_variable(
     key_files: tuple[Path, Path], missing: str
 ) -> None:
     private, public = key_files
-    files = {"private_key_file": private, "public_key_file": public}
-    files[missing.lower()] = None  # type: ignore[assignment]
+    settings = AlipaySettings(
+        app_id=APP_ID,
+        private_key_file=None if missing == "PRIVATE_KEY_FILE" else private,
+        public_key_file=None if missing == "PUBLIC_KEY_FILE" else public,
+    )
     with pytest.raises(AlipayConfigError, match=f"TEMPAY_ALIPAY_{missing} is required"):
-        alipay_adapters(Settings(), AlipaySettings(app_id=APP_ID, **files))
+        alipay_adapters(Settings(), settings)
 
 
 def test_unreadable_key_file_names_the_variable(
