@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from providers.alipay import alipay_adapters
 from providers.base import ProviderAdapter
 from providers.sandbox.adapter import SandboxAdapter
 from tempay.settings import Settings
@@ -19,4 +20,5 @@ def build_adapters(settings: Settings) -> dict[str, ProviderAdapter]:
             tolerance=settings.notification_tolerance,
             timeout=settings.provider_timeout.total_seconds(),
         ),
+        **alipay_adapters(settings),
     }

@@ -1,0 +1,527 @@
+"""tempay's adapter for the Alipay open platform (RSA2): its wire format in, the core's types
+out.
+
+Payments are created as signed page/wap pay URLs (no call: Alipay creates the trade when the
+payer opens it, so its trade_no is unknown until then). Status query, close, refund and refund
+query are signed form POSTs to the gateway whose answers are verified over their raw text.
+Notifications are signed form posts; refunds arrive inside the trade's notifications.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from providers.alipay import signature
+from providers.base import (
+    Acknowledgement,
+    MalformedNotification,
+    ProviderAdapter,
+    ProviderError,
+    ProviderObservation,
+    ProviderOutcomeUnknown,
+    ProviderRefused,
+    ProviderRejected,
+    UnverifiedNotification,
+)
+from tempay.domain import (
+    CloseOutcome,
+    CreatedPayment,
+    InvalidInput,
+    PaymentObservation,
+    PaymentOrder,
+    ProviderPaymentState,
+    ProviderRefundState,
+    RefundObservation,
+    RefundRequest,
+    format_amount,
+    parse_currency,
+)
+
+# Alipay's times are Beijing time, which has had no daylight saving since 1991.
+CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+# The one place Alipay's trade statuses map to the core's provider states.
+STATUS_MAP: dict[str, ProviderPaymentState] = {
+    "WAIT_BUYER_PAY": ProviderPaymentState.PENDING,
+    "TRADE_SUCCESS": ProviderPaymentState.PAID,
+    "TRADE_FINISHED": ProviderPaymentState.PAID,
+    "TRADE_CLOSED": ProviderPaymentState.CLOSED,
+}
+
+# alipay.trade.fastpay.refund.query: REFUND_SUCCESS is the only documented refund_status;
+# a refund answered without one was never received or failed (see query_refund).
+REFUND_STATUS_MAP: dict[str, ProviderRefundState] = {
+    "REFUND_SUCCESS": ProviderRefundState.SUCCEEDED,
+}
+
+# Alipay's business refusals (sub_code) under the core's common codes; others keep their own.
+REFUSAL_CODES: dict[str, str] = {
+    "ACQ.TRADE_NOT_EXIST": "TRADE_NOT_EXIST",
+    "ACQ.TRADE_STATUS_ERROR": "TRADE_STATUS_ERROR",
+    "ACQ.TRADE_HAS_CLOSE": "TRADE_STATUS_ERROR",
+    "ACQ.TRADE_HAS_FINISHED": "TRADE_STATUS_ERROR",
+    "ACQ.TRADE_NOT_ALLOW_REFUND": "TRADE_STATUS_ERROR",
+    "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL": "REFUND_AMOUNT_EXCEEDED",
+    "ACQ.DISCORDANT_REPEAT_REQUEST": "REFUND_CONFLICT",
+}
+
+# Payment channels: the page method and its product code.
+CHANNELS: dict[str, tuple[str, str]] = {
+    "alipay_wap": ("alipay.trade.wap.pay", "QUICK_WAP_WAY"),
+    "alipay_page": ("alipay.trade.page.pay", "FAST_INSTANT_TRADE_PAY"),
+    "alipay_pc": ("alipay.trade.page.pay", "FAST_INSTANT_TRADE_PAY"),
+}
+
+SUCCESS = "10000"
+# Errors about the request itself (auth, missing or invalid arguments, permissions): Alipay
+# did not process it, and the same request will fail again.
+REQUEST_ERRORS = ("20001", "40001", "40002", "40003", "40006")
+# Alipay's "system busy, call again with the same arguments".
+SYSTEM_ERRORS = ("ACQ.SYSTEM_ERROR", "isp.unknow-error", "aop.unknow-error")
+
+NOTIFY_TYPE = "trade_status_sync"
+
+# httpx errors raised before a request left: nothing reached Alipay.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
+def payment_state(trade_status: Any) -> ProviderPaymentState:
+    try:
+        return STATUS_MAP[trade_status]
+    except (KeyError, TypeError):
+        raise MalformedNotification(f"unknown trade_status {trade_status!r}") from None
+
+
+def _amount(value: Any, field: str) -> Decimal:
+    if not isinstance(value, str):
+        raise MalformedNotification(f"{field} must be a decimal string")
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise MalformedNotification(f"{field} {value!r} is not a decimal") from None
+    if not amount.is_finite() or amount < 0:
+        raise MalformedNotification(f"{field} {value!r} is not an amount")
+    return amount
+
+
+def _time(value: Any, field: str) -> datetime | None:
+    if value in (None, ""):
+        return None
+    # gmt_refund carries milliseconds ("2015-04-28 15:45:57.320"); the other times do not.
+    for form in (TIME_FORMAT, TIME_FORMAT + ".%f"):
+        try:
+            return datetime.strptime(str(value), form).replace(tzinfo=CHINA)
+        except ValueError:
+            pass
+    raise MalformedNotification(f"{field} {value!r} is not 'YYYY-MM-DD HH:MM:SS'")
+
+
+def _currency(data: Mapping[str, Any]) -> str:
+    """The trade's currency: trans_currency for cross-border trades, else CNY."""
+    code = data.get("trans_currency") or data.get("currency") or "CNY"
+    try:
+        return parse_currency(str(code))
+    except InvalidInput as exc:
+        raise MalformedNotification(str(exc)) from None
+
+
+class AlipayAnswerError(Exception):
+    """A gateway answer that cannot be trusted or read (bad signature, bad shape)."""
+
+
+class AlipayBusinessError(Exception):
+    """Code 40004: Alipay processed the request and refused it (`sub_code`)."""
+
+    def __init__(self, method: str, payload: Mapping[str, Any]) -> None:
+        self.sub_code = str(payload.get("sub_code") or "")
+        self.sub_msg = str(payload.get("sub_msg") or payload.get("msg") or "")
+        self.payload = dict(payload)
+        super().__init__(f"Alipay refused {method}: {self.sub_code} {self.sub_msg}")
+
+    def refused(self) -> ProviderRefused:
+        code = REFUSAL_CODES.get(self.sub_code, self.sub_code or "BUSINESS_FAILED")
+        details = {"sub_code": self.sub_code, "sub_msg": self.sub_msg}
+        return ProviderRefused(str(self), code, details)
+
+
+class AlipayAdapter(ProviderAdapter):
+    name = "alipay"
+
+    def __init__(
+        self,
+        *,
+        app_id: str,
+        private_key: rsa.RSAPrivateKey,
+        alipay_public_key: rsa.RSAPublicKey,
+        gateway: str = "https://openapi.alipay.com/gateway.do",
+        seller_id: str | None = None,
+        timeout: float = 10.0,
+        notification_max_age: timedelta | None = timedelta(hours=48),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._app_id = app_id
+        self._private_key = private_key
+        self._alipay_public_key = alipay_public_key
+        self._gateway = gateway
+        self._seller_id = seller_id
+        self._timeout = timeout
+        self._max_age = notification_max_age
+        self._clock = clock
+        self._http: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:
+        return f"AlipayAdapter(app_id={self._app_id!r}, gateway={self._gateway!r})"
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self._timeout)
+        return self._http
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    # Requests
+
+    def signed_params(
+        self, method: str, biz_content: Mapping[str, Any], **extra: str
+    ) -> dict[str, str]:
+        """The common parameters, biz_content and extras (notify_url, return_url), signed."""
+        params = {
+            "app_id": self._app_id,
+            "method": method,
+            "format": "JSON",
+            "charset": "utf-8",
+            "sign_type": "RSA2",
+            "timestamp": self._clock().astimezone(CHINA).strftime(TIME_FORMAT),
+            "version": "1.0",
+            "biz_content": json.dumps(biz_content, ensure_ascii=False, separators=(",", ":")),
+            **extra,
+        }
+        params = {k: v for k, v in params.items() if v}
+        params["sign"] = signature.sign(self._private_key, signature.request_sign_content(params))
+        return params
+
+    async def _call(
+        self, method: str, biz_content: Mapping[str, Any], *, moves_money: bool = False
+    ) -> dict[str, Any]:
+        """POST a signed request; the verified answer of code 10000. Raises AlipayBusinessError
+        for 40004 refusals, ProviderRejected for bad requests, ProviderError (or, when
+        `moves_money`, ProviderOutcomeUnknown once the request may have arrived) otherwise."""
+        params = self.signed_params(method, biz_content)
+        body = {"biz_content": params.pop("biz_content")}
+        lost = ProviderOutcomeUnknown if moves_money else ProviderError
+        maybe = "; the request may have been processed" if moves_money else ""
+        try:
+            response = await self.http.post(
+                self._gateway,
+                params=params,
+                data=body,
+                headers={"Content-Type": "application/x-www-form-urlencoded;charset=utf-8"},
+            )
+        except NOT_SENT as exc:
+            raise ProviderError(f"Alipay unreachable: {type(exc).__name__}: {exc}") from exc
+        except httpx.HTTPError as exc:
+            raise lost(f"Alipay {method}: no answer ({type(exc).__name__}: {exc}){maybe}") from exc
+        if response.status_code != 200:
+            raise lost(f"Alipay {method}: HTTP {response.status_code}{maybe}")
+        try:
+            payload = self._verified_answer(method, response.content)
+        except AlipayAnswerError as exc:
+            raise lost(f"Alipay {method}: {exc}{maybe}") from None
+        code = str(payload.get("code"))
+        sub_code = str(payload.get("sub_code") or "")
+        if code == SUCCESS:
+            return payload
+        if code == "40004" and sub_code not in SYSTEM_ERRORS:
+            raise AlipayBusinessError(method, payload)
+        description = f"{code} {payload.get('msg', '')} {sub_code} {payload.get('sub_msg', '')}"
+        if code in REQUEST_ERRORS:
+            raise ProviderRejected(f"Alipay rejected {method}: {description.strip()}")
+        raise lost(f"Alipay {method}: {description.strip()}{maybe}")
+
+    def _verified_answer(self, method: str, content: bytes) -> dict[str, Any]:
+        try:
+            text = content.decode("utf-8")
+            answer = signature.split_response(text, method.replace(".", "_") + "_response")
+        except (UnicodeDecodeError, signature.ResponseShapeError) as exc:
+            raise AlipayAnswerError(f"unreadable answer ({exc})") from None
+        payload = answer.payload
+        if answer.sign is None:
+            # Alipay leaves some request errors (bad signature, unknown app) unsigned: they are
+            # believed only as such errors, never as a result or a business answer.
+            if str(payload.get("code")) in REQUEST_ERRORS:
+                return payload
+            raise AlipayAnswerError("unsigned answer")
+        if not signature.verify(self._alipay_public_key, answer.raw.encode("utf-8"), answer.sign):
+            raise AlipayAnswerError("answer signature does not verify with Alipay's public key")
+        return payload
+
+    # Payments
+
+    async def create_payment(self, order: PaymentOrder) -> CreatedPayment:
+        if order.currency != "CNY":
+            raise ProviderRejected(f"Alipay takes CNY orders only, not {order.currency}")
+        try:
+            method, product_code = CHANNELS[order.channel]
+        except KeyError:
+            raise ProviderRejected(
+                f"Alipay channel {order.channel!r} unknown: use one of {', '.join(CHANNELS)}"
+            ) from None
+        # The payment URL stops working when the order expires, so a payer cannot open a
+        # trade after tempay has given up on it.
+        expires = self._clock() + order.timing.expires_after
+        biz = {
+            "out_trade_no": order.order_id,
+            "total_amount": format_amount(order.amount, order.currency),
+            "subject": (order.subject or order.order_id)[:256],
+            "product_code": product_code,
+            "time_expire": expires.astimezone(CHINA).strftime(TIME_FORMAT),
+        }
+        params = self.signed_params(
+            method, biz, notify_url=order.notify_url, return_url=order.return_url
+        )
+        separator = "&" if "?" in self._gateway else "?"
+        # The trade exists at Alipay only once the payer opens the URL: no trade_no yet.
+        return CreatedPayment(
+            provider_trade_no="", payment_url=self._gateway + separator + urlencode(params)
+        )
+
+    def _trade_observation(
+        self, order_id: str, trade: Mapping[str, Any], source: str
+    ) -> PaymentObservation:
+        try:
+            state = payment_state(trade.get("trade_status"))
+            paid = state is ProviderPaymentState.PAID
+            return PaymentObservation(
+                order_id=order_id,
+                provider=self.name,
+                state=state,
+                provider_trade_no=trade.get("trade_no") or None,
+                amount=_amount(trade.get("total_amount"), "total_amount") if paid else None,
+                currency=_currency(trade) if paid else None,
+                occurred_at=_time(trade.get("send_pay_date"), "send_pay_date") if paid else None,
+                source=source,  # type: ignore[arg-type]
+            )
+        except MalformedNotification as exc:
+            raise ProviderError(f"Alipay trade answer unreadable: {exc}") from None
+
+    async def query_payment(self, order: PaymentOrder) -> PaymentObservation:
+        try:
+            trade = await self._call("alipay.trade.query", {"out_trade_no": order.order_id})
+        except AlipayBusinessError as exc:
+            if exc.sub_code == "ACQ.TRADE_NOT_EXIST":
+                # The payer has not opened the payment URL yet: nothing was paid.
+                return PaymentObservation(
+                    order_id=order.order_id,
+                    provider=self.name,
+                    state=ProviderPaymentState.PENDING,
+                    source="status_query",
+                )
+            raise exc.refused() from None
+        return self._trade_observation(order.order_id, trade, "status_query")
+
+    async def close_payment(self, order: PaymentOrder) -> CloseOutcome:
+        try:
+            trade = await self._call("alipay.trade.close", {"out_trade_no": order.order_id})
+        except AlipayBusinessError as exc:
+            if exc.sub_code == "ACQ.TRADE_NOT_EXIST":
+                # Never opened, and the URL's time_expire has passed (or is about to).
+                return CloseOutcome(closed=True)
+            if exc.sub_code == "ACQ.TRADE_STATUS_ERROR":
+                # Paid, finished or already closed: the status query that follows tells which.
+                return CloseOutcome(closed=False)
+            raise exc.refused() from None
+        observation = PaymentObservation(
+            order_id=order.order_id,
+            provider=self.name,
+            state=ProviderPaymentState.CLOSED,
+            provider_trade_no=trade.get("trade_no") or None,
+            source="close",
+        )
+        return CloseOutcome(closed=True, observation=observation)
+
+    # Refunds
+
+    async def create_refund(self, request: RefundRequest) -> RefundObservation:
+        if request.currency != "CNY":
+            raise ProviderRejected(f"Alipay refunds CNY only, not {request.currency}")
+        biz = {
+            "out_trade_no": request.order_id,
+            "refund_amount": format_amount(request.amount, request.currency),
+            "out_request_no": request.refund_id,
+        }
+        if request.reason:
+            biz["refund_reason"] = request.reason[:256]
+        try:
+            answer = await self._call("alipay.trade.refund", biz, moves_money=True)
+        except AlipayBusinessError as exc:
+            raise exc.refused() from None
+        # fund_change Y: this call moved the money. N: nothing moved now (a repeated request,
+        # or still processing); the refund query tells which. refund_fee is the trade's
+        # cumulative refund, not this refund's amount, so the amount comes from the query.
+        succeeded = answer.get("fund_change") == "Y"
+        try:
+            occurred_at = _time(answer.get("gmt_refund_pay"), "gmt_refund_pay")
+        except MalformedNotification:
+            occurred_at = None
+        return RefundObservation(
+            refund_id=request.refund_id,
+            order_id=request.order_id,
+            state=ProviderRefundState.SUCCEEDED if succeeded else ProviderRefundState.PENDING,
+            provider_refund_no=answer.get("trade_no") or None,
+            occurred_at=occurred_at,
+            source="create",
+        )
+
+    async def query_refund(self, request: RefundRequest) -> RefundObservation | None:
+        biz = {
+            "out_trade_no": request.order_id,
+            "out_request_no": request.refund_id,
+            "query_options": ["gmt_refund_pay"],
+        }
+        try:
+            answer = await self._call("alipay.trade.fastpay.refund.query", biz)
+        except AlipayBusinessError as exc:
+            if exc.sub_code == "ACQ.TRADE_NOT_EXIST":
+                return None
+            raise exc.refused() from None
+        status = answer.get("refund_status")
+        if not status:
+            # Documented: no refund_status means the refund was never received or failed.
+            # Either way no money moved, and asking again with the same id is safe.
+            return None
+        try:
+            state = REFUND_STATUS_MAP[status]
+            amount = _amount(answer.get("refund_amount"), "refund_amount")
+            occurred_at = _time(answer.get("gmt_refund_pay"), "gmt_refund_pay")
+        except (KeyError, TypeError, MalformedNotification) as exc:
+            raise ProviderError(f"Alipay refund answer unreadable: {exc}") from None
+        return RefundObservation(
+            refund_id=request.refund_id,
+            order_id=request.order_id,
+            state=state,
+            amount=amount,
+            currency="CNY",
+            provider_refund_no=answer.get("trade_no") or None,
+            occurred_at=occurred_at,
+            source="status_query",
+        )
+
+    # Notifications
+
+    def parse_notification(self, headers: Mapping[str, str], body: bytes) -> PaymentObservation:
+        """A payment notification; a refund carried in a trade notification is refused here
+        (read it with `parse_any_notification`), so it never reaches a payment."""
+        observation = self.parse_any_notification(headers, body)
+        if not isinstance(observation, PaymentObservation):
+            raise MalformedNotification("a refund notification is not about a payment")
+        return observation
+
+    def parse_any_notification(
+        self, headers: Mapping[str, str], body: bytes
+    ) -> ProviderObservation:
+        data = self.verified_form(body)
+        for field in ("notify_id", "notify_type", "out_trade_no", "trade_status"):
+            if not data.get(field):
+                raise MalformedNotification(f"missing field {field}")
+        if data["notify_type"] != NOTIFY_TYPE:
+            raise MalformedNotification(f"unsupported notify_type {data['notify_type']!r}")
+        state = payment_state(data["trade_status"])
+        refund_fee = _amount(data.get("refund_fee") or "0", "refund_fee")
+        if refund_fee > 0 or data.get("gmt_refund"):
+            return self._refund_notification(data, state)
+        paid = state is ProviderPaymentState.PAID
+        amount = None
+        if paid:
+            amount = _amount(data.get("total_amount"), "total_amount")
+            if amount <= 0:
+                raise MalformedNotification("a paid notification needs a positive total_amount")
+        return PaymentObservation(
+            order_id=data["out_trade_no"],
+            provider=self.name,
+            state=state,
+            provider_trade_no=data.get("trade_no") or None,
+            amount=amount,
+            currency=_currency(data) if paid else None,
+            occurred_at=_time(data.get("gmt_payment" if paid else "gmt_close"), "time"),
+            source="notification",
+            notification_id=data["notify_id"],
+        )
+
+    def _refund_notification(
+        self, data: Mapping[str, str], state: ProviderPaymentState
+    ) -> RefundObservation:
+        """Alipay reports a refund in the trade's notification: gmt_refund, refund_fee (the
+        trade's cumulative refund) and out_biz_no (the refund's out_request_no)."""
+        if not data.get("out_biz_no"):
+            raise MalformedNotification("a refund notification needs out_biz_no")
+        if state is ProviderPaymentState.PENDING:
+            raise MalformedNotification("a refund of an unpaid trade")
+        return RefundObservation(
+            refund_id=data["out_biz_no"],
+            order_id=data["out_trade_no"],
+            state=ProviderRefundState.SUCCEEDED,
+            amount=None,  # refund_fee is cumulative; query_refund gives this refund's amount
+            currency=_currency(data),
+            provider_refund_no=data.get("trade_no") or None,
+            occurred_at=_time(data.get("gmt_refund"), "gmt_refund"),
+            source="notification",
+            notification_id=data["notify_id"],
+        )
+
+    def verified_form(self, body: bytes) -> dict[str, str]:
+        """The notification's parameters, once the form is well formed, its RSA2 signature
+        verifies with Alipay's public key, and it is addressed to this application."""
+        try:
+            text = body.decode("utf-8")
+            pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True, errors="strict")
+        except (UnicodeDecodeError, ValueError):
+            raise MalformedNotification("body is not a UTF-8 form") from None
+        data: dict[str, str] = {}
+        for key, value in pairs:
+            if key in data:
+                raise MalformedNotification(f"parameter {key!r} appears more than once")
+            data[key] = value
+        if data.get("charset", "utf-8").lower() != "utf-8":
+            raise MalformedNotification(f"charset {data['charset']!r} is not utf-8")
+        if not data.get("sign"):
+            raise UnverifiedNotification("missing sign")
+        if data.get("sign_type", "RSA2") != "RSA2":
+            raise UnverifiedNotification(f"sign_type {data['sign_type']!r} is not RSA2")
+        content = signature.notification_sign_content(data).encode("utf-8")
+        if not signature.verify(self._alipay_public_key, content, data["sign"]):
+            raise UnverifiedNotification("sign does not verify with Alipay's public key")
+        if data.get("app_id") != self._app_id:
+            raise UnverifiedNotification(f"app_id {data.get('app_id')!r} is not this application")
+        if self._seller_id and data.get("seller_id") != self._seller_id:
+            raise UnverifiedNotification(f"seller_id {data.get('seller_id')!r} is not ours")
+        self._check_age(data)
+        return data
+
+    def _check_age(self, data: Mapping[str, str]) -> None:
+        """Alipay resends a notification for about 25 hours; whether each resend carries a
+        fresh notify_time is not documented, so only notifications older than the whole
+        resend schedule (with margin) are refused. Replays within it change nothing: the
+        notify_id is the same on every resend, and the workflow ignores repeats."""
+        notify_time = _time(data.get("notify_time"), "notify_time")
+        if notify_time is None:
+            raise MalformedNotification("missing field notify_time")
+        if self._max_age is not None and self._clock() - notify_time > self._max_age:
+            raise UnverifiedNotification(
+                f"notify_time {data['notify_time']} is older than {self._max_age}"
+            )
+
+    def acknowledgement(self) -> Acknowledgement:
+        return Acknowledgement(200, "success", "text/plain")

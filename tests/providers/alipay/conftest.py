@@ -1,0 +1,92 @@
+"""Alipay fixtures: the merchant application's key pair, the fake gateway, an adapter."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from providers.alipay.adapter import AlipayAdapter
+from tests.fakes.alipay_gateway import FakeAlipayGateway
+from tests.stack import serve
+
+APP_ID = "2021000123456789"
+
+
+@dataclass(frozen=True)
+class MerchantKeys:
+    private_key: rsa.RSAPrivateKey
+    public_pem: str
+
+    def private_pem(self, pkcs1: bool = False) -> bytes:
+        return self.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL
+            if pkcs1
+            else serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+
+def new_merchant_keys() -> MerchantKeys:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return MerchantKeys(key, public.decode())
+
+
+@pytest.fixture(scope="session")
+def merchant_keys() -> MerchantKeys:
+    return new_merchant_keys()
+
+
+@pytest.fixture
+def fake(merchant_keys: MerchantKeys) -> FakeAlipayGateway:
+    return FakeAlipayGateway(APP_ID, merchant_keys.public_pem)
+
+
+@pytest.fixture
+async def gateway_url(fake: FakeAlipayGateway) -> AsyncIterator[str]:
+    async with serve(fake.app()) as url:
+        yield f"{url}/gateway.do"
+
+
+def alipay_public_key(fake: FakeAlipayGateway) -> rsa.RSAPublicKey:
+    key = serialization.load_pem_public_key(fake.public_pem.encode())
+    assert isinstance(key, rsa.RSAPublicKey)
+    return key
+
+
+def make_adapter(
+    fake: FakeAlipayGateway,
+    keys: MerchantKeys,
+    gateway_url: str = "http://127.0.0.1:9/gateway.do",
+    **kwargs: object,
+) -> AlipayAdapter:
+    return AlipayAdapter(
+        app_id=APP_ID,
+        private_key=keys.private_key,
+        alipay_public_key=alipay_public_key(fake),
+        gateway=gateway_url,
+        timeout=5.0,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+async def adapter(
+    fake: FakeAlipayGateway, merchant_keys: MerchantKeys, gateway_url: str
+) -> AsyncIterator[AlipayAdapter]:
+    adapter = make_adapter(fake, merchant_keys, gateway_url)
+    yield adapter
+    await adapter.aclose()
+
+
+def write_key(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
