@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from providers.base import ProviderAdapter
 from providers.sandbox.adapter import SandboxAdapter
+from providers.stripe.adapter import StripeAdapter
+from providers.stripe.settings import StripeSettings
 from tempay.settings import Settings
 
 
@@ -12,7 +14,7 @@ class UnknownProvider(LookupError):
 
 
 def build_adapters(settings: Settings) -> dict[str, ProviderAdapter]:
-    return {
+    adapters: dict[str, ProviderAdapter] = {
         "sandbox": SandboxAdapter(
             settings.sandbox_url,
             public_key_file=settings.sandbox_public_key_file,
@@ -20,3 +22,8 @@ def build_adapters(settings: Settings) -> dict[str, ProviderAdapter]:
             timeout=settings.provider_timeout.total_seconds(),
         ),
     }
+    # Offered only with TEMPAY_STRIPE_API_KEY; then a missing webhook secret stops startup.
+    stripe = StripeSettings()
+    if stripe.enabled:
+        adapters["stripe"] = StripeAdapter.from_settings(stripe, settings.notification_tolerance)
+    return adapters
