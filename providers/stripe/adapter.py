@@ -230,7 +230,7 @@ class StripeAdapter(ProviderAdapter):
         path: str,
         *,
         data: Mapping[str, str] | None = None,
-        params: Sequence[tuple[str, str]] | None = None,
+        params: list[tuple[str, str | int | float | bool | None]] | None = None,
         idempotency_key: str | None = None,
         moves_money: bool = False,
     ) -> dict[str, Any]:
@@ -506,7 +506,10 @@ class StripeAdapter(ProviderAdapter):
         intent = await self._paid_intent(request.order_id)
         if intent is None:
             return None
-        params = [("payment_intent", str(intent["id"])), ("limit", "100")]
+        params: list[tuple[str, str | int | float | bool | None]] = [
+            ("payment_intent", str(intent["id"])),
+            ("limit", "100"),
+        ]
         while True:
             page = await self._request("GET", "/v1/refunds", params=params)
             refunds = page.get("data")

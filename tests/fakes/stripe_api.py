@@ -42,11 +42,14 @@ class StripeError(Exception):
         super().__init__(message)
         self.status, self.type, self.message, self.code = status, type_, message, code
 
-    def response(self) -> JSONResponse:
+    def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"type": self.type, "message": self.message}
         if self.code:
             error["code"] = self.code
-        return JSONResponse({"error": error}, status_code=self.status)
+        return error
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": self.body()}, status_code=self.status)
 
 
 def unflatten(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
@@ -164,7 +167,7 @@ class FakeStripe:
                 404, "invalid_request_error", f"Unrecognized request URL (POST: {path})"
             )
         except StripeError as exc:
-            return exc.status, {"error": json.loads(exc.response().body)["error"]}
+            return exc.status, {"error": exc.body()}
 
     def _get(self, path: str, query: list[tuple[str, str]]) -> tuple[int, dict[str, Any]]:
         try:
@@ -203,7 +206,7 @@ class FakeStripe:
                 404, "invalid_request_error", f"Unrecognized request URL (GET: {path})"
             )
         except StripeError as exc:
-            return exc.status, {"error": json.loads(exc.response().body)["error"]}
+            return exc.status, {"error": exc.body()}
 
     def _session(self, session_id: str) -> dict[str, Any]:
         if session_id not in self.sessions:

@@ -131,7 +131,7 @@ async def test_query_open_session_is_pending(adapter: StripeAdapter) -> None:
     seen = await adapter.query_payment(order)
     assert seen.state is ProviderPaymentState.PENDING
     assert (seen.order_id, seen.provider, seen.source) == ("ord-open", "stripe", "status_query")
-    assert seen.amount is None and seen.provider_trade_no.startswith("cs_")
+    assert seen.amount is None and str(seen.provider_trade_no).startswith("cs_")
 
 
 async def test_query_finds_the_session_without_creating_another(

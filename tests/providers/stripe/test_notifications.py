@@ -117,7 +117,7 @@ def test_other_event_types_are_ignored(adapter: StripeAdapter, fake: FakeStripe)
 def test_objects_without_a_tempay_order_are_ignored(
     adapter: StripeAdapter, fake: FakeStripe
 ) -> None:
-    session = {"id": "cs_x", "object": "checkout.session", "status": "complete"}
+    session: dict[str, Any] = {"id": "cs_x", "object": "checkout.session", "status": "complete"}
     session |= {"payment_status": "paid", "amount_total": 100, "currency": "usd", "metadata": {}}
     for event in (
         fake.event("checkout.session.completed", session),
