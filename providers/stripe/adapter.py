@@ -121,7 +121,7 @@ def session_state(
     if status == "open":
         # Even after a declined card: the payer may still pay (see INTENT_EVENTS).
         return ProviderPaymentState.PENDING
-    raise ProviderError(f"stripe answered an unknown session status {status!r}")
+    raise MalformedNotification(f"unknown Checkout Session status {status!r}")
 
 
 def refund_state(status: Any) -> ProviderRefundState:
@@ -156,6 +156,13 @@ def _when(value: Any) -> datetime | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return datetime.fromtimestamp(value, UTC)
     return None
+
+
+def _id(obj: Mapping[str, Any]) -> str:
+    value = obj.get("id")
+    if not isinstance(value, str) or not value:
+        raise ProviderError(f"stripe answered a {obj.get('object', 'object')} without an id")
+    return value
 
 
 class IgnoredEvent(NotificationError):
@@ -348,10 +355,10 @@ class StripeAdapter(ProviderAdapter):
                 "tempay finds a Checkout Session by its create key, which Stripe keeps 24 hours"
             )
         session = await self._session_of(order)
-        session_id, url = session.get("id"), session.get("url")
-        if not isinstance(session_id, str) or not isinstance(url, str):
-            raise ProviderError("stripe created a Checkout Session without an id or url")
-        return CreatedPayment(provider_trade_no=session_id, payment_url=url)
+        url = session.get("url")
+        if not isinstance(url, str) or not url:
+            raise ProviderError("stripe created a Checkout Session without a url")
+        return CreatedPayment(provider_trade_no=_id(session), payment_url=url)
 
     async def _retrieve(self, session_id: str) -> dict[str, Any]:
         return await self._request(
@@ -405,13 +412,12 @@ class StripeAdapter(ProviderAdapter):
     async def query_payment(self, order: PaymentOrder) -> PaymentObservation:
         session = await self._session_of(order)
         try:
-            return self._observation(await self._retrieve(session["id"]), "status_query")
+            return self._observation(await self._retrieve(_id(session)), "status_query")
         except NotificationError as exc:
             raise ProviderError(f"stripe status answer unreadable: {exc}") from None
 
     async def close_payment(self, order: PaymentOrder) -> CloseOutcome:
-        session = await self._session_of(order)
-        session_id = session["id"]
+        session_id = _id(await self._session_of(order))
         try:
             expired = await self._request(
                 "POST",
@@ -483,7 +489,7 @@ class StripeAdapter(ProviderAdapter):
                 "currency_mismatch",
             )
         data = {
-            "payment_intent": str(intent["id"]),
+            "payment_intent": _id(intent),
             "amount": str(to_minor_units(request.amount, request.currency)),
             "metadata[refund_id]": request.refund_id,
             "metadata[order_id]": request.order_id,
@@ -507,7 +513,7 @@ class StripeAdapter(ProviderAdapter):
         if intent is None:
             return None
         params: list[tuple[str, str | int | float | bool | None]] = [
-            ("payment_intent", str(intent["id"])),
+            ("payment_intent", _id(intent)),
             ("limit", "100"),
         ]
         while True:
@@ -523,7 +529,7 @@ class StripeAdapter(ProviderAdapter):
                         raise ProviderError(f"stripe refund answer unreadable: {exc}") from None
             if not page.get("has_more") or not refunds:
                 return None
-            params = [*params[:2], ("starting_after", str(refunds[-1]["id"]))]
+            params = [*params[:2], ("starting_after", _id(refunds[-1]))]
 
     # ---- notifications ---------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ code, independent of the adapter's) and `send` POSTs it to a webhook.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import hmac
@@ -94,6 +95,8 @@ class FakeStripe:
     # next answer is lost after processing (the result is stored under the key, as Stripe's is).
     fail_next: dict[str, int] = field(default_factory=dict)
     lose_answer_next: set[str] = field(default_factory=set)
+    # Paths whose next answer comes this many seconds after processing (client timeouts).
+    slow_answer_next: dict[str, float] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def _id(self, prefix: str) -> str:
@@ -143,6 +146,8 @@ class FakeStripe:
                 return response
             status, body = self._post(full, form)
             self.stored[key] = (fingerprint, status, body)
+            if full in self.slow_answer_next:
+                await asyncio.sleep(self.slow_answer_next.pop(full))
             if full in self.lose_answer_next:
                 self.lose_answer_next.discard(full)
                 return JSONResponse({"error": "bad gateway"}, status_code=502)

@@ -346,6 +346,20 @@ async def test_refund_whose_answer_is_lost(adapter: StripeAdapter, fake: FakeStr
     assert again.provider_refund_no == seen.provider_refund_no and len(fake.refunds) == 1
 
 
+async def test_refund_that_times_out_is_an_unknown_outcome(fake: FakeStripe) -> None:
+    adapter = StripeAdapter(API_KEY, [WEBHOOK_SECRET], api_base=fake.base_url, timeout=0.5)
+    try:
+        await paid(adapter, fake, "ord-rf-slow")
+        request = refund("ord-rf-slow", "rf-slow-answer", "2.00")
+        fake.slow_answer_next["/v1/refunds"] = 1.5
+        with pytest.raises(ProviderOutcomeUnknown, match="ReadTimeout"):
+            await adapter.create_refund(request)
+        again = await adapter.create_refund(request)
+    finally:
+        await adapter.aclose()
+    assert again.state is ProviderRefundState.SUCCEEDED and len(fake.refunds) == 1
+
+
 async def test_refund_server_error_is_an_unknown_outcome(
     adapter: StripeAdapter, fake: FakeStripe
 ) -> None:

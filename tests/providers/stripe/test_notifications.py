@@ -128,6 +128,14 @@ def test_objects_without_a_tempay_order_are_ignored(
             parse(adapter, fake, event)
 
 
+def test_signed_session_in_an_unknown_state_is_malformed(
+    adapter: StripeAdapter, fake: FakeStripe
+) -> None:
+    session = {"id": "cs_1", "client_reference_id": "o-1", "status": "weird"}
+    with pytest.raises(MalformedNotification, match="weird"):
+        parse(adapter, fake, fake.event("checkout.session.completed", session))
+
+
 def test_bad_signatures_are_unverified(adapter: StripeAdapter, fake: FakeStripe) -> None:
     event = fake.event("checkout.session.expired", {"id": "cs_1"})
     body, header = fake.signed(event)
