@@ -23,7 +23,9 @@ def build_adapters(settings: Settings) -> dict[str, ProviderAdapter]:
         ),
     }
     # Offered only with TEMPAY_STRIPE_API_KEY; then a missing webhook secret stops startup.
-    stripe = StripeSettings()
-    if stripe.enabled:
-        adapters["stripe"] = StripeAdapter.from_settings(stripe, settings.notification_tolerance)
+    stripe_settings = StripeSettings()
+    if stripe_settings.enabled:
+        adapters["stripe"] = StripeAdapter.from_settings(
+            stripe_settings, settings.notification_tolerance
+        )
     return adapters
