@@ -5,6 +5,8 @@ from __future__ import annotations
 from providers.alipay import alipay_adapters
 from providers.base import ProviderAdapter
 from providers.sandbox.adapter import SandboxAdapter
+from providers.stripe.adapter import StripeAdapter
+from providers.stripe.settings import StripeSettings
 from tempay.settings import Settings
 
 
@@ -13,7 +15,7 @@ class UnknownProvider(LookupError):
 
 
 def build_adapters(settings: Settings) -> dict[str, ProviderAdapter]:
-    return {
+    adapters: dict[str, ProviderAdapter] = {
         "sandbox": SandboxAdapter(
             settings.sandbox_url,
             public_key_file=settings.sandbox_public_key_file,
@@ -22,3 +24,10 @@ def build_adapters(settings: Settings) -> dict[str, ProviderAdapter]:
         ),
         **alipay_adapters(settings),
     }
+    # Offered only with TEMPAY_STRIPE_API_KEY; then a missing webhook secret stops startup.
+    stripe_settings = StripeSettings()
+    if stripe_settings.enabled:
+        adapters["stripe"] = StripeAdapter.from_settings(
+            stripe_settings, settings.notification_tolerance
+        )
+    return adapters

@@ -1,0 +1,472 @@
+"""A local fake of the part of Stripe's API that tempay's Stripe adapter uses, for tests.
+
+Served over real HTTP (tests.stack.serve) on 127.0.0.1. Like Stripe it checks the Bearer
+key, takes form-encoded bodies, honours Idempotency-Key (same key and parameters: the stored
+answer again, marked `Idempotent-Replayed: true`; same key with other parameters: 400
+idempotency_error), answers errors as `{"error": {"type", "code", "message"}}`, and amounts
+are integers of minor units. State lives in memory.
+
+Endpoints: POST /v1/checkout/sessions, GET /v1/checkout/sessions/{id} (expand[] =
+payment_intent), POST /v1/checkout/sessions/{id}/expire, GET /v1/payment_intents/search
+(only `metadata['order_id']:'X'`), POST /v1/refunds, GET /v1/refunds?payment_intent=.
+
+The payer and Stripe's own processing are methods (`pay`, `decline`, `expire`, ...) that
+change the state and return the event Stripe would send; `signed` signs it (its own HMAC
+code, independent of the adapter's) and `send` POSTs it to a webhook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import hmac
+import itertools
+import json
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+SEARCH_QUERY = re.compile(r"^metadata\['order_id'\]:'([^']*)'$")
+KEY_FIELD = re.compile(r"^([a-z_]+)((?:\[[^\]]*\])*)$")
+
+
+class StripeError(Exception):
+    def __init__(self, status: int, type_: str, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.type, self.message, self.code = status, type_, message, code
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"type": self.type, "message": self.message}
+        if self.code:
+            error["code"] = self.code
+        return error
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": self.body()}, status_code=self.status)
+
+
+def unflatten(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """Stripe's form encoding (`a[b][0][c]=v`) as nested dicts (lists stay index-keyed)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        match = KEY_FIELD.match(key)
+        if not match:
+            raise StripeError(400, "invalid_request_error", f"Invalid parameter: {key}")
+        path = [match.group(1), *re.findall(r"\[([^\]]*)\]", match.group(2))]
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise StripeError(400, "invalid_request_error", f"Invalid parameter: {key}")
+        node[path[-1]] = value
+    return out
+
+
+def _int(value: Any, param: str) -> int:
+    if not isinstance(value, str) or not value.isdigit():
+        raise StripeError(
+            400, "invalid_request_error", f"Invalid integer: {param}", "parameter_invalid_integer"
+        )
+    return int(value)
+
+
+@dataclass
+class FakeStripe:
+    api_key: str
+    webhook_secrets: list[str]
+    base_url: str = "http://stripe.invalid"  # set once served: session urls point here
+    refund_status: str = "succeeded"  # what a new refund is; "pending" for slow methods
+    sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    intents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # (method, path) of every request that passed authentication, in order.
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    # Idempotency-Key -> (fingerprint of the request, status, body)
+    stored: dict[str, tuple[str, int, dict[str, Any]]] = field(default_factory=dict)
+    # Faults: path -> HTTP status to answer (before processing) next time; and paths whose
+    # next answer is lost after processing (the result is stored under the key, as Stripe's is).
+    fail_next: dict[str, int] = field(default_factory=dict)
+    lose_answer_next: set[str] = field(default_factory=set)
+    # Paths whose next answer comes this many seconds after processing (client timeouts).
+    slow_answer_next: dict[str, float] = field(default_factory=dict)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def _id(self, prefix: str) -> str:
+        return f"{prefix}_test_{next(self._ids):06d}"
+
+    # ---- the API ----------------------------------------------------------------------------
+
+    def app(self) -> FastAPI:
+        app = FastAPI(title="fake stripe")
+
+        @app.api_route("/v1/{path:path}", methods=["GET", "POST"])
+        async def api(path: str, request: Request) -> JSONResponse:
+            full = f"/v1/{path}"
+            if request.headers.get("authorization") != f"Bearer {self.api_key}":
+                return StripeError(
+                    401, "invalid_request_error", "Invalid API Key provided"
+                ).response()
+            self.calls.append((request.method, full))
+            if full in self.fail_next:
+                status = self.fail_next.pop(full)
+                return StripeError(
+                    status, "api_error", "Something went wrong on Stripe's end."
+                ).response()
+            raw = (await request.body()).decode()
+            form = parse_qsl(raw, keep_blank_values=True)
+            query = list(request.query_params.multi_items())
+            if request.method == "GET":
+                return self._answer(*self._get(full, query))
+            key = request.headers.get("idempotency-key")
+            if not key:
+                # Stripe accepts POSTs without a key; tempay never sends one.
+                return StripeError(
+                    400, "invalid_request_error", "tempay must send Idempotency-Key"
+                ).response()
+            fingerprint = json.dumps([full, sorted(form)])
+            if key in self.stored:
+                seen, status, body = self.stored[key]
+                if seen != fingerprint:
+                    return StripeError(
+                        400,
+                        "idempotency_error",
+                        "Keys for idempotent requests can only be used with the same parameters "
+                        "they were first used with.",
+                    ).response()
+                response = self._answer(status, body)
+                response.headers["Idempotent-Replayed"] = "true"
+                return response
+            status, body = self._post(full, form)
+            self.stored[key] = (fingerprint, status, body)
+            if full in self.slow_answer_next:
+                await asyncio.sleep(self.slow_answer_next.pop(full))
+            if full in self.lose_answer_next:
+                self.lose_answer_next.discard(full)
+                return JSONResponse({"error": "bad gateway"}, status_code=502)
+            return self._answer(status, body)
+
+        return app
+
+    @staticmethod
+    def _answer(status: int, body: dict[str, Any]) -> JSONResponse:
+        return JSONResponse(copy.deepcopy(body), status_code=status)
+
+    def _post(self, path: str, form: list[tuple[str, str]]) -> tuple[int, dict[str, Any]]:
+        try:
+            params = unflatten(form)
+            if path == "/v1/checkout/sessions":
+                return 200, self._create_session(params)
+            if match := re.fullmatch(r"/v1/checkout/sessions/([^/]+)/expire", path):
+                return 200, self._expire_session(match.group(1))
+            if path == "/v1/refunds":
+                return 200, self._create_refund(params)
+            raise StripeError(
+                404, "invalid_request_error", f"Unrecognized request URL (POST: {path})"
+            )
+        except StripeError as exc:
+            return exc.status, {"error": exc.body()}
+
+    def _get(self, path: str, query: list[tuple[str, str]]) -> tuple[int, dict[str, Any]]:
+        try:
+            params = dict(query)
+            if match := re.fullmatch(r"/v1/checkout/sessions/([^/]+)", path):
+                session = copy.deepcopy(self._session(match.group(1)))
+                expand = [v for k, v in query if k == "expand[]"]
+                if "payment_intent" in expand and session["payment_intent"]:
+                    session["payment_intent"] = copy.deepcopy(
+                        self.intents[session["payment_intent"]]
+                    )
+                return 200, session
+            if path == "/v1/payment_intents/search":
+                match = SEARCH_QUERY.match(params.get("query", ""))
+                if not match:
+                    raise StripeError(
+                        400,
+                        "invalid_request_error",
+                        "Unsupported search query",
+                        "parameter_invalid",
+                    )
+                found = [
+                    i
+                    for i in self.intents.values()
+                    if i["metadata"].get("order_id") == match.group(1)
+                ]
+                return 200, {
+                    "object": "search_result",
+                    "data": found,
+                    "has_more": False,
+                    "url": path,
+                }
+            if path == "/v1/refunds":
+                return 200, self._list_refunds(params)
+            raise StripeError(
+                404, "invalid_request_error", f"Unrecognized request URL (GET: {path})"
+            )
+        except StripeError as exc:
+            return exc.status, {"error": exc.body()}
+
+    def _session(self, session_id: str) -> dict[str, Any]:
+        if session_id not in self.sessions:
+            raise StripeError(
+                404,
+                "invalid_request_error",
+                f"No such checkout.session: '{session_id}'",
+                "resource_missing",
+            )
+        return self.sessions[session_id]
+
+    def _create_session(self, params: dict[str, Any]) -> dict[str, Any]:
+        if params.get("mode") != "payment":
+            raise StripeError(
+                400, "invalid_request_error", "mode must be payment here", "parameter_invalid"
+            )
+        if not params.get("success_url"):
+            raise StripeError(
+                400,
+                "invalid_request_error",
+                "Missing required param: success_url.",
+                "parameter_missing",
+            )
+        try:
+            item = params["line_items"]["0"]
+            price = item["price_data"]
+            currency = price["currency"]
+            unit = _int(price["unit_amount"], "unit_amount")
+            quantity = _int(item["quantity"], "quantity")
+            name = price["product_data"]["name"]
+        except KeyError as exc:
+            raise StripeError(
+                400, "invalid_request_error", f"Missing required param: {exc}", "parameter_missing"
+            ) from None
+        if currency != currency.lower() or len(currency) != 3:
+            raise StripeError(
+                400, "invalid_request_error", f"Invalid currency: {currency}", "parameter_invalid"
+            )
+        session_id = self._id("cs")
+        now = int(time.time())
+        session = {
+            "id": session_id,
+            "object": "checkout.session",
+            "mode": "payment",
+            "status": "open",
+            "payment_status": "unpaid",
+            "url": f"{self.base_url}/c/pay/{session_id}",
+            "amount_total": unit * quantity,
+            "currency": currency,
+            "client_reference_id": params.get("client_reference_id"),
+            "metadata": params.get("metadata", {}),
+            "payment_intent": None,
+            "success_url": params["success_url"],
+            "cancel_url": params.get("cancel_url"),
+            "created": now,
+            "expires_at": int(params["expires_at"]) if "expires_at" in params else now + 86400,
+            "line_item_name": name,
+            "_intent_metadata": params.get("payment_intent_data", {}).get("metadata", {}),
+        }
+        self.sessions[session_id] = session
+        return self._public(session)
+
+    @staticmethod
+    def _public(session: dict[str, Any]) -> dict[str, Any]:
+        return {k: copy.deepcopy(v) for k, v in session.items() if not k.startswith("_")}
+
+    def _expire_session(self, session_id: str) -> dict[str, Any]:
+        session = self._session(session_id)
+        if session["status"] != "open":
+            raise StripeError(
+                400,
+                "invalid_request_error",
+                'Only Checkout Sessions with a status in ["open"] can be expired.',
+            )
+        session["status"] = "expired"
+        return self._public(session)
+
+    def _create_refund(self, params: dict[str, Any]) -> dict[str, Any]:
+        intent_id = params.get("payment_intent")
+        if not intent_id or intent_id not in self.intents:
+            raise StripeError(
+                404,
+                "invalid_request_error",
+                f"No such payment_intent: '{intent_id}'",
+                "resource_missing",
+            )
+        intent = self.intents[intent_id]
+        if intent["status"] != "succeeded":
+            raise StripeError(
+                400,
+                "invalid_request_error",
+                "This PaymentIntent has not succeeded.",
+                "payment_intent_unexpected_state",
+            )
+        refunded = sum(
+            r["amount"]
+            for r in self.refunds.values()
+            if r["payment_intent"] == intent_id and r["status"] not in ("failed", "canceled")
+        )
+        remaining = intent["amount_received"] - refunded
+        if remaining <= 0:
+            raise StripeError(
+                400,
+                "invalid_request_error",
+                "Charge has already been refunded.",
+                "charge_already_refunded",
+            )
+        amount = _int(params["amount"], "amount") if "amount" in params else remaining
+        if amount > remaining:
+            raise StripeError(
+                400,
+                "invalid_request_error",
+                f"Refund amount ({amount}) is greater than unrefunded amount on charge "
+                f"({remaining})",
+                "amount_too_large",
+            )
+        refund = {
+            "id": self._id("re"),
+            "object": "refund",
+            "amount": amount,
+            "currency": intent["currency"],
+            "payment_intent": intent_id,
+            "status": self.refund_status,
+            "metadata": params.get("metadata", {}),
+            "created": int(time.time()),
+        }
+        self.refunds[refund["id"]] = refund
+        return copy.deepcopy(refund)
+
+    def _list_refunds(self, params: dict[str, str]) -> dict[str, Any]:
+        limit = int(params.get("limit", "10"))
+        # Newest first, as Stripe lists.
+        found = [
+            r
+            for r in reversed(self.refunds.values())
+            if r["payment_intent"] == params.get("payment_intent")
+        ]
+        if "starting_after" in params:
+            ids = [r["id"] for r in found]
+            found = found[ids.index(params["starting_after"]) + 1 :]
+        return {
+            "object": "list",
+            "data": copy.deepcopy(found[:limit]),
+            "has_more": len(found) > limit,
+            "url": "/v1/refunds",
+        }
+
+    # ---- what payers and Stripe do, and the events they cause ----------------------------------
+
+    def session_for(self, order_id: str) -> dict[str, Any]:
+        [session] = [s for s in self.sessions.values() if s["client_reference_id"] == order_id]
+        return session
+
+    def _intent(
+        self, session: dict[str, Any], status: str, amount: int | None = None
+    ) -> dict[str, Any]:
+        if session["payment_intent"] is None:
+            intent = {
+                "id": self._id("pi"),
+                "object": "payment_intent",
+                "amount": session["amount_total"],
+                "amount_received": 0,
+                "currency": session["currency"],
+                "metadata": copy.deepcopy(session["_intent_metadata"]),
+                "status": status,
+                "created": int(time.time()),
+                "last_payment_error": None,
+            }
+            self.intents[intent["id"]] = intent
+            session["payment_intent"] = intent["id"]
+        intent = self.intents[session["payment_intent"]]
+        intent["status"] = status
+        if status == "succeeded":
+            intent["amount_received"] = session["amount_total"] if amount is None else amount
+        return intent
+
+    def pay(self, order_id: str, amount: int | None = None) -> dict[str, Any]:
+        """The payer pays by card: the session completes, paid. `amount` (minor units)
+        stands for a Stripe that charged something else than the order."""
+        session = self.session_for(order_id)
+        if session["status"] != "open":
+            raise AssertionError(f"session {session['id']} is {session['status']}")
+        self._intent(session, "succeeded", amount)
+        session.update(status="complete", payment_status="paid")
+        return self.event("checkout.session.completed", self._public(session))
+
+    def decline(self, order_id: str) -> dict[str, Any]:
+        """A card is declined; the session stays open for another try."""
+        session = self.session_for(order_id)
+        intent = self._intent(session, "requires_payment_method")
+        intent["last_payment_error"] = {"code": "card_declined", "decline_code": "generic_decline"}
+        return self.event("payment_intent.payment_failed", copy.deepcopy(intent))
+
+    def pay_later(self, order_id: str) -> dict[str, Any]:
+        """A delayed method (bank debit): the session completes unpaid while it settles."""
+        session = self.session_for(order_id)
+        self._intent(session, "processing")
+        session.update(status="complete", payment_status="unpaid")
+        return self.event("checkout.session.completed", self._public(session))
+
+    def settle_later(self, order_id: str, succeeded: bool) -> dict[str, Any]:
+        session = self.session_for(order_id)
+        if succeeded:
+            self._intent(session, "succeeded")
+            session["payment_status"] = "paid"
+            return self.event("checkout.session.async_payment_succeeded", self._public(session))
+        self._intent(session, "requires_payment_method")
+        return self.event("checkout.session.async_payment_failed", self._public(session))
+
+    def expire(self, order_id: str) -> dict[str, Any]:
+        """Stripe expires the session at its expires_at."""
+        session = self.session_for(order_id)
+        session["status"] = "expired"
+        return self.event("checkout.session.expired", self._public(session))
+
+    def settle_refund(self, refund_id: str, status: str) -> dict[str, Any]:
+        [refund] = [r for r in self.refunds.values() if r["metadata"].get("refund_id") == refund_id]
+        refund["status"] = status
+        return self.event("refund.updated", copy.deepcopy(refund))
+
+    def event(self, type_: str, obj: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": self._id("evt"),
+            "object": "event",
+            "api_version": "2024-06-20",
+            "created": int(time.time()),
+            "data": {"object": obj},
+            "livemode": False,
+            "pending_webhooks": 1,
+            "request": {"id": None, "idempotency_key": None},
+            "type": type_,
+        }
+
+    # ---- signed delivery ----------------------------------------------------------------------
+
+    def signed(
+        self,
+        event: dict[str, Any],
+        secrets: Sequence[str] | None = None,
+        timestamp: int | None = None,
+    ) -> tuple[bytes, str]:
+        """The raw body and its `Stripe-Signature` header, one v1 per secret."""
+        body = json.dumps(event, indent=2).encode()
+        t = int(time.time()) if timestamp is None else timestamp
+        v1 = [
+            hmac.new(s.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+            for s in (self.webhook_secrets if secrets is None else secrets)
+        ]
+        return body, ",".join([f"t={t}", *(f"v1={sig}" for sig in v1)])
+
+    async def send(self, event: dict[str, Any], url: str) -> httpx.Response:
+        body, header = self.signed(event)
+        async with httpx.AsyncClient(timeout=10) as client:
+            return await client.post(
+                url,
+                content=body,
+                headers={"Stripe-Signature": header, "Content-Type": "application/json"},
+            )
