@@ -8,6 +8,9 @@ import base64
 import json
 import os
 import stat
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,8 +18,9 @@ import httpx
 from temporalio.api.history.v1 import History
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
 
-from tempay.codec import ENCODING, key_file
+from tempay.codec import ENCODING, ensure_key_file, key_file
 from tests.cli.test_cli import Dev, assert_one_line_error, dev_factory, env, tempay  # noqa: F401
 
 
@@ -79,3 +83,46 @@ async def raw_history(address: str, workflow_id: str) -> History:
     client = await Client.connect(address, data_converter=pydantic_data_converter)
     raw = await client.get_workflow_handle(workflow_id).fetch_history()
     return History(events=raw.events)
+
+
+def run_worker_until(environ: dict[str, str], marker: str, seconds: float = 30) -> str:
+    """Start `tempay worker`, return its log up to `marker`, then stop it."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tempay", "worker"],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + seconds
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if marker in line or time.monotonic() > deadline:
+                break
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return "".join(lines)
+
+
+def test_worker_warns_at_start_when_payloads_are_not_encrypted(
+    dev_env: WorkflowEnvironment,
+    env: dict[str, str],  # noqa: F811
+) -> None:
+    env = {**env, "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host}
+    env.pop("TEMPAY_CODEC_KEYS", None)
+    log = run_worker_until(env, "worker polling")
+    assert "payloads are NOT encrypted" in log
+
+    ensure_key_file(Path(env["TEMPAY_DATA_DIR"]))
+    log = run_worker_until(env, "worker polling")
+    assert "worker polling" in log
+    assert "NOT encrypted" not in log
