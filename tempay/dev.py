@@ -24,6 +24,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
 from providers.sandbox.keys import ensure_keypair
 from tempay import search_attributes as sa
+from tempay.codec import ensure_key_file
 from tempay.settings import Settings
 from tempay.temporal import TemporalUnavailable, connect, find_binary
 
@@ -139,8 +140,16 @@ class Stack:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if "TEMPAY_CODEC_CORS_ORIGINS" not in env:
+            # The UI (in the browser) calls the webhook's /codec endpoints from its own origin.
+            ui = s.temporal_ui_port
+            env["TEMPAY_CODEC_CORS_ORIGINS"] = f"http://127.0.0.1:{ui},http://localhost:{ui}"
         env.update(self.sandbox_env)
         return env
+
+    @property
+    def codec_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.settings.webhook_port}/codec"
 
     def temporal_argv(self) -> list[str]:
         argv = [
@@ -160,6 +169,8 @@ class Stack:
             argv += ["--search-attribute", f"{key.name}=Keyword"]
         if self.with_ui:
             argv += ["--ui-ip", "127.0.0.1", "--ui-port", str(self.settings.temporal_ui_port)]
+            # The UI decrypts payloads through the webhook service's codec endpoints.
+            argv += ["--ui-codec-endpoint", self.codec_endpoint]
         else:
             argv += ["--headless"]
         return argv
@@ -173,6 +184,10 @@ class Stack:
             )
         logs = self.data_dir / "logs"
         ensure_keypair(self.data_dir / "sandbox")
+        if self.settings.codec_keys is None:
+            # Every child (and CLI commands on this data dir) reads this file: payloads of the
+            # embedded stack are encrypted by default.
+            ensure_key_file(self.data_dir)
         python = sys.executable
         self.children = [
             Child("temporal", self.temporal_argv(), logs / "temporal.log"),
@@ -269,6 +284,8 @@ async def run_dev(settings: Settings, demo: bool = False) -> int:
             f"SQLite {stack.data_dir / 'temporal.db'})\n"
             f"  Temporal UI   http://127.0.0.1:{s.temporal_ui_port}\n"
             f"  webhook       http://127.0.0.1:{s.webhook_port}  (POST /notify/sandbox)\n"
+            f"  codec         {stack.codec_endpoint}  (payloads are encrypted; the UI decrypts "
+            "through it)\n"
             f"  sandbox       {s.sandbox_url}\n"
             "  worker        task queue " + s.task_queue + "\n"
             "Ctrl-C stops everything; starting again resumes every pending payment.",

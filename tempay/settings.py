@@ -17,6 +17,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tempay.codec import CodecKeyError, parse_keys
 from tempay.merchant_webhooks import InvalidSecret, parse_secret
 
 
@@ -76,6 +77,36 @@ class Settings(BaseSettings):
     # Webhooks scheme with this `whsec_...` secret. Unset: nothing is sent.
     merchant_webhook_url: str | None = None
     merchant_webhook_secret: SecretStr | None = None
+
+    # Payload encryption (tempay/codec.py): `key_id:base64(32 bytes)` entries, comma-separated;
+    # the first encrypts, all decrypt. Unset: the data dir's `codec_keys` file if it exists
+    # (`tempay dev` creates it), else payloads are not encrypted.
+    codec_keys: SecretStr | None = None
+    # Browser origins (comma-separated) allowed to call /codec/*: the Temporal UI's.
+    codec_cors_origins: str = "http://127.0.0.1:8233,http://localhost:8233"
+    # When set, /codec/* requires `Authorization: Bearer <token>`.
+    codec_auth_token: SecretStr | None = None
+
+    @field_validator("codec_keys", "codec_auth_token", mode="before")
+    @classmethod
+    def _blank_codec_secret_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("codec_keys")
+    @classmethod
+    def _codec_keys_form(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                parse_keys(value.get_secret_value())
+            except CodecKeyError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def codec_cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.codec_cors_origins.split(",") if o.strip()]
 
     @field_validator("merchant_webhook_url", mode="before")
     @classmethod

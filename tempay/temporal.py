@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
+from tempay.codec import codec_for, data_converter
 from tempay.settings import Settings
 
 
@@ -17,11 +17,14 @@ class TemporalUnavailable(RuntimeError):
 
 
 async def connect(settings: Settings) -> Client:
+    """Every tempay client (worker, webhook, CLI, bench, demo) connects here, so all of them
+    encrypt and decrypt payloads with the configured keys (tempay/codec.py)."""
+    converter = data_converter(codec_for(settings))
     try:
         return await Client.connect(
             settings.temporal_address,
             namespace=settings.temporal_namespace,
-            data_converter=pydantic_data_converter,
+            data_converter=converter,
         )
     except RuntimeError as exc:
         raise TemporalUnavailable(

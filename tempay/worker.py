@@ -58,6 +58,12 @@ async def run_worker(settings: Settings | None = None) -> None:
     sys.dont_write_bytecode = False
     settings = settings or get_settings()
     client = await connect(settings)
+    if client.data_converter.payload_codec is None:
+        logging.getLogger("tempay.worker").warning(
+            "payloads are NOT encrypted: set TEMPAY_CODEC_KEYS (or run under `tempay dev`, "
+            "which creates %s/codec_keys) so history holds no payment data in clear",
+            settings.data_dir,
+        )
     adapters = build_adapters(settings)
     worker = build_worker(client, settings, adapters)
     stop = asyncio.Event()

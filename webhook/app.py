@@ -36,6 +36,7 @@ from tempay.domain import (
 )
 from tempay.settings import Settings, get_settings
 from tempay.temporal import TemporalUnavailable, connect
+from webhook.codec import create_codec_app
 from webhook.metrics import ACK_LATENCY, NOTIFICATIONS
 
 log = logging.getLogger("tempay.webhook")
@@ -106,6 +107,7 @@ def create_app(
             await adapter.aclose()
 
     app = FastAPI(title="tempay webhook", lifespan=lifespan)
+    app.mount("/codec", create_codec_app(settings))  # Temporal UI/CLI codec (webhook/codec.py)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
