@@ -148,6 +148,10 @@ def create_app(
             else:
                 workflow_id = payment_workflow_id(parse_order_id(observation.order_id))
         except NotificationError as exc:
+            if exc.http_status < 300:
+                # Verified, but about nothing tempay tracks: acknowledged so it is not resent.
+                log.info("%s notification ignored: %s", adapter.name, exc)
+                return _refuse(adapter, exc.http_status, str(exc)), "ignored"
             log.warning("%s notification refused: %s", adapter.name, exc)
             outcome = "bad_signature" if exc.http_status == 401 else "malformed"
             return _refuse(adapter, exc.http_status, str(exc)), outcome

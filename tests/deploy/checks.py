@@ -38,10 +38,6 @@ ENV_EXAMPLE = ROOT / ".env.example"
 
 # The packages that hold settings classes (pydantic-settings BaseSettings subclasses).
 SETTINGS_PACKAGES = ("tempay", "providers", "webhook")
-# Settings of the payload codec, built on a branch of its own at the same time as this file.
-# They count as known only while no TEMPAY_CODEC_* setting exists in the code at all: once
-# the codec is merged its real names are checked and this allowance no longer applies.
-PENDING_CODEC_SETTINGS = frozenset({"TEMPAY_CODEC_KEYS", "TEMPAY_CODEC_CORS_ORIGINS"})
 
 SERVER_IMAGE = "temporalio/server"
 UI_IMAGE = "temporalio/ui"
@@ -212,8 +208,6 @@ def known_settings() -> set[str]:
     names: set[str] = set()
     for cls in settings_classes():
         names |= env_names(cls)
-    if not any(name.startswith("TEMPAY_CODEC_") for name in names):
-        names |= PENDING_CODEC_SETTINGS
     return names
 
 
