@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from providers.base import ProviderAdapter
 from providers.sandbox.adapter import SandboxAdapter
+from providers.wechatpay import adapter_from_env as wechatpay_from_env
 from tempay.settings import Settings
 
 
@@ -12,7 +13,7 @@ class UnknownProvider(LookupError):
 
 
 def build_adapters(settings: Settings) -> dict[str, ProviderAdapter]:
-    return {
+    adapters: dict[str, ProviderAdapter] = {
         "sandbox": SandboxAdapter(
             settings.sandbox_url,
             public_key_file=settings.sandbox_public_key_file,
@@ -20,3 +21,7 @@ def build_adapters(settings: Settings) -> dict[str, ProviderAdapter]:
             timeout=settings.provider_timeout.total_seconds(),
         ),
     }
+    # Only when TEMPAY_WECHATPAY_MCHID is set; a bad configuration stops startup.
+    if (wechatpay := wechatpay_from_env(settings.notification_tolerance)) is not None:
+        adapters["wechatpay"] = wechatpay
+    return adapters
