@@ -112,14 +112,17 @@ class FakeWechatPay:
     fail_status: int | None = None
     fail_times: int = 0
     answer_key: rsa.RSAPrivateKey | None = None
+    refund_answer_key: rsa.RSAPrivateKey | None = None  # only for refund creation
     refund_then_fail: bool = False
 
     # Signed answers
 
-    def answer(self, status: int, data: dict[str, Any] | None = None) -> Response:
+    def answer(
+        self, status: int, data: dict[str, Any] | None = None, key: rsa.RSAPrivateKey | None = None
+    ) -> Response:
         body = "" if data is None else json.dumps(data, ensure_ascii=False)
         stamp, nonce = str(int(time.time())), secrets.token_hex(16)
-        key = self.answer_key or self.platform_key
+        key = key or self.answer_key or self.platform_key
         headers = {
             "Wechatpay-Timestamp": stamp,
             "Wechatpay-Nonce": nonce,
@@ -374,7 +377,7 @@ class FakeWechatPay:
             if existing is not None:
                 if existing["amount"]["refund"] != amount.get("refund"):
                     return self.error(400, "INVALID_REQUEST", "同一退款单号参数不一致")
-                return self.answer(200, existing)
+                return self.answer(200, existing, self.refund_answer_key)
             refunded = sum(
                 r["amount"]["refund"]
                 for r in self.refunds.values()
@@ -410,7 +413,7 @@ class FakeWechatPay:
             self.refunds[out_refund_no] = record
             if self.refund_then_fail:
                 return self.error(500, "SYSTEM_ERROR", "系统错误")
-            return self.answer(200, record)
+            return self.answer(200, record, self.refund_answer_key)
 
         @app.get("/v3/refund/domestic/refunds/{out_refund_no}")
         async def query_refund(out_refund_no: str) -> Response:
