@@ -281,12 +281,14 @@ class WechatPayAdapter(ProviderAdapter):
         signed = any(k.lower() == crypto.SIGNATURE_HEADER.lower() for k in response.headers)
         if 200 <= status < 300 or signed:
             try:
+                signed_answer = crypto.signed_headers(response.headers)
                 crypto.verify_signed(
                     self._config.public_key,
                     self._config.public_key_id,
-                    crypto.signed_headers(response.headers),
+                    signed_answer,
                     response.content,
                 )
+                self._check_fresh(signed_answer.timestamp)
             except crypto.SignatureError as exc:
                 raise lost(
                     f"wechatpay {method} {path}: HTTP {status} answer not believed: {exc}"
@@ -468,6 +470,18 @@ class WechatPayAdapter(ProviderAdapter):
 
     # Notifications
 
+    def _check_fresh(self, timestamp: str) -> None:
+        """A signed message (answer or notification) from too long ago, or from the future,
+        may be a replay: not believed."""
+        try:
+            sent_at = int(timestamp)
+        except ValueError:
+            raise crypto.SignatureError(f"{crypto.TIMESTAMP_HEADER} is not a number") from None
+        if abs(time.time() - sent_at) > self._tolerance.total_seconds():
+            raise crypto.SignatureError(
+                f"{crypto.TIMESTAMP_HEADER} {sent_at} is outside the {self._tolerance} tolerance"
+            )
+
     def _verified_event(
         self, headers: Mapping[str, str], body: bytes
     ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -482,14 +496,7 @@ class WechatPayAdapter(ProviderAdapter):
                 f"{crypto.SERIAL_HEADER} {signed.serial!r} is not our WeChat Pay public key"
             )
         try:
-            sent_at = int(signed.timestamp)
-        except ValueError:
-            raise UnverifiedNotification(f"{crypto.TIMESTAMP_HEADER} is not a number") from None
-        if abs(time.time() - sent_at) > self._tolerance.total_seconds():
-            raise UnverifiedNotification(
-                f"{crypto.TIMESTAMP_HEADER} {sent_at} is outside the {self._tolerance} tolerance"
-            )
-        try:
+            self._check_fresh(signed.timestamp)
             crypto.verify_signed(self._config.public_key, self._config.public_key_id, signed, body)
         except crypto.SignatureError as exc:
             raise UnverifiedNotification(str(exc)) from None

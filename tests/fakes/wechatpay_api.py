@@ -114,6 +114,7 @@ class FakeWechatPay:
     answer_key: rsa.RSAPrivateKey | None = None
     refund_answer_key: rsa.RSAPrivateKey | None = None  # only for refund creation
     refund_then_fail: bool = False
+    answer_clock_offset: int = 0  # seconds added to the Wechatpay-Timestamp of answers
 
     # Signed answers
 
@@ -121,7 +122,7 @@ class FakeWechatPay:
         self, status: int, data: dict[str, Any] | None = None, key: rsa.RSAPrivateKey | None = None
     ) -> Response:
         body = "" if data is None else json.dumps(data, ensure_ascii=False)
-        stamp, nonce = str(int(time.time())), secrets.token_hex(16)
+        stamp, nonce = str(int(time.time()) + self.answer_clock_offset), secrets.token_hex(16)
         key = key or self.answer_key or self.platform_key
         headers = {
             "Wechatpay-Timestamp": stamp,

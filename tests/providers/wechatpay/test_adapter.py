@@ -276,6 +276,16 @@ async def test_unverifiable_answers_are_not_believed(
     assert not isinstance(caught.value, ProviderRejected)
 
 
+@pytest.mark.parametrize("offset", [-600, 600])
+async def test_stale_answers_are_not_believed(
+    adapter: WechatPayAdapter, fake: FakeWechatPay, offset: int
+) -> None:
+    # Correctly signed, but from ten minutes away: possibly a replay.
+    fake.answer_clock_offset = offset
+    with pytest.raises(ProviderError, match="tolerance"):
+        await adapter.create_payment(order())
+
+
 async def test_server_errors_are_retryable(adapter: WechatPayAdapter, fake: FakeWechatPay) -> None:
     fake.fail_status, fake.fail_times = 500, 1
     with pytest.raises(ProviderError) as caught:
