@@ -149,16 +149,6 @@ def verify_signed(
     verify(public_key, message, headers.signature)
 
 
-def signature_for(private_key: rsa.RSAPrivateKey, timestamp: str, nonce: str, body: bytes) -> str:
-    """What WeChat Pay puts in Wechatpay-Signature (the fake API uses it)."""
-    raw = private_key.sign(
-        timestamp.encode() + b"\n" + nonce.encode() + b"\n" + body + b"\n",
-        padding.PKCS1v15(),
-        hashes.SHA256(),
-    )
-    return base64.b64encode(raw).decode("ascii")
-
-
 def decrypt_resource(key: bytes, nonce: str, associated_data: str, ciphertext: str) -> bytes:
     try:
         data = base64.b64decode(ciphertext, validate=True)
@@ -168,10 +158,3 @@ def decrypt_resource(key: bytes, nonce: str, associated_data: str, ciphertext: s
         return AESGCM(key).decrypt(nonce.encode(), data, associated_data.encode())
     except (InvalidTag, ValueError):
         raise DecryptionError("resource does not decrypt with the APIv3 key") from None
-
-
-def encrypt_resource(key: bytes, nonce: str, associated_data: str, plaintext: bytes) -> str:
-    """The inverse of `decrypt_resource` (the fake API uses it)."""
-    return base64.b64encode(
-        AESGCM(key).encrypt(nonce.encode(), plaintext, associated_data.encode())
-    ).decode("ascii")
