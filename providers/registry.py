@@ -7,6 +7,7 @@ from providers.base import ProviderAdapter
 from providers.sandbox.adapter import SandboxAdapter
 from providers.stripe.adapter import StripeAdapter
 from providers.stripe.settings import StripeSettings
+from providers.wechatpay import adapter_from_env as wechatpay_from_env
 from tempay.settings import Settings
 
 
@@ -30,4 +31,7 @@ def build_adapters(settings: Settings) -> dict[str, ProviderAdapter]:
         adapters["stripe"] = StripeAdapter.from_settings(
             stripe_settings, settings.notification_tolerance
         )
+    # Only when TEMPAY_WECHATPAY_MCHID is set; a bad configuration stops startup.
+    if (wechatpay := wechatpay_from_env(settings.notification_tolerance)) is not None:
+        adapters["wechatpay"] = wechatpay
     return adapters

@@ -1,0 +1,597 @@
+"""tempay's adapter for WeChat Pay API v3 (direct merchants): H5 and Native payments, order
+query and close, refunds, and the encrypted, signed notifications.
+
+Every request is signed with the merchant's API key; every 2xx answer must carry a valid
+WeChat Pay signature (made with the WeChat Pay public key PUBLIC_KEY_ID), or it is not
+believed. Amounts are integer fen on the wire and Decimal CNY here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from providers.base import (
+    Acknowledgement,
+    MalformedNotification,
+    ProviderAdapter,
+    ProviderError,
+    ProviderObservation,
+    ProviderOutcomeUnknown,
+    ProviderRefused,
+    ProviderRejected,
+    UnverifiedNotification,
+)
+from providers.wechatpay import crypto
+from providers.wechatpay.settings import WechatPayConfig
+from tempay.domain import (
+    CloseOutcome,
+    CreatedPayment,
+    PaymentObservation,
+    PaymentOrder,
+    ProviderPaymentState,
+    ProviderRefundState,
+    RefundObservation,
+    RefundRequest,
+)
+
+NAME = "wechatpay"
+CURRENCY = "CNY"
+
+# The one place WeChat Pay's states map to the core's.
+TRADE_STATE_MAP: dict[str, ProviderPaymentState] = {
+    "SUCCESS": ProviderPaymentState.PAID,
+    "REFUND": ProviderPaymentState.PAID,  # paid, then (partly) refunded: it was paid
+    "NOTPAY": ProviderPaymentState.PENDING,
+    "USERPAYING": ProviderPaymentState.PENDING,
+    "CLOSED": ProviderPaymentState.CLOSED,
+    "REVOKED": ProviderPaymentState.CLOSED,
+    "PAYERROR": ProviderPaymentState.FAILED,
+}
+
+REFUND_STATUS_MAP: dict[str, ProviderRefundState] = {
+    "SUCCESS": ProviderRefundState.SUCCEEDED,
+    "PROCESSING": ProviderRefundState.PENDING,
+    # ABNORMAL: the bank refused the money on its way back (card closed or frozen). It is
+    # not final: the merchant resolves it by hand in the merchant platform, after which
+    # WeChat Pay reports SUCCESS (or CLOSED). Reporting FAILED would make the amount
+    # refundable again while this refund can still pay out: a double refund. So: PENDING.
+    "ABNORMAL": ProviderRefundState.PENDING,
+    "CLOSED": ProviderRefundState.FAILED,  # closed by WeChat Pay: no money went back
+}
+
+REFUND_EVENTS = {
+    "REFUND.SUCCESS": "SUCCESS",
+    "REFUND.ABNORMAL": "ABNORMAL",
+    "REFUND.CLOSED": "CLOSED",
+}
+PAYMENT_EVENT = "TRANSACTION.SUCCESS"
+
+# order.channel -> the payment product (API path and the answer's URL field).
+CHANNELS: dict[str, tuple[str, str]] = {
+    "wechat_h5": ("/v3/pay/transactions/h5", "h5_url"),
+    "wechat_native": ("/v3/pay/transactions/native", "code_url"),
+}
+
+# WeChat Pay's out_trade_no: 6-32 of digits, letters, _ - *.
+OUT_TRADE_NO = re.compile(r"^[0-9A-Za-z_\-*]{6,32}$")
+OUT_REFUND_NO = re.compile(r"^[0-9A-Za-z_\-|*@]{1,64}$")
+
+# httpx errors raised before a request left: nothing reached WeChat Pay.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
+class _BadData(ValueError):
+    """An answer or notification whose content is not what WeChat Pay documents."""
+
+
+def _trade_state(value: Any) -> ProviderPaymentState:
+    try:
+        return TRADE_STATE_MAP[value]
+    except (KeyError, TypeError):
+        raise _BadData(f"unknown trade_state {value!r}") from None
+
+
+def _refund_state(value: Any) -> ProviderRefundState:
+    try:
+        return REFUND_STATUS_MAP[value]
+    except (KeyError, TypeError):
+        raise _BadData(f"unknown refund status {value!r}") from None
+
+
+def to_fen(amount: Decimal, currency: str) -> int:
+    """Decimal CNY -> integer fen, exactly; anything else is refused."""
+    if currency != CURRENCY:
+        raise ProviderRejected(f"wechatpay accepts only {CURRENCY} amounts, not {currency}")
+    fen = amount.scaleb(2)
+    if not fen.is_finite() or fen != fen.to_integral_value() or fen <= 0:
+        raise ProviderRejected(f"amount {amount} is not a positive whole number of fen")
+    return int(fen)
+
+
+def from_fen(value: Any, field: str) -> Decimal:
+    """Integer fen -> Decimal CNY (100 -> Decimal('1.00')), never through float."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _BadData(f"{field} must be a non-negative integer number of fen")
+    return Decimal(value).scaleb(-2)
+
+
+def _currency(amount: Mapping[str, Any], field: str) -> str:
+    currency = amount.get("currency", CURRENCY)
+    if currency != CURRENCY:
+        raise _BadData(f"{field}.currency {currency!r} is not {CURRENCY}")
+    return CURRENCY
+
+
+def _timestamp(value: Any, field: str) -> datetime | None:
+    if value in (None, ""):
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise _BadData(f"{field} {value!r} is not an RFC 3339 time") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _text(data: Mapping[str, Any], field: str) -> str:
+    value = data.get(field)
+    if not isinstance(value, str) or not value:
+        raise _BadData(f"missing {field}")
+    return value
+
+
+def _object(data: Mapping[str, Any], field: str) -> dict[str, Any]:
+    value = data.get(field)
+    if not isinstance(value, dict):
+        raise _BadData(f"{field} must be an object")
+    return value
+
+
+def _payment_observation(
+    trade: Mapping[str, Any], source: str, notification_id: str | None = None
+) -> PaymentObservation:
+    state = _trade_state(trade.get("trade_state"))
+    paid = state is ProviderPaymentState.PAID
+    amount = currency = None
+    if paid:
+        money = _object(trade, "amount")
+        amount = from_fen(money.get("total"), "amount.total")
+        if amount <= 0:
+            raise _BadData("a paid transaction needs a positive amount.total")
+        currency = _currency(money, "amount")
+    return PaymentObservation(
+        order_id=_text(trade, "out_trade_no"),
+        provider=NAME,
+        state=state,
+        provider_trade_no=trade.get("transaction_id") or None,
+        amount=amount,
+        currency=currency,
+        occurred_at=_timestamp(trade.get("success_time"), "success_time") if paid else None,
+        source=source,  # type: ignore[arg-type]
+        notification_id=notification_id,
+    )
+
+
+def _refund_observation(
+    refund: Mapping[str, Any],
+    status_field: str,
+    source: str,
+    notification_id: str | None = None,
+) -> RefundObservation:
+    state = _refund_state(refund.get(status_field))
+    money = _object(refund, "amount")
+    amount = from_fen(money.get("refund"), "amount.refund")
+    return RefundObservation(
+        refund_id=_text(refund, "out_refund_no"),
+        order_id=_text(refund, "out_trade_no"),
+        state=state,
+        amount=amount,
+        currency=_currency(money, "amount"),
+        provider_refund_no=refund.get("refund_id") or None,
+        occurred_at=_timestamp(refund.get("success_time") or refund.get("create_time"), "time"),
+        source=source,  # type: ignore[arg-type]
+        notification_id=notification_id,
+    )
+
+
+class WechatPayAdapter(ProviderAdapter):
+    name = NAME
+
+    def __init__(
+        self,
+        config: WechatPayConfig,
+        tolerance: timedelta = timedelta(minutes=5),
+    ) -> None:
+        self._config = config
+        self._tolerance = tolerance
+        self._h5_ip = config.h5_payer_client_ip
+        self._http: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:
+        return f"WechatPayAdapter(mchid={self._config.mchid!r}, api={self._config.api_base!r})"
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                base_url=self._config.api_base, timeout=self._config.timeout
+            )
+        return self._http
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    # The signed HTTP exchange
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        moves_money: bool = False,
+    ) -> tuple[int, dict[str, Any]]:
+        """One signed request; the answer's status and JSON (empty for 204).
+
+        Unreachable, 429 and 5xx raise ProviderError; for a call that moves money, a request
+        that may have arrived without its answer raises ProviderOutcomeUnknown. A 2xx answer
+        whose signature does not verify is never believed."""
+        text = "" if body is None else json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+        request = self.http.build_request(method, path, content=text.encode("utf-8"))
+        url = request.url.raw_path.decode("ascii")
+        request.headers["Authorization"] = crypto.authorization(
+            self._config.private_key,
+            self._config.mchid,
+            self._config.cert_serial,
+            method,
+            url,
+            text,
+            str(int(time.time())),
+            crypto.new_nonce(),
+        )
+        request.headers["Accept"] = "application/json"
+        request.headers["Wechatpay-Serial"] = self._config.public_key_id
+        if body is not None:
+            request.headers["Content-Type"] = "application/json"
+        lost = ProviderOutcomeUnknown if moves_money else ProviderError
+        try:
+            response = await self.http.send(request)
+        except NOT_SENT as exc:
+            raise ProviderError(f"wechatpay unreachable: {type(exc).__name__}: {exc}") from exc
+        except httpx.HTTPError as exc:
+            raise lost(
+                f"wechatpay {method} {path}: no answer ({type(exc).__name__}: {exc})"
+                + ("; the request may have been processed" if moves_money else "")
+            ) from exc
+        status = response.status_code
+        if status >= 500:
+            raise lost(
+                f"wechatpay {method} {path}: HTTP {status}"
+                + ("; the request may have been processed" if moves_money else "")
+            )
+        signed = any(k.lower() == crypto.SIGNATURE_HEADER.lower() for k in response.headers)
+        if 200 <= status < 300 or signed:
+            try:
+                signed_answer = crypto.signed_headers(response.headers)
+                crypto.verify_signed(
+                    self._config.public_key,
+                    self._config.public_key_id,
+                    signed_answer,
+                    response.content,
+                )
+                self._check_fresh(signed_answer.timestamp)
+            except crypto.SignatureError as exc:
+                raise lost(
+                    f"wechatpay {method} {path}: HTTP {status} answer not believed: {exc}"
+                ) from None
+        if status == 429:
+            raise ProviderError(f"wechatpay {method} {path}: rate limited (429)")
+        if not response.content:
+            return status, {}
+        try:
+            data = response.json()
+        except ValueError:
+            raise lost(f"wechatpay {method} {path}: HTTP {status} answer is not JSON") from None
+        if not isinstance(data, dict):
+            raise lost(f"wechatpay {method} {path}: HTTP {status} answer is not an object")
+        return status, data
+
+    @staticmethod
+    def _refused(status: int, data: Mapping[str, Any], what: str) -> ProviderRejected:
+        code = data.get("code")
+        message = f"wechatpay refused {what}: HTTP {status} {code or ''} {data.get('message', '')}"
+        if isinstance(code, str) and code:
+            return ProviderRefused(message.strip(), code, dict(data))
+        return ProviderRejected(message.strip())
+
+    @staticmethod
+    def _bad_answer(exc: _BadData, what: str) -> ProviderError:
+        return ProviderError(f"wechatpay {what} answer is malformed: {exc}")
+
+    @staticmethod
+    def _out_trade_no(order_id: str) -> str:
+        if not OUT_TRADE_NO.match(order_id):
+            raise ProviderRejected(
+                f"order id {order_id!r} is not a WeChat Pay out_trade_no "
+                "(6-32 of letters, digits, '_', '-', '*')"
+            )
+        return order_id
+
+    def _trade_path(self, order_id: str) -> str:
+        return f"/v3/pay/transactions/out-trade-no/{quote(self._out_trade_no(order_id), safe='')}"
+
+    # Payments
+
+    async def create_payment(self, order: PaymentOrder) -> CreatedPayment:
+        try:
+            path, url_field = CHANNELS[order.channel]
+        except KeyError:
+            raise ProviderRejected(
+                f"wechatpay has no channel {order.channel!r}; use one of {', '.join(CHANNELS)}"
+            ) from None
+        if not order.notify_url:
+            raise ProviderRejected("wechatpay needs a notify_url")
+        body: dict[str, Any] = {
+            "appid": self._config.appid,
+            "mchid": self._config.mchid,
+            "description": (order.subject or order.order_id)[:127],
+            "out_trade_no": self._out_trade_no(order.order_id),
+            "notify_url": order.notify_url,
+            "amount": {"total": to_fen(order.amount, order.currency), "currency": CURRENCY},
+        }
+        if order.channel == "wechat_h5":
+            body["scene_info"] = {
+                "payer_client_ip": self._h5_ip,
+                "h5_info": {"type": "Wap"},
+            }
+        status, data = await self._call("POST", path, body)
+        if status != 200:
+            raise self._refused(status, data, "create")
+        url = data.get(url_field)
+        if not isinstance(url, str) or not url:
+            raise ProviderError(f"wechatpay create answer lacks {url_field}")
+        # WeChat Pay assigns its transaction_id only once paid; the queries report it.
+        return CreatedPayment(provider_trade_no="", payment_url=url)
+
+    async def _query_trade(self, order_id: str) -> dict[str, Any] | None:
+        """The transaction as WeChat Pay sees it; None when it has no such order."""
+        path = f"{self._trade_path(order_id)}?mchid={quote(self._config.mchid, safe='')}"
+        status, data = await self._call("GET", path)
+        if status == 404 and data.get("code") == "ORDER_NOT_EXIST":
+            return None
+        if status != 200:
+            raise self._refused(status, data, "order query")
+        if data.get("out_trade_no") != order_id or data.get("mchid") != self._config.mchid:
+            raise ProviderError("wechatpay order query answered about another order")
+        return data
+
+    async def query_payment(self, order: PaymentOrder) -> PaymentObservation:
+        trade = await self._query_trade(order.order_id)
+        if trade is None:
+            # The create call may never have reached WeChat Pay: nothing was paid.
+            return PaymentObservation(
+                order_id=order.order_id,
+                provider=self.name,
+                state=ProviderPaymentState.PENDING,
+                source="status_query",
+            )
+        try:
+            return _payment_observation(trade, "status_query")
+        except _BadData as exc:
+            raise self._bad_answer(exc, "order query") from None
+
+    async def close_payment(self, order: PaymentOrder) -> CloseOutcome:
+        status, data = await self._call(
+            "POST", f"{self._trade_path(order.order_id)}/close", {"mchid": self._config.mchid}
+        )
+        if status in (200, 204):
+            return CloseOutcome(closed=True)
+        if status == 404 and data.get("code") == "ORDER_NOT_EXIST":
+            return CloseOutcome(closed=True)  # never created: nothing can be paid
+        # Refused (for example ORDERPAID): what WeChat Pay holds decides.
+        refusal = self._refused(status, data, "close")
+        trade = await self._query_trade(order.order_id)
+        if trade is None:
+            raise refusal
+        try:
+            observation = _payment_observation(trade, "close")
+        except _BadData as exc:
+            raise self._bad_answer(exc, "order query") from None
+        if observation.state is ProviderPaymentState.PAID:
+            return CloseOutcome(closed=False, observation=observation)
+        if observation.state is ProviderPaymentState.CLOSED:
+            return CloseOutcome(closed=True, observation=observation)
+        raise refusal
+
+    # Refunds
+
+    async def create_refund(self, request: RefundRequest) -> RefundObservation:
+        if not OUT_REFUND_NO.match(request.refund_id):
+            raise ProviderRejected(
+                f"refund id {request.refund_id!r} is not a WeChat Pay out_refund_no "
+                "(1-64 of letters, digits, '_', '-', '|', '*', '@')"
+            )
+        refund_fen = to_fen(request.amount, request.currency)
+        # WeChat Pay wants the order's total too: take it from WeChat Pay itself.
+        trade = await self._query_trade(request.order_id)
+        if trade is None:
+            raise ProviderRefused(
+                f"wechatpay has no order {request.order_id}", "RESOURCE_NOT_EXISTS"
+            )
+        total = (trade.get("amount") or {}).get("total")
+        if isinstance(total, bool) or not isinstance(total, int) or total <= 0:
+            raise ProviderRefused(
+                f"wechatpay order {request.order_id} is not paid ({trade.get('trade_state')})",
+                "TRADE_STATUS_ERROR",
+                {"trade_state": trade.get("trade_state")},
+            )
+        body: dict[str, Any] = {
+            "out_trade_no": request.order_id,
+            "out_refund_no": request.refund_id,
+            "amount": {"refund": refund_fen, "total": total, "currency": CURRENCY},
+        }
+        if request.reason:
+            body["reason"] = request.reason[:80]
+        if request.notify_url:
+            body["notify_url"] = request.notify_url
+        status, data = await self._call("POST", "/v3/refund/domestic/refunds", body, True)
+        if status != 200:
+            raise self._refused(status, data, "refund")
+        if data.get("out_refund_no") != request.refund_id:
+            raise ProviderOutcomeUnknown("wechatpay refund answer is about another refund")
+        try:
+            return _refund_observation(data, "status", "create")
+        except _BadData as exc:
+            raise ProviderOutcomeUnknown(f"wechatpay refund answer is malformed: {exc}") from None
+
+    async def query_refund(self, request: RefundRequest) -> RefundObservation | None:
+        status, data = await self._call(
+            "GET", f"/v3/refund/domestic/refunds/{quote(request.refund_id, safe='')}"
+        )
+        if status == 404 and data.get("code") == "RESOURCE_NOT_EXISTS":
+            return None
+        if status != 200:
+            raise self._refused(status, data, "refund query")
+        if data.get("out_refund_no") != request.refund_id:
+            raise ProviderError("wechatpay refund query answered about another refund")
+        try:
+            return _refund_observation(data, "status", "status_query")
+        except _BadData as exc:
+            raise self._bad_answer(exc, "refund query") from None
+
+    # Notifications
+
+    def _check_fresh(self, timestamp: str) -> None:
+        """A signed message (answer or notification) from too long ago, or from the future,
+        may be a replay: not believed."""
+        try:
+            sent_at = int(timestamp)
+        except ValueError:
+            raise crypto.SignatureError(f"{crypto.TIMESTAMP_HEADER} is not a number") from None
+        if abs(time.time() - sent_at) > self._tolerance.total_seconds():
+            raise crypto.SignatureError(
+                f"{crypto.TIMESTAMP_HEADER} {sent_at} is outside the {self._tolerance} tolerance"
+            )
+
+    def _verified_event(
+        self, headers: Mapping[str, str], body: bytes
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Signature and freshness first, on the raw body; then the event and its decrypted
+        resource."""
+        try:
+            signed = crypto.signed_headers(headers)
+        except crypto.SignatureError as exc:
+            raise UnverifiedNotification(str(exc)) from None
+        if signed.serial != self._config.public_key_id:
+            raise UnverifiedNotification(
+                f"{crypto.SERIAL_HEADER} {signed.serial!r} is not our WeChat Pay public key"
+            )
+        try:
+            self._check_fresh(signed.timestamp)
+            crypto.verify_signed(self._config.public_key, self._config.public_key_id, signed, body)
+        except crypto.SignatureError as exc:
+            raise UnverifiedNotification(str(exc)) from None
+        try:
+            event = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise MalformedNotification("body is not JSON") from None
+        if not isinstance(event, dict):
+            raise MalformedNotification("body is not a JSON object")
+        try:
+            _text(event, "id")
+            _text(event, "event_type")
+            if event.get("resource_type") != "encrypt-resource":
+                raise _BadData(f"resource_type {event.get('resource_type')!r} is not encrypted")
+            resource = _object(event, "resource")
+            if resource.get("algorithm") != "AEAD_AES_256_GCM":
+                raise _BadData(f"unsupported algorithm {resource.get('algorithm')!r}")
+            ciphertext, nonce = _text(resource, "ciphertext"), _text(resource, "nonce")
+            associated = resource.get("associated_data") or ""
+            if not isinstance(associated, str):
+                raise _BadData("associated_data must be a string")
+        except _BadData as exc:
+            raise MalformedNotification(str(exc)) from None
+        try:
+            plain = crypto.decrypt_resource(
+                self._config.apiv3_key.get_secret_value().encode("utf-8"),
+                nonce,
+                associated,
+                ciphertext,
+            )
+        except crypto.DecryptionError as exc:
+            # A signed body whose resource fails its GCM tag: the resource did not
+            # authenticate under our APIv3 key (almost always a wrong key). That is an
+            # authentication failure, not a syntax error, so 401: WeChat Pay retries, and
+            # operators see it with the other verification failures.
+            raise UnverifiedNotification(str(exc)) from None
+        try:
+            data = json.loads(plain)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise MalformedNotification("decrypted resource is not JSON") from None
+        if not isinstance(data, dict):
+            raise MalformedNotification("decrypted resource is not a JSON object")
+        if data.get("mchid") != self._config.mchid:
+            raise MalformedNotification("notification is for another merchant")
+        return event, data
+
+    def parse_notification(self, headers: Mapping[str, str], body: bytes) -> PaymentObservation:
+        """A payment notification; refund notifications are refused here (read them with
+        `parse_any_notification`), so they never reach a payment."""
+        event, data = self._verified_event(headers, body)
+        if event["event_type"] != PAYMENT_EVENT:
+            raise MalformedNotification(f"a {event['event_type']} notification is not a payment")
+        return self._payment_notification(event, data)
+
+    def parse_any_notification(
+        self, headers: Mapping[str, str], body: bytes
+    ) -> ProviderObservation:
+        event, data = self._verified_event(headers, body)
+        event_type = event["event_type"]
+        if event_type == PAYMENT_EVENT:
+            return self._payment_notification(event, data)
+        if event_type in REFUND_EVENTS:
+            return self._refund_notification(event, data)
+        raise MalformedNotification(f"unknown event_type {event_type!r}")
+
+    def _payment_notification(
+        self, event: Mapping[str, Any], data: Mapping[str, Any]
+    ) -> PaymentObservation:
+        try:
+            observation = _payment_observation(data, "notification", str(event["id"]))
+        except _BadData as exc:
+            raise MalformedNotification(str(exc)) from None
+        if observation.state is not ProviderPaymentState.PAID:
+            raise MalformedNotification(
+                f"{PAYMENT_EVENT} with trade_state {data.get('trade_state')!r}"
+            )
+        return observation
+
+    def _refund_notification(
+        self, event: Mapping[str, Any], data: Mapping[str, Any]
+    ) -> RefundObservation:
+        expected = REFUND_EVENTS[event["event_type"]]
+        if data.get("refund_status") != expected:
+            raise MalformedNotification(
+                f"{event['event_type']} with refund_status {data.get('refund_status')!r}"
+            )
+        try:
+            return _refund_observation(data, "refund_status", "notification", str(event["id"]))
+        except _BadData as exc:
+            raise MalformedNotification(str(exc)) from None
+
+    def acknowledgement(self) -> Acknowledgement:
+        # WeChat Pay: 200 or 204, no body.
+        return Acknowledgement(204, "", "text/plain")
+
+    def refusal(self, status_code: int, message: str) -> Acknowledgement:
+        body = json.dumps({"code": "FAIL", "message": message}, ensure_ascii=False)
+        return Acknowledgement(status_code, body, "application/json")

@@ -1,0 +1,160 @@
+"""WeChat Pay API v3 signatures and AEAD_AES_256_GCM, byte-exact.
+
+- Requests: `Authorization: WECHATPAY2-SHA256-RSA2048 mchid="..",nonce_str="..",
+  signature="..",timestamp="..",serial_no=".."`, the signature being base64 SHA256withRSA
+  (PKCS#1 v1.5) over `METHOD\\nURL\\ntimestamp\\nnonce\\nbody\\n`, URL = path + query.
+- Responses and notifications: `Wechatpay-Signature` over
+  `Wechatpay-Timestamp\\nWechatpay-Nonce\\nbody\\n`, with the WeChat Pay public key whose id
+  is in `Wechatpay-Serial`.
+- Notification resources: AES-256-GCM with the APIv3 key, the resource's nonce and
+  associated data; the base64 ciphertext ends with the 16-byte tag.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+SCHEMA = "WECHATPAY2-SHA256-RSA2048"
+SIGNATURE_HEADER = "Wechatpay-Signature"
+TIMESTAMP_HEADER = "Wechatpay-Timestamp"
+NONCE_HEADER = "Wechatpay-Nonce"
+SERIAL_HEADER = "Wechatpay-Serial"
+SIGNATURE_TYPE_HEADER = "Wechatpay-Signature-Type"
+
+_AUTH_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+class SignatureError(Exception):
+    """A signature that is missing, malformed or does not verify."""
+
+
+class DecryptionError(Exception):
+    """A resource that does not decrypt (wrong key or tampered)."""
+
+
+def sign(private_key: rsa.RSAPrivateKey, message: str) -> str:
+    """base64(SHA256withRSA PKCS#1 v1.5 over the UTF-8 message)."""
+    raw = private_key.sign(message.encode("utf-8"), padding.PKCS1v15(), hashes.SHA256())
+    return base64.b64encode(raw).decode("ascii")
+
+
+def verify(public_key: rsa.RSAPublicKey, message: bytes, signature: str) -> None:
+    try:
+        raw = base64.b64decode(signature, validate=True)
+    except (binascii.Error, ValueError):
+        raise SignatureError("signature is not base64") from None
+    try:
+        public_key.verify(raw, message, padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature:
+        raise SignatureError("signature does not verify") from None
+
+
+def request_message(method: str, url: str, timestamp: str, nonce: str, body: str) -> str:
+    return f"{method}\n{url}\n{timestamp}\n{nonce}\n{body}\n"
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(16).upper()
+
+
+def authorization(
+    private_key: rsa.RSAPrivateKey,
+    mchid: str,
+    serial_no: str,
+    method: str,
+    url: str,
+    body: str,
+    timestamp: str,
+    nonce: str,
+) -> str:
+    signature = sign(private_key, request_message(method, url, timestamp, nonce, body))
+    return (
+        f'{SCHEMA} mchid="{mchid}",nonce_str="{nonce}",signature="{signature}",'
+        f'timestamp="{timestamp}",serial_no="{serial_no}"'
+    )
+
+
+@dataclass(frozen=True)
+class AuthorizationHeader:
+    mchid: str
+    nonce_str: str
+    signature: str
+    timestamp: str
+    serial_no: str
+
+
+def parse_authorization(value: str | None) -> AuthorizationHeader:
+    """The parts of an Authorization header (the fake WeChat Pay API checks them)."""
+    if not value or not value.startswith(SCHEMA + " "):
+        raise SignatureError(f"Authorization must use the {SCHEMA} schema")
+    params = dict(_AUTH_PARAM.findall(value[len(SCHEMA) + 1 :]))
+    try:
+        return AuthorizationHeader(
+            mchid=params["mchid"],
+            nonce_str=params["nonce_str"],
+            signature=params["signature"],
+            timestamp=params["timestamp"],
+            serial_no=params["serial_no"],
+        )
+    except KeyError as exc:
+        raise SignatureError(f"Authorization lacks {exc.args[0]}") from None
+
+
+@dataclass(frozen=True)
+class SignedHeaders:
+    signature: str
+    timestamp: str
+    nonce: str
+    serial: str
+
+
+def signed_headers(headers: Mapping[str, str]) -> SignedHeaders:
+    """The four Wechatpay-* headers; any missing one is a SignatureError."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    missing = [
+        name
+        for name in (SIGNATURE_HEADER, TIMESTAMP_HEADER, NONCE_HEADER, SERIAL_HEADER)
+        if not lower.get(name.lower())
+    ]
+    if missing:
+        raise SignatureError(f"missing {', '.join(missing)}")
+    signature_type = lower.get(SIGNATURE_TYPE_HEADER.lower())
+    if signature_type is not None and signature_type != SCHEMA:
+        raise SignatureError(f"unsupported {SIGNATURE_TYPE_HEADER} {signature_type!r}")
+    return SignedHeaders(
+        signature=lower[SIGNATURE_HEADER.lower()],
+        timestamp=lower[TIMESTAMP_HEADER.lower()],
+        nonce=lower[NONCE_HEADER.lower()],
+        serial=lower[SERIAL_HEADER.lower()],
+    )
+
+
+def verify_signed(
+    public_key: rsa.RSAPublicKey, public_key_id: str, headers: SignedHeaders, body: bytes
+) -> None:
+    """Checks the key id and the signature over `timestamp\\nnonce\\nbody\\n`."""
+    if headers.serial != public_key_id:
+        raise SignatureError(f"{SERIAL_HEADER} {headers.serial!r} is not our WeChat Pay key")
+    message = headers.timestamp.encode() + b"\n" + headers.nonce.encode() + b"\n" + body + b"\n"
+    verify(public_key, message, headers.signature)
+
+
+def decrypt_resource(key: bytes, nonce: str, associated_data: str, ciphertext: str) -> bytes:
+    try:
+        data = base64.b64decode(ciphertext, validate=True)
+    except (binascii.Error, ValueError):
+        raise DecryptionError("ciphertext is not base64") from None
+    try:
+        return AESGCM(key).decrypt(nonce.encode(), data, associated_data.encode())
+    except (InvalidTag, ValueError):
+        raise DecryptionError("resource does not decrypt with the APIv3 key") from None
