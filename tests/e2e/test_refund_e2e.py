@@ -77,6 +77,14 @@ async def until(handle: WorkflowHandle, check: Any) -> PaymentView:
             await asyncio.sleep(0.1)
 
 
+async def eventually(read: Any, expected: Any) -> None:
+    async with asyncio.timeout(SETTLE_SECONDS):
+        while True:
+            if await read() == expected:
+                return
+            await asyncio.sleep(0.1)
+
+
 async def refund_result(stack: Stack, refund_id: str) -> RefundView:
     handle = stack.client.get_workflow_handle(f"refund-{refund_id}", result_type=RefundView)
     return await asyncio.wait_for(handle.result(), SETTLE_SECONDS)
@@ -131,11 +139,11 @@ async def test_concurrent_refunds_never_exceed_the_payment(
     await refund_result(stack, f"{order_id}-last")
     view = await until(payment, lambda v: v.status is TransactionStatus.REFUNDED)
     assert view.refunded_amount == Decimal("10.00")
-    async with asyncio.timeout(SETTLE_SECONDS):
-        while (await payment.describe()).typed_search_attributes.get(
-            sa.PAYMENT_STATUS
-        ) != "REFUNDED":
-            await asyncio.sleep(0.1)
+
+    async def visible_status() -> str | None:
+        return (await payment.describe()).typed_search_attributes.get(sa.PAYMENT_STATUS)
+
+    await eventually(lambda: visible_status(), "REFUNDED")
     refund_attrs = (
         await stack.client.get_workflow_handle(f"refund-{order_id}-last").describe()
     ).typed_search_attributes
@@ -143,9 +151,10 @@ async def test_concurrent_refunds_never_exceed_the_payment(
     assert refund_attrs.get(sa.ORDER_ID) == order_id
 
     # The merchant heard about each refund once, signed (the receiver verifies signatures).
-    async with asyncio.timeout(SETTLE_SECONDS):
-        while len(stack.merchant.events_for(order_id)) < 5:
-            await asyncio.sleep(0.1)
+    async def event_count() -> int:
+        return len(stack.merchant.events_for(order_id))
+
+    await eventually(event_count, 5)
     events = stack.merchant.events_for(order_id)
     assert sorted(e.type for e in events) == ["payment.succeeded"] + ["refund.succeeded"] * 4
     assert sorted(e.data.refund_id for e in events if e.data.refund_id) == sorted(
@@ -195,7 +204,12 @@ async def test_refused_refund_fails_and_gives_its_amount_back(
     order_id, payment = await paid(stack, sandbox)
     outside = await sandbox.post(
         f"/payments/{order_id}/refunds",
-        json={"out_request_no": f"{order_id}-outside", "refund_amount": "9.00", "currency": "CNY"},
+        json={
+            "out_request_no": f"{order_id}-outside",
+            "refund_amount": "9.00",
+            "currency": "CNY",
+            "notify_url": stack.notify_url,
+        },
     )
     assert outside.status_code == 200, outside.text
     refused = await start_refund(

@@ -27,6 +27,7 @@ NOTIFICATION_ONLY = SettlementTiming(
     status_query_backoff_cap=timedelta(minutes=1),
     expires_after=timedelta(minutes=5),
     late_payment_window=timedelta(milliseconds=500),
+    refund_window=timedelta(0),  # the payment's workflow ends at settlement
 )
 
 
