@@ -168,7 +168,7 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     client = await connect(settings)
     async for row in list_transactions(client, status=args.status, limit=args.limit):
-        print(f"{row.order_id}\t{row.status}\t{row.kind}\t{row.provider}")
+        print(f"{row.order_id}\t{row.status}\t{row.kind}\t{row.provider}\t{row.workflow_id}")
     return 0
 
 

@@ -15,7 +15,7 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from tempay import search_attributes as sa
@@ -41,11 +41,17 @@ from tempay.domain import (
     withdrawal_workflow_id,
 )
 from tempay.settings import Settings
-from workflows.payment import PaymentWorkflow
+from workflows.payment import REFUNDABLE, PaymentWorkflow
 from workflows.refund import RefundWorkflow
 from workflows.withdrawal import WithdrawalWorkflow
 
 V = TypeVar("V")
+
+
+def _reason(exc: WorkflowUpdateFailedError) -> str:
+    """Why the workflow refused an update, as its validator or handler said it."""
+    cause = exc.cause
+    return cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
 
 
 class TransactionNotFound(LookupError):
@@ -120,7 +126,7 @@ async def start_payment(client: Client, settings: Settings, order: PaymentOrder)
             PaymentWorkflow.checkout, order, start_workflow_operation=start
         )
     except WorkflowUpdateFailedError as exc:
-        raise OrderConflict(str(exc.cause or exc)) from None
+        raise OrderConflict(_reason(exc)) from None
     except WorkflowAlreadyStartedError:
         with contextlib.suppress(WorkflowAlreadyStartedError):
             await start.workflow_handle()  # the operation holds the same error: consume it
@@ -230,7 +236,7 @@ async def start_withdrawal(
             WithdrawalWorkflow.submitted, order, start_workflow_operation=start
         )
     except WorkflowUpdateFailedError as exc:
-        raise OrderConflict(str(exc.cause or exc)) from None
+        raise OrderConflict(_reason(exc)) from None
     except WorkflowAlreadyStartedError:
         with contextlib.suppress(WorkflowAlreadyStartedError):
             await start.workflow_handle()
@@ -322,12 +328,16 @@ async def start_refund(
             PaymentWorkflow.refund, request, result_type=RefundAccepted
         )
     except WorkflowUpdateFailedError as exc:
-        raise RefundRefused(str(exc.cause or exc)) from None
+        raise RefundRefused(_reason(exc)) from None
     except RPCError as exc:
         if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+            if payment.status not in REFUNDABLE:
+                raise RefundRefused(
+                    f"order {order_id} is {payment.status}: only a paid payment "
+                    "(SUCCEEDED or PARTIALLY_REFUNDED) can be refunded"
+                ) from None
             raise RefundRefused(
-                f"order {order_id} no longer takes refunds: it is {payment.status} and its "
-                "workflow has ended"
+                f"order {order_id} no longer takes refunds: its refund window has ended"
             ) from None
         raise
 

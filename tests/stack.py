@@ -285,6 +285,7 @@ async def start_payment(
     currency: str = "CNY",
     timing: SettlementTiming | None = None,
     provider: str = "sandbox",
+    channel: str = "alipay_wap",
 ) -> tuple[WorkflowHandle[PaymentWorkflow, PaymentView], CheckoutInfo]:
     """Start (or find) the order's workflow as `tempay pay` does; returns its handle too."""
     order = build_order(
@@ -293,6 +294,7 @@ async def start_payment(
         amount=amount,
         currency=currency,
         provider=provider,
+        channel=channel,
         subject=f"Test order {order_id}",
         return_url=f"https://shop.example/orders/{order_id}",
         timing=timing,
