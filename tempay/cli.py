@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import logging
 import os
@@ -15,10 +16,18 @@ import httpx
 from pydantic import ValidationError
 from temporalio.service import RPCError
 
-from tempay.domain import InvalidInput, PaymentOrder, TransactionKind, TransactionStatus
+from tempay.domain import (
+    InvalidInput,
+    OperatorAction,
+    PaymentOrder,
+    ReviewResolution,
+    TransactionKind,
+    TransactionStatus,
+)
 from tempay.settings import Settings, get_settings
 from tempay.temporal import TemporalUnavailable, connect
 from tempay.transactions import (
+    ActionRefused,
     OrderConflict,
     RefundRefused,
     TransactionNotFound,
@@ -26,6 +35,7 @@ from tempay.transactions import (
     build_order,
     build_withdrawal,
     list_transactions,
+    operator_action,
     payment_view,
     refund_view,
     start_payment,
@@ -36,6 +46,7 @@ from tempay.transactions import (
 
 START_TIMEOUT_SECONDS = 30.0
 USER_ERRORS = (
+    ActionRefused,
     InvalidInput,
     TemporalUnavailable,
     TransactionNotFound,
@@ -149,6 +160,63 @@ async def cmd_refund(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _target(args: argparse.Namespace) -> tuple[TransactionKind, str]:
+    named = [
+        (kind, value)
+        for kind, value in (
+            (TransactionKind.PAYMENT, args.order_id),
+            (TransactionKind.REFUND, getattr(args, "refund", None)),
+            (TransactionKind.WITHDRAWAL, getattr(args, "withdrawal", None)),
+        )
+        if value is not None
+    ]
+    if len(named) != 1:
+        raise InvalidInput(
+            "name one transaction: ORDER_ID, --refund REFUND_ID or --withdrawal WITHDRAWAL_ID"
+        )
+    return named[0]
+
+
+def _operator(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
+    operator = (args.operator or getpass.getuser() or "").strip()
+    reason = args.reason.strip()
+    if not operator or len(operator) > 64:
+        raise InvalidInput("--operator must name who acts (1-64 characters)")
+    if not reason or len(reason) > 500:
+        raise InvalidInput("--reason must say why (1-500 characters): it is kept in history")
+    return {"operator": operator, "reason": reason, **extra}
+
+
+async def _act(args: argparse.Namespace, settings: Settings, action: str, by: Any) -> int:
+    kind, transaction_id = _target(args)
+    client = await connect(settings)
+    try:
+        view = await asyncio.wait_for(
+            operator_action(client, kind, transaction_id, action, by), START_TIMEOUT_SECONDS
+        )
+    except TimeoutError:
+        raise CommandError(
+            f"no answer within {START_TIMEOUT_SECONDS:.0f} s; the action is recorded and runs "
+            "once a worker (and the provider) answers"
+        ) from None
+    _print_json(view)
+    return 0
+
+
+async def cmd_force_query(args: argparse.Namespace, settings: Settings) -> int:
+    return await _act(args, settings, "status_query", OperatorAction(**_operator(args)))
+
+
+async def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    return await _act(args, settings, "cancel", OperatorAction(**_operator(args)))
+
+
+async def cmd_resolve(args: argparse.Namespace, settings: Settings) -> int:
+    return await _act(
+        args, settings, "resolve", ReviewResolution(**_operator(args, decision=args.decision))
+    )
+
+
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     named = [v for v in (args.order_id, args.withdrawal, args.refund) if v is not None]
     if len(named) != 1:
@@ -257,6 +325,28 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--withdrawal", metavar="WITHDRAWAL_ID", help="show a withdrawal instead")
     status.set_defaults(run=cmd_status)
 
+    force_query = commands.add_parser(
+        "force-query", help="operator: ask the provider for a pending transaction's status now"
+    )
+    _operator_arguments(force_query, refund_or_withdrawal=True)
+    force_query.set_defaults(run=cmd_force_query)
+
+    cancel = commands.add_parser(
+        "cancel", help="operator: close an unpaid payment at the provider (EXPIRED)"
+    )
+    _operator_arguments(cancel, refund_or_withdrawal=False)
+    cancel.set_defaults(run=cmd_cancel)
+
+    resolve = commands.add_parser("resolve", help="operator: decide a NEEDS_REVIEW transaction")
+    _operator_arguments(resolve, refund_or_withdrawal=True)
+    resolve.add_argument(
+        "--decision",
+        required=True,
+        choices=["accept", "fail", "refund"],
+        help="accept the money, fail it, or (payments) refund what was paid",
+    )
+    resolve.set_defaults(run=cmd_resolve)
+
     listing = commands.add_parser("list", help="one line per transaction")
     listing.add_argument("--status", help="only this status, e.g. PENDING")
     listing.add_argument("--limit", type=int, default=None)
@@ -274,6 +364,17 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--concurrency", type=int, default=50)
     bench.set_defaults(run=cmd_bench)
     return root
+
+
+def _operator_arguments(command: argparse.ArgumentParser, refund_or_withdrawal: bool) -> None:
+    command.add_argument("order_id", metavar="ORDER_ID", nargs="?", help="a payment's order id")
+    if refund_or_withdrawal:
+        command.add_argument("--refund", metavar="REFUND_ID", help="act on a refund instead")
+        command.add_argument(
+            "--withdrawal", metavar="WITHDRAWAL_ID", help="act on a withdrawal instead"
+        )
+    command.add_argument("--reason", required=True, help="why: kept in the workflow's history")
+    command.add_argument("--operator", default=None, help="who acts (default: your user name)")
 
 
 def _order_arguments(command: argparse.ArgumentParser) -> None:

@@ -133,6 +133,34 @@ class MoneyTerms(BaseModel):
         parse_amount(getattr(self, "amount"), getattr(self, "currency"))  # noqa: B009
 
 
+class OperatorAction(BaseModel):
+    """Who asks for a manual action, and why: recorded in the workflow's history and view."""
+
+    model_config = ConfigDict(frozen=True)
+
+    operator: str = Field(min_length=1, max_length=64)
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class ReviewDecision(StrEnum):
+    ACCEPT = "accept"  # the money stays: SUCCEEDED
+    FAIL = "fail"  # nothing is kept: FAILED
+    REFUND = "refund"  # payments only: everything the payer paid goes back, then REFUNDED
+
+
+class ReviewResolution(OperatorAction):
+    decision: ReviewDecision
+
+
+class OperatorActionRecord(BaseModel):
+    """A manual action as operators see it in `details` and the Temporal UI."""
+
+    action: str  # "status_query", "cancel", "resolve:accept", ...
+    operator: str
+    reason: str
+    at: datetime
+
+
 class SettlementTiming(BaseModel):
     """When to ask the provider, and when to give up on the payer."""
 
@@ -145,6 +173,9 @@ class SettlementTiming(BaseModel):
     # How long after it succeeded a payment still accepts refunds (its workflow stays open
     # that long, holding the refund ledger). Zero: the workflow ends at settlement.
     refund_window: timedelta = timedelta(days=365)
+    # How long a refund or withdrawal in NEEDS_REVIEW stays open for an operator's decision
+    # (`tempay resolve`). Zero: it ends at settlement.
+    review_window: timedelta = timedelta(days=30)
 
 
 class PaymentOrder(MoneyTerms):
@@ -239,6 +270,7 @@ class PaymentView(BaseModel):
     review_reason: str | None = None
     # One entry per merchant event, in the order they were raised.
     merchant_events: list[MerchantEventProgress] = Field(default_factory=list)
+    operator_actions: list[OperatorActionRecord] = Field(default_factory=list)
     # Refunds (of a succeeded payment): the ledger, and its totals in the payment's currency.
     refunds: list[RefundEntry] = Field(default_factory=list)
     refunded_amount: Decimal | None = None  # refunds that succeeded
@@ -504,6 +536,7 @@ class RefundView(BaseModel):
     settled_by: str | None = None
     review_reason: str | None = None  # why FAILED or NEEDS_REVIEW
     merchant_events: list[MerchantEventProgress] = Field(default_factory=list)
+    operator_actions: list[OperatorActionRecord] = Field(default_factory=list)
 
 
 def _refund_event(view: RefundView, created_at: datetime) -> MerchantEvent:
@@ -643,6 +676,7 @@ class WithdrawalView(BaseModel):
     settled_by: str | None = None
     review_reason: str | None = None  # why FAILED or NEEDS_REVIEW
     merchant_events: list[MerchantEventProgress] = Field(default_factory=list)
+    operator_actions: list[OperatorActionRecord] = Field(default_factory=list)
 
 
 def _withdrawal_event(view: WithdrawalView, created_at: datetime) -> MerchantEvent:

@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     late_payment_window: Duration = timedelta(hours=24)
     # A succeeded payment takes refunds this long (its workflow stays open that long).
     refund_window: Duration = timedelta(days=365)
+    # A refund or withdrawal in NEEDS_REVIEW waits this long for `tempay resolve`.
+    review_window: Duration = timedelta(days=30)
 
     # Webhook limits.
     notification_max_bytes: int = 64 * 1024

@@ -22,11 +22,13 @@ from tempay import search_attributes as sa
 from tempay.domain import (
     CheckoutInfo,
     InvalidInput,
+    OperatorAction,
     PaymentOrder,
     PaymentView,
     RefundAccepted,
     RefundRequest,
     RefundView,
+    ReviewResolution,
     SettlementTiming,
     TransactionKind,
     TransactionStatus,
@@ -73,6 +75,7 @@ def settlement_timing(settings: Settings) -> SettlementTiming:
         expires_after=settings.payment_expiry,
         late_payment_window=settings.late_payment_window,
         refund_window=settings.refund_window,
+        review_window=settings.review_window,
     )
 
 
@@ -282,6 +285,52 @@ async def refund_view(client: Client, refund_id: str) -> RefundView:
     )
 
 
+class ActionRefused(ValueError):
+    """An operator action the transaction refused (cancel a settled payment, resolve what is
+    not in review, ...): nothing changed."""
+
+
+ACTIONS = {"status_query": "force_status_query", "cancel": "cancel", "resolve": "resolve_review"}
+VIEWS: dict[TransactionKind, tuple[Any, type[Any]]] = {
+    TransactionKind.PAYMENT: (payment_workflow_id, PaymentView),
+    TransactionKind.REFUND: (refund_workflow_id, RefundView),
+    TransactionKind.WITHDRAWAL: (withdrawal_workflow_id, WithdrawalView),
+}
+
+
+async def operator_action(
+    client: Client,
+    kind: TransactionKind,
+    transaction_id: str,
+    action: str,
+    by: OperatorAction | ReviewResolution,
+) -> PaymentView | RefundView | WithdrawalView:
+    """Run a manual action (a validated update, recorded with operator and reason) on a
+    payment (by order id), refund (by refund id) or withdrawal (by withdrawal id)."""
+    if action == "cancel" and kind is not TransactionKind.PAYMENT:
+        raise InvalidInput("only a payment can be cancelled")
+    workflow_id_of, view_type = VIEWS[kind]
+    workflow_id = workflow_id_of(parse_order_id(transaction_id))
+    handle = client.get_workflow_handle(workflow_id, result_type=view_type)
+    try:
+        result: PaymentView | RefundView | WithdrawalView = await handle.execute_update(
+            ACTIONS[action], by, result_type=view_type
+        )
+    except WorkflowUpdateFailedError as exc:
+        raise ActionRefused(_reason(exc)) from None
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.NOT_FOUND:
+            try:
+                await handle.describe()
+            except RPCError:
+                raise TransactionNotFound(f"no {kind} {transaction_id!r}") from None
+            raise ActionRefused(
+                f"{kind} {transaction_id} has ended ({workflow_id} is closed): nothing to act on"
+            ) from None
+        raise
+    return result
+
+
 class RefundRefused(ValueError):
     """The refund cannot be made (over-refund, unpaid payment, wrong currency, ...)."""
 
@@ -322,11 +371,9 @@ async def start_refund(
         reason=reason,
         notify_url=f"{settings.webhook_url.rstrip('/')}/notify/{payment.provider}",
     )
-    handle = client.get_workflow_handle(payment.workflow_id)
+    handle = client.get_workflow_handle_for(PaymentWorkflow.run, payment.workflow_id)
     try:
-        return await handle.execute_update(
-            PaymentWorkflow.refund, request, result_type=RefundAccepted
-        )
+        return await handle.execute_update(PaymentWorkflow.refund, request)
     except WorkflowUpdateFailedError as exc:
         raise RefundRefused(_reason(exc)) from None
     except RPCError as exc:

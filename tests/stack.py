@@ -52,6 +52,7 @@ TEST_TIMINGS: dict[str, Any] = {
     "late_payment_window": timedelta(seconds=2),
     # Payments end at settlement unless a test opens a refund window of its own.
     "refund_window": timedelta(0),
+    "review_window": timedelta(0),
 }
 
 

@@ -10,6 +10,7 @@ from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
 from workflows.merchant import MerchantOutbox, merchant_lines
+from workflows.operator import operator_lines, record
 from workflows.refund import RefundWorkflow
 from workflows.status_query import ACTIVITY_TIMEOUT, NoAnswer, jittered, query_while_listening
 
@@ -20,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
         CloseOutcome,
         CreatedPayment,
         InvalidInput,
+        OperatorAction,
         PaymentObservation,
         PaymentOrder,
         PaymentView,
@@ -29,6 +31,8 @@ with workflow.unsafe.imports_passed_through():
         RefundOrder,
         RefundProgress,
         RefundRequest,
+        ReviewDecision,
+        ReviewResolution,
         TransactionStatus,
         format_amount,
         parse_amount,
@@ -78,6 +82,12 @@ class PaymentWorkflow:
         self._seen_notifications: set[str] = set()
         self._closed_by_us = False
         self._refunds: dict[str, RefundEntry] = {}
+        # Operator actions, taken up by the main loop.
+        self._query_now = False
+        self._queries_answered = 0  # status queries finished (answered or not)
+        self._cancel: OperatorAction | None = None
+        # A review resolved by refunding what the payer paid: REFUNDED once it succeeds.
+        self._review_refund: str | None = None
         self._view = PaymentView(
             workflow_id=order.workflow_id,
             order_id=order.order_id,
@@ -182,6 +192,110 @@ class PaymentWorkflow:
         if problem is not None:
             raise ValueError(problem)
 
+    # ---- operator actions (validated updates: a refused one leaves no trace) ----------
+
+    @workflow.update
+    async def force_status_query(self, action: OperatorAction) -> PaymentView:
+        """Ask the provider now, instead of at the next scheduled query."""
+        record(self._view, "status_query", action)
+        done = self._queries_answered
+        self._query_now = True
+        self._publish()
+        await workflow.wait_condition(lambda: self._queries_answered > done or self._terminal)
+        return self._view
+
+    @force_status_query.validator
+    def _can_query(self, action: OperatorAction) -> None:
+        if self._terminal or self._cancel is not None:
+            raise ValueError(
+                f"order {self._order.order_id} is {self._status}"
+                + (" and being cancelled" if self._cancel and not self._terminal else "")
+                + ": status queries are for a payment still waiting for its payer"
+            )
+
+    @workflow.update
+    async def cancel(self, action: OperatorAction) -> PaymentView:
+        """Close the unpaid payment at the provider. If the payer paid meanwhile, the payment
+        SUCCEEDS (the provider's answer decides, never the request)."""
+        record(self._view, "cancel", action)
+        self._cancel = action
+        self._publish()
+        await workflow.wait_condition(lambda: self._terminal)
+        return self._view
+
+    @cancel.validator
+    def _can_cancel(self, action: OperatorAction) -> None:
+        if self._terminal:
+            raise ValueError(
+                f"order {self._order.order_id} is {self._status}: only an unpaid payment "
+                "(CREATED or PENDING) can be cancelled"
+            )
+        if self._cancel is not None:
+            raise ValueError(
+                f"order {self._order.order_id} is already being cancelled by "
+                f"{self._cancel.operator}"
+            )
+
+    @workflow.update
+    async def resolve_review(self, resolution: ReviewResolution) -> PaymentView:
+        """Decide a NEEDS_REVIEW payment: accept the money, fail it, or refund what was paid."""
+        record(self._view, f"resolve:{resolution.decision}", resolution)
+        why = f"{resolution.decision} by {resolution.operator}: {resolution.reason}"
+        if resolution.decision is ReviewDecision.ACCEPT:
+            self._settle(TransactionStatus.SUCCEEDED, "operator")
+        elif resolution.decision is ReviewDecision.FAIL:
+            self._settle(TransactionStatus.FAILED, "operator", why)
+        else:
+            await self._refund_what_was_paid(resolution, why)
+        return self._view
+
+    @resolve_review.validator
+    def _can_resolve(self, resolution: ReviewResolution) -> None:
+        order_id = self._order.order_id
+        if self._status is not TransactionStatus.NEEDS_REVIEW:
+            raise ValueError(
+                f"order {order_id} is {self._status}: only a NEEDS_REVIEW payment can be resolved"
+            )
+        if self._review_refund is not None:
+            raise ValueError(
+                f"order {order_id}: the refund of what was paid ({self._review_refund}) is "
+                "already under way"
+            )
+        if resolution.decision is ReviewDecision.REFUND and self._view.paid_amount is None:
+            raise ValueError(f"order {order_id}: nothing was paid to refund; accept or fail it")
+        ends = self._view.refund_window_ends_at
+        if resolution.decision is ReviewDecision.REFUND and (
+            ends is None or workflow.now() >= ends
+        ):
+            raise ValueError(f"order {order_id}: its refund window has ended")
+
+    async def _refund_what_was_paid(self, resolution: ReviewResolution, why: str) -> None:
+        amount, currency = self._refund_base()
+        refund_id = f"rv-{workflow.uuid4().hex[:24]}"
+        entry = RefundEntry(
+            refund_id=refund_id,
+            amount=amount,
+            currency=currency,
+            requested_at=workflow.now(),
+            reason=why,
+        )
+        self._review_refund = refund_id
+        self._refunds[refund_id] = entry
+        self._view.refunds.append(entry)
+        self._refund_totals()
+        await self._start_refund(
+            RefundRequest(
+                order_id=self._order.order_id,
+                refund_id=refund_id,
+                amount=amount,
+                currency=currency,
+                reason=resolution.reason,
+            )
+        )
+        await workflow.wait_condition(lambda: entry.submitted or entry.status.is_terminal)
+        if entry.status is not TransactionStatus.SUCCEEDED and entry.status.is_terminal:
+            self._review_refund = None  # it failed: the review stays open for another decision
+
     @workflow.signal
     def refund_progress(self, progress: RefundProgress) -> None:
         """A refund's workflow reports: submitted to the provider, then settled."""
@@ -191,8 +305,9 @@ class PaymentWorkflow:
                 "%s: progress of unknown refund %s ignored", self._order.workflow_id, progress
             )
             return
-        if entry.status.is_terminal:
+        if entry.status.is_terminal and entry.status is not TransactionStatus.NEEDS_REVIEW:
             return  # settled once; a repeated or late report changes nothing
+        # (A refund in review moves on only by an operator's decision in its workflow.)
         entry.submitted = entry.submitted or progress.submitted
         if progress.status.is_terminal:
             entry.status = progress.status
@@ -223,7 +338,7 @@ class PaymentWorkflow:
             await self._watch_for_late_money(timing.late_payment_window)
         await self._merchant.finish(lambda: bool(self._inbox), self._drain_inbox)
         if self._refund_window_opened and workflow.patched(REFUNDS_PATCH):
-            await self._hold_for_refunds()
+            await self._hold_open()
         return self._view
 
     async def _create_at_provider(self) -> bool:
@@ -259,12 +374,21 @@ class PaymentWorkflow:
             if now >= deadline:
                 await self._expire()
                 return
+            if self._cancel is not None:
+                await self._expire(cancelled_by=self._cancel)
+                return
+            if self._query_now:
+                self._query_now = False
+                await self._status_query()
+                continue
             wait = min(jittered(delay), deadline - now)
             self._view.next_status_query_at = now + wait
             self._publish()
             try:
                 await workflow.wait_condition(
-                    lambda: bool(self._inbox), timeout=wait, timeout_summary="next status query"
+                    lambda: bool(self._inbox) or self._query_now or self._cancel is not None,
+                    timeout=wait,
+                    timeout_summary="next status query",
                 )
                 continue
             except TimeoutError:
@@ -288,11 +412,13 @@ class PaymentWorkflow:
                 self._take_news,
             )
         except NoAnswer:
+            self._queries_answered += 1
             workflow.logger.warning("status query for %s did not answer", self._order.order_id)
             return
+        self._queries_answered += 1
         self._apply(observation)
 
-    async def _expire(self) -> None:
+    async def _expire(self, cancelled_by: OperatorAction | None = None) -> None:
         """Close at the provider, then ask once more: money may land during the close."""
         try:
             outcome = await workflow.execute_activity(
@@ -316,7 +442,13 @@ class PaymentWorkflow:
         await self._status_query()
         if self._terminal:
             return
-        if self._closed_by_us:
+        if self._closed_by_us and cancelled_by is not None:
+            self._settle(
+                TransactionStatus.EXPIRED,
+                "operator",
+                f"cancelled by {cancelled_by.operator}: {cancelled_by.reason}",
+            )
+        elif self._closed_by_us:
             self._settle(TransactionStatus.EXPIRED, "close", "closed unpaid at expiry")
         else:
             # The provider neither closed the order nor reported it paid: a person decides.
@@ -368,27 +500,36 @@ class PaymentWorkflow:
         ends = self._view.refund_window_ends_at
         if ends is None or workflow.now() >= ends:
             return f"order {order.order_id} no longer takes refunds: its refund window has ended"
-        if request.currency != order.currency:
-            return f"refund currency {request.currency} differs from the payment's {order.currency}"
+        _, paid_currency = self._refund_base()
+        if request.currency != paid_currency:
+            return f"refund currency {request.currency} differs from the payment's {paid_currency}"
         try:
-            parse_amount(request.amount, order.currency)
+            parse_amount(request.amount, paid_currency)
         except InvalidInput as exc:
             return f"refund {exc}"
         if len(self._refunds) >= MAX_REFUNDS:
             return f"order {order.order_id} already has {MAX_REFUNDS} refunds, the most it takes"
         refundable = self._refundable()
         if request.amount > refundable:
+            c = paid_currency
             return (
-                f"refund of {format_amount(request.amount, order.currency)} {order.currency} "
+                f"refund of {format_amount(request.amount, c)} {c} "
                 f"exceeds what remains refundable on order {order.order_id}: "
-                f"{format_amount(refundable, order.currency)} {order.currency}"
+                f"{format_amount(refundable, c)} {c}"
                 + (
-                    f" ({format_amount(self._held(), order.currency)} in flight or in review)"
+                    f" ({format_amount(self._held(), c)} in flight or in review)"
                     if self._held()
                     else ""
                 )
             )
         return None
+
+    def _refund_base(self) -> tuple[Decimal, str]:
+        """What can be refunded in all: what the payer paid (the order's amount, unless an
+        operator accepted a different one)."""
+        if self._view.paid_amount is not None and self._view.paid_currency is not None:
+            return self._view.paid_amount, self._view.paid_currency
+        return self._order.amount, self._order.currency
 
     def _refunded(self) -> Decimal:
         return sum(
@@ -402,15 +543,21 @@ class PaymentWorkflow:
     def _refundable(self) -> Decimal:
         if self._status not in REFUNDABLE and self._status is not TransactionStatus.REFUNDED:
             return Decimal(0)
-        return self._order.amount - self._refunded() - self._held()
+        return self._refund_base()[0] - self._refunded() - self._held()
 
     def _refund_totals(self) -> None:
         """Ledger totals, and the payment's status: REFUNDED once every unit went back."""
         self._view.refunded_amount = self._refunded()
         self._view.refunding_amount = self._held()
         self._view.refundable_amount = self._refundable()
-        refunded = self._view.refunded_amount
-        if refunded >= self._order.amount:
+        refunded, paid = self._view.refunded_amount, self._refund_base()[0]
+        status: TransactionStatus
+        if self._status is TransactionStatus.NEEDS_REVIEW:
+            # Only the refund of what was paid (an operator's decision) ends a review here.
+            status = TransactionStatus.REFUNDED if refunded >= paid else self._status
+        elif self._status not in (*REFUNDABLE, TransactionStatus.REFUNDED):
+            status = self._status
+        elif refunded >= paid:
             status = TransactionStatus.REFUNDED
         elif refunded > 0:
             status = TransactionStatus.PARTIALLY_REFUNDED
@@ -448,14 +595,15 @@ class PaymentWorkflow:
             ),
         )
 
-    async def _hold_for_refunds(self) -> None:
-        """Stay open for refunds until the window ends and no refund is in flight."""
+    async def _hold_open(self) -> None:
+        """Stay open for refunds (and, in NEEDS_REVIEW, for an operator's decision) until the
+        refund window ends and no refund is in flight."""
         ends = self._view.refund_window_ends_at
         assert ends is not None
-        while workflow.now() < ends:
+        while workflow.now() < ends and self._status is not TransactionStatus.FAILED:
             try:
                 await workflow.wait_condition(
-                    lambda: bool(self._inbox),
+                    lambda: bool(self._inbox) or self._status is TransactionStatus.FAILED,
                     timeout=ends - workflow.now(),
                     timeout_summary="refund window",
                 )
@@ -529,6 +677,11 @@ class PaymentWorkflow:
             self._publish()  # out of order or duplicate: nothing changes
         elif state is ProviderPaymentState.FAILED:
             self._settle(TransactionStatus.FAILED, source, "payer declined or payment failed")
+        elif state is ProviderPaymentState.CLOSED and self._cancel is not None:
+            by = self._cancel
+            self._settle(
+                TransactionStatus.EXPIRED, "operator", f"cancelled by {by.operator}: {by.reason}"
+            )
         elif state is ProviderPaymentState.CLOSED:
             self._settle(TransactionStatus.EXPIRED, source, "closed unpaid at the provider")
         else:
@@ -542,13 +695,14 @@ class PaymentWorkflow:
         self._view.settled_by = by
         if status is TransactionStatus.NEEDS_REVIEW or status in CLOSED_UNPAID:
             self._view.review_reason = reason
-        if status is TransactionStatus.SUCCEEDED and self._order.timing.refund_window > timedelta(
-            0
-        ):
-            self._view.refund_window_ends_at = workflow.now() + self._order.timing.refund_window
-            self._view.refunded_amount = self._view.refunding_amount = Decimal(0)
-            self._view.refundable_amount = self._order.amount
+        window = self._order.timing.refund_window
+        opens = status in (TransactionStatus.SUCCEEDED, TransactionStatus.NEEDS_REVIEW)
+        if opens and window > timedelta(0) and self._view.refund_window_ends_at is None:
+            # Refunds (and, in review, an operator's decision) are taken this long.
+            self._view.refund_window_ends_at = workflow.now() + window
         self._set_status(status)
+        if self._refund_window_opened:
+            self._refund_totals()
         self._raise_merchant_event()
 
     def _set_status(self, status: TransactionStatus) -> None:
@@ -580,6 +734,7 @@ class PaymentWorkflow:
         if v.settled_by:
             lines.append(f"- settled by: {v.settled_by} at {v.settled_at:%Y-%m-%d %H:%M:%S} UTC")
         lines.extend(merchant_lines(v.merchant_events))
+        lines.extend(operator_lines(v.operator_actions))
         if v.refund_window_ends_at is not None:
             currency = v.currency
             lines.append(

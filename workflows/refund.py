@@ -15,16 +15,20 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 from workflows.merchant import MerchantOutbox, merchant_lines
+from workflows.operator import await_decision, operator_lines, query_problem, record, review_problem
 from workflows.status_query import ACTIVITY_TIMEOUT, NoAnswer, jittered, query_while_listening
 
 with workflow.unsafe.imports_passed_through():
     from tempay import search_attributes as sa
     from tempay.domain import (
+        OperatorAction,
         ProviderRefundState,
         RefundObservation,
         RefundOrder,
         RefundProgress,
         RefundView,
+        ReviewDecision,
+        ReviewResolution,
         TransactionStatus,
         format_amount,
     )
@@ -60,6 +64,8 @@ class RefundWorkflow:
         self._status = TransactionStatus.PENDING
         self._inbox: list[RefundObservation] = []
         self._seen_notifications: set[str] = set()
+        self._query_now = False  # an operator asked for a status query now
+        self._queries_answered = 0  # status queries finished (answered or not)
         # A success reported without its amount (Alipay's refund notices carry none) is
         # confirmed by a status query, which does.
         self._confirm = False
@@ -86,6 +92,40 @@ class RefundWorkflow:
     def details(self) -> RefundView:
         return self._view
 
+    # ---- operator actions (validated updates: a refused one leaves no trace) ----------
+
+    @workflow.update
+    async def force_status_query(self, action: OperatorAction) -> RefundView:
+        """Ask the provider now, instead of at the next scheduled query."""
+        record(self._view, "status_query", action)
+        done = self._queries_answered
+        self._query_now = True
+        self._publish()
+        await workflow.wait_condition(lambda: self._queries_answered > done or self._terminal)
+        return self._view
+
+    @force_status_query.validator
+    def _can_query(self, action: OperatorAction) -> None:
+        query_problem(f"refund {self._order.refund_id}", self._status)
+
+    @workflow.update
+    async def resolve_review(self, resolution: ReviewResolution) -> RefundView:
+        """Decide a NEEDS_REVIEW refund: accept what the provider reported, or fail it."""
+        record(self._view, f"resolve:{resolution.decision}", resolution)
+        if resolution.decision is ReviewDecision.ACCEPT:
+            self._settle(TransactionStatus.SUCCEEDED, "operator")
+        else:
+            self._settle(
+                TransactionStatus.FAILED,
+                "operator",
+                f"failed by {resolution.operator}: {resolution.reason}",
+            )
+        return self._view
+
+    @resolve_review.validator
+    def _can_resolve(self, resolution: ReviewResolution) -> None:
+        review_problem(f"refund {self._order.refund_id}", self._status, resolution)
+
     # ---- main flow -------------------------------------------------------------------
 
     @workflow.run
@@ -105,6 +145,11 @@ class RefundWorkflow:
             await self._await_outcome()
         await self._tell_payment(submitted=self._view.submitted_at is not None)
         await self._merchant.finish(lambda: bool(self._inbox), self._drain_inbox)
+        if self._status is TransactionStatus.NEEDS_REVIEW:
+            await await_decision(lambda: self._status, order.timing.review_window)
+            if self._status is not TransactionStatus.NEEDS_REVIEW:
+                await self._tell_payment(submitted=self._view.submitted_at is not None)
+                await self._merchant.finish(lambda: bool(self._inbox), self._drain_inbox)
         return self._view
 
     async def _submit(self) -> bool:
@@ -177,12 +222,16 @@ class RefundWorkflow:
                 self._confirm = False
                 await self._status_query(confirming=True)
                 continue
+            if self._query_now:
+                self._query_now = False
+                await self._status_query()
+                continue
             wait = jittered(delay)
             self._view.next_status_query_at = workflow.now() + wait
             self._publish()
             try:
                 await workflow.wait_condition(
-                    lambda: bool(self._inbox) or self._confirm,
+                    lambda: bool(self._inbox) or self._confirm or self._query_now,
                     timeout=wait,
                     timeout_summary="next status query",
                 )
@@ -207,11 +256,13 @@ class RefundWorkflow:
                 self._take_news,
             )
         except NoAnswer:
+            self._queries_answered += 1
             workflow.logger.warning("status query for %s did not answer", self._order.workflow_id)
             self._confirm = self._confirm or (confirming and not self._terminal)
             if self._confirm:
                 await workflow.sleep(timedelta(seconds=10), summary="confirm refund again")
             return
+        self._queries_answered += 1
         if observation is None:
             if not self._terminal:
                 self._settle(
@@ -365,4 +416,5 @@ class RefundWorkflow:
         if v.settled_by and v.settled_at:
             lines.append(f"- settled by: {v.settled_by} at {v.settled_at:%Y-%m-%d %H:%M:%S} UTC")
         lines.extend(merchant_lines(v.merchant_events))
+        lines.extend(operator_lines(v.operator_actions))
         workflow.set_current_details("\n".join(lines))

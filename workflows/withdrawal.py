@@ -8,30 +8,29 @@ it. Then it waits for the transfer notification, with status queries when it is 
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from workflows.merchant import deliver_merchant_event
+from workflows.merchant import MerchantOutbox, merchant_lines
+from workflows.operator import await_decision, operator_lines, query_problem, record, review_problem
 from workflows.status_query import ACTIVITY_TIMEOUT, NoAnswer, jittered, query_while_listening
 
 with workflow.unsafe.imports_passed_through():
     from tempay import search_attributes as sa
     from tempay.domain import (
-        MerchantDeliveryState,
-        MerchantEvent,
-        MerchantEventProgress,
+        OperatorAction,
         ProviderTransferState,
+        ReviewDecision,
+        ReviewResolution,
         TransactionStatus,
         TransferObservation,
         WithdrawalOrder,
         WithdrawalSubmitted,
         WithdrawalView,
         format_amount,
-        merchant_event,
     )
 
 # One attempt only: every retry of a transfer is decided here, after asking the provider.
@@ -66,7 +65,8 @@ class WithdrawalWorkflow:
         self._submitted = False
         self._inbox: list[TransferObservation] = []
         self._seen_notifications: set[str] = set()
-        self._deliveries: list[asyncio.Future[None]] = []
+        self._query_now = False  # an operator asked for a status query now
+        self._queries_answered = 0  # status queries finished (answered or not)
         self._view = WithdrawalView(
             workflow_id=order.workflow_id,
             withdrawal_id=order.withdrawal_id,
@@ -77,6 +77,7 @@ class WithdrawalWorkflow:
             payee_account=order.payee_account,
             payee_name=order.payee_name,
         )
+        self._merchant = MerchantOutbox(order.timing.merchant_retry_interval, self._publish)
 
     # ---- interface -------------------------------------------------------------------
 
@@ -113,6 +114,40 @@ class WithdrawalWorkflow:
     def details(self) -> WithdrawalView:
         return self._view
 
+    # ---- operator actions (validated updates: a refused one leaves no trace) ----------
+
+    @workflow.update
+    async def force_status_query(self, action: OperatorAction) -> WithdrawalView:
+        """Ask the provider now, instead of at the next scheduled query."""
+        record(self._view, "status_query", action)
+        done = self._queries_answered
+        self._query_now = True
+        self._publish()
+        await workflow.wait_condition(lambda: self._queries_answered > done or self._terminal)
+        return self._view
+
+    @force_status_query.validator
+    def _can_query(self, action: OperatorAction) -> None:
+        query_problem(f"withdrawal {self._order.withdrawal_id}", self._status)
+
+    @workflow.update
+    async def resolve_review(self, resolution: ReviewResolution) -> WithdrawalView:
+        """Decide a NEEDS_REVIEW withdrawal: accept what the provider reported, or fail it."""
+        record(self._view, f"resolve:{resolution.decision}", resolution)
+        if resolution.decision is ReviewDecision.ACCEPT:
+            self._settle(TransactionStatus.SUCCEEDED, "operator")
+        else:
+            self._settle(
+                TransactionStatus.FAILED,
+                "operator",
+                f"failed by {resolution.operator}: {resolution.reason}",
+            )
+        return self._view
+
+    @resolve_review.validator
+    def _can_resolve(self, resolution: ReviewResolution) -> None:
+        review_problem(f"withdrawal {self._order.withdrawal_id}", self._status, resolution)
+
     # ---- main flow -------------------------------------------------------------------
 
     @workflow.run
@@ -128,7 +163,10 @@ class WithdrawalWorkflow:
         self._publish()
         if await self._submit():
             await self._await_outcome()
-        await self._finish_merchant_deliveries()
+        await self._merchant.finish(lambda: bool(self._inbox), self._drain_inbox)
+        if self._status is TransactionStatus.NEEDS_REVIEW:
+            await await_decision(lambda: self._status, order.timing.review_window)
+            await self._merchant.finish(lambda: bool(self._inbox), self._drain_inbox)
         return self._view
 
     async def _submit(self) -> bool:
@@ -223,12 +261,18 @@ class WithdrawalWorkflow:
             self._drain_inbox()
             if self._terminal:
                 return
+            if self._query_now:
+                self._query_now = False
+                await self._status_query()
+                continue
             wait = jittered(delay)
             self._view.next_status_query_at = workflow.now() + wait
             self._publish()
             try:
                 await workflow.wait_condition(
-                    lambda: bool(self._inbox), timeout=wait, timeout_summary="next status query"
+                    lambda: bool(self._inbox) or self._query_now,
+                    timeout=wait,
+                    timeout_summary="next status query",
                 )
                 continue
             except TimeoutError:
@@ -251,8 +295,10 @@ class WithdrawalWorkflow:
                 self._take_news,
             )
         except NoAnswer:
+            self._queries_answered += 1
             workflow.logger.warning("status query for %s did not answer", self._order.withdrawal_id)
             return
+        self._queries_answered += 1
         if observation is None:
             if not self._terminal:
                 self._settle(
@@ -262,29 +308,6 @@ class WithdrawalWorkflow:
                 )
             return
         self._apply(observation)
-
-    # ---- merchant events --------------------------------------------------------------
-
-    def _raise_merchant_event(self) -> None:
-        event = merchant_event(self._view, workflow.now())
-        progress = MerchantEventProgress(event_id=event.id, type=event.type)
-        self._view.merchant_events.append(progress)
-        self._publish()
-        self._deliveries.append(asyncio.ensure_future(self._deliver(event, progress)))
-
-    async def _deliver(self, event: MerchantEvent, progress: MerchantEventProgress) -> None:
-        await deliver_merchant_event(
-            event, progress, self._order.timing.merchant_retry_interval, self._publish
-        )
-
-    async def _finish_merchant_deliveries(self) -> None:
-        while True:
-            self._drain_inbox()
-            if all(delivery.done() for delivery in self._deliveries):
-                return
-            await workflow.wait_condition(
-                lambda: bool(self._inbox) or all(d.done() for d in self._deliveries)
-            )
 
     # ---- settlement ------------------------------------------------------------------
 
@@ -367,7 +390,7 @@ class WithdrawalWorkflow:
         self._view.status = status
         workflow.upsert_search_attributes([sa.PAYMENT_STATUS.value_set(str(status))])
         self._publish()
-        self._raise_merchant_event()
+        self._merchant.send(self._view)
 
     @property
     def _terminal(self) -> bool:
@@ -397,13 +420,6 @@ class WithdrawalWorkflow:
             lines.append(f"- next status query: {v.next_status_query_at:%Y-%m-%d %H:%M:%S} UTC")
         if v.settled_by and v.settled_at:
             lines.append(f"- settled by: {v.settled_by} at {v.settled_at:%Y-%m-%d %H:%M:%S} UTC")
-        for event in v.merchant_events:
-            line = f"- merchant event `{event.type}` ({event.event_id}): **{event.state}**"
-            if event.state is MerchantDeliveryState.PENDING:
-                line += ", retrying until the merchant answers 2xx"
-            elif event.attempts:
-                line += f" after {event.attempts} attempt" + ("s" if event.attempts > 1 else "")
-            if event.error:
-                line += f": {event.error}"
-            lines.append(line)
+        lines.extend(merchant_lines(v.merchant_events))
+        lines.extend(operator_lines(v.operator_actions))
         workflow.set_current_details("\n".join(lines))

@@ -1,0 +1,215 @@
+"""Operator actions on the time-skipping test server: force a status query, cancel an unpaid
+payment, resolve a NEEDS_REVIEW transaction. Each is a validated update, recorded with the
+operator and reason; an action that does not apply is refused and changes nothing."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle
+
+from tempay.domain import (
+    OperatorAction,
+    PaymentOrder,
+    PaymentView,
+    ProviderPaymentState,
+    ReviewResolution,
+    TransactionKind,
+    TransactionStatus,
+)
+from tempay.settings import Settings
+from tempay.transactions import ActionRefused, RefundRefused, operator_action, start_refund
+from tests.workflows.conftest import FakeRefundProvider
+from tests.workflows.test_payment import FakeProvider, notification
+from tests.workflows.test_refund import (
+    TIMING,
+    refund_handle,
+    refund_notification,
+    settle_refund,
+    wait_for,
+)
+from workflows.payment import PaymentWorkflow
+from workflows.refund import RefundWorkflow
+
+REVIEWABLE = TIMING.model_copy(update={"review_window": timedelta(days=3)})
+BY = OperatorAction(operator="ann", reason="customer called")
+
+
+def resolution(decision: str) -> ReviewResolution:
+    return ReviewResolution(operator="ann", reason="checked with the provider", decision=decision)
+
+
+async def started(
+    client: Client, task_queue: str, timing=TIMING
+) -> tuple[PaymentOrder, WorkflowHandle[PaymentWorkflow, PaymentView]]:
+    order = PaymentOrder(
+        order_id=f"op-{uuid.uuid4().hex[:10]}",
+        amount=Decimal("10.00"),
+        currency="CNY",
+        timing=timing,
+    )
+    handle = await client.start_workflow(
+        PaymentWorkflow.run, order, id=order.workflow_id, task_queue=task_queue
+    )
+    await handle.execute_update(PaymentWorkflow.checkout, order)
+    return order, handle
+
+
+async def in_review(
+    client: Client, task_queue: str, timing=TIMING
+) -> tuple[PaymentOrder, WorkflowHandle[PaymentWorkflow, PaymentView]]:
+    order, handle = await started(client, task_queue, timing)
+    await handle.signal(
+        PaymentWorkflow.notify, notification(order, ProviderPaymentState.PAID, amount="9.99")
+    )
+    await wait_for(handle, lambda v: v.status is TransactionStatus.NEEDS_REVIEW)
+    return order, handle
+
+
+async def accepted_updates(handle: WorkflowHandle) -> list[str]:
+    names = []
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+            names.append(
+                event.workflow_execution_update_accepted_event_attributes.accepted_request.input.name
+            )
+    return names
+
+
+async def act(client: Client, order: PaymentOrder, action: str, by=BY) -> PaymentView:
+    view = await operator_action(client, TransactionKind.PAYMENT, order.order_id, action, by)
+    assert isinstance(view, PaymentView)
+    return view
+
+
+async def test_force_status_query_settles_a_payment_whose_notification_was_lost(
+    client: Client, task_queue: str, provider: FakeProvider
+) -> None:
+    order, handle = await started(client, task_queue)
+    provider.pay()  # the provider has the money; its notification never comes
+    view = await act(client, order, "status_query")
+    assert view.status is TransactionStatus.SUCCEEDED
+    assert view.settled_by == "status_query" and view.status_queries == 1
+    assert [(a.action, a.operator, a.reason) for a in view.operator_actions] == [
+        ("status_query", "ann", "customer called")
+    ]
+    assert await accepted_updates(handle) == ["checkout", "force_status_query"]
+    with pytest.raises(ActionRefused, match="is SUCCEEDED: status queries are for a payment still waiting"):
+        await act(client, order, "status_query")
+    assert await accepted_updates(handle) == ["checkout", "force_status_query"]
+
+
+async def test_cancel_closes_an_unpaid_payment(
+    client: Client, task_queue: str, provider: FakeProvider
+) -> None:
+    order, handle = await started(client, task_queue)
+    view = await act(client, order, "cancel")
+    assert view.status is TransactionStatus.EXPIRED
+    assert view.settled_by == "operator"
+    assert view.review_reason == "cancelled by ann: customer called"
+    assert provider.closes == 1
+    with pytest.raises(ActionRefused, match="is EXPIRED: only an unpaid payment"):
+        await act(client, order, "cancel")
+    assert provider.closes == 1
+
+
+async def test_cancel_racing_the_payer_ends_succeeded(
+    client: Client, task_queue: str, provider: FakeProvider
+) -> None:
+    provider.close_pays_first = True  # the payer pays while our close is in flight
+    order, _ = await started(client, task_queue)
+    view = await act(client, order, "cancel")
+    assert view.status is TransactionStatus.SUCCEEDED
+
+
+async def test_resolve_accept_keeps_what_was_paid(
+    client: Client, task_queue: str, settings: Settings, refunds: FakeRefundProvider
+) -> None:
+    order, handle = await in_review(client, task_queue)
+    with pytest.raises(RefundRefused, match="is NEEDS_REVIEW"):
+        await start_refund(
+            client, settings, order_id=order.order_id, refund_id="x" + order.order_id, amount="1"
+        )
+    view = await act(client, order, "resolve", resolution("accept"))
+    assert view.status is TransactionStatus.SUCCEEDED and view.settled_by == "operator"
+    assert view.refundable_amount == Decimal("9.99")  # what the payer paid, not the order
+    with pytest.raises(RefundRefused, match=r"remains refundable.*9\.99 CNY"):
+        await start_refund(
+            client, settings, order_id=order.order_id, refund_id="y" + order.order_id, amount="10"
+        )
+    await start_refund(
+        client, settings, order_id=order.order_id, refund_id="z" + order.order_id, amount="9.99"
+    )
+    await settle_refund(client, order, "z" + order.order_id, "9.99")
+    view = await wait_for(handle, lambda v: v.status is TransactionStatus.REFUNDED)
+    with pytest.raises(ActionRefused, match="only a NEEDS_REVIEW payment can be resolved"):
+        await act(client, order, "resolve", resolution("fail"))
+
+
+async def test_resolve_fail_ends_the_payment(client: Client, task_queue: str) -> None:
+    order, handle = await in_review(client, task_queue)
+    view = await act(client, order, "resolve", resolution("fail"))
+    assert view.status is TransactionStatus.FAILED
+    assert view.review_reason == "fail by ann: checked with the provider"
+    final = await handle.result()  # nothing left to wait for
+    assert final.status is TransactionStatus.FAILED
+    assert [e.type for e in final.merchant_events] == ["payment.needs_review", "payment.failed"]
+
+
+async def test_resolve_refund_gives_back_what_was_paid(
+    client: Client, task_queue: str, refunds: FakeRefundProvider
+) -> None:
+    order, handle = await in_review(client, task_queue)
+    view = await act(client, order, "resolve", resolution("refund"))
+    assert view.status is TransactionStatus.NEEDS_REVIEW
+    [entry] = view.refunds
+    assert (entry.amount, entry.currency) == (Decimal("9.99"), "CNY")
+    assert [o.amount for o in refunds.creates] == [Decimal("9.99")]
+    with pytest.raises(ActionRefused, match="already under way"):
+        await act(client, order, "resolve", resolution("accept"))
+    await settle_refund(client, order, entry.refund_id, "9.99")
+    view = await wait_for(handle, lambda v: v.status is TransactionStatus.REFUNDED)
+    assert view.refunded_amount == Decimal("9.99")
+
+
+async def test_refund_in_review_resolved_by_an_operator(
+    client: Client, task_queue: str, settings: Settings, refund_env
+) -> None:
+    order, handle = await started(
+        client, task_queue, TIMING.model_copy(update={"review_window": timedelta(days=3)})
+    )
+    await handle.signal(PaymentWorkflow.notify, notification(order, ProviderPaymentState.PAID))
+    await wait_for(handle, lambda v: v.status is TransactionStatus.SUCCEEDED)
+    refund_id = "rr-" + order.order_id
+    await start_refund(client, settings, order_id=order.order_id, refund_id=refund_id, amount="4")
+    refund = refund_handle(client, refund_id)
+    await refund.signal(
+        RefundWorkflow.notify, refund_notification(order, refund_id, "4.40")
+    )  # the provider refunded more than asked
+    view = await wait_for(handle, lambda v: v.refunds[0].status is TransactionStatus.NEEDS_REVIEW)
+    assert view.refundable_amount == Decimal("6.00")  # held while in review
+    with pytest.raises(ActionRefused, match="'refund' resolves payments only"):
+        await operator_action(
+            client, TransactionKind.REFUND, refund_id, "resolve", resolution("refund")
+        )
+    resolved = await operator_action(
+        client, TransactionKind.REFUND, refund_id, "resolve", resolution("accept")
+    )
+    assert resolved.status is TransactionStatus.SUCCEEDED
+    view = await wait_for(handle, lambda v: v.status is TransactionStatus.PARTIALLY_REFUNDED)
+    assert view.refunded_amount == Decimal("4.00")
+    with pytest.raises(ActionRefused, match="is SUCCEEDED: only a NEEDS_REVIEW"):
+        await operator_action(
+            client, TransactionKind.REFUND, refund_id, "resolve", resolution("fail")
+        )
+
+
+async def test_actions_on_unknown_transactions(client: Client) -> None:
+    with pytest.raises(LookupError, match="no payment 'nope'"):
+        await operator_action(client, TransactionKind.PAYMENT, "nope", "cancel", BY)
+    with pytest.raises(ValueError, match="only a payment can be cancelled"):
+        await operator_action(client, TransactionKind.REFUND, "nope", "cancel", BY)
