@@ -233,3 +233,43 @@ def test_dev_stops_everything_and_resumes_pending_payments(
     while "R1\tSUCCEEDED" not in tempay("list", "--status", "SUCCEEDED", env=env).stdout:
         assert time.monotonic() < deadline
         time.sleep(0.3)
+
+    # Refunds and operator actions, as a user types them.
+    refunded = tempay("refund", "R1", "--refund-id", "RF1", "--amount", "4.00", env=env)
+    assert refunded.returncode == 0, refunded.stderr
+    accepted = json.loads(refunded.stdout)
+    assert (accepted["workflow_id"], accepted["refundable_amount"]) == ("refund-RF1", "6.00")
+    assert_one_line_error(
+        tempay("refund", "R1", "--refund-id", "RF2", "--amount", "7.00", env=env),
+        "exceeds what remains refundable on order R1: 6.00 CNY",
+    )
+    assert_one_line_error(
+        tempay("refund", "R1", "--refund-id", "RF1", "--amount", "5.00", env=env),
+        "refund RF1 already exists for 4.00 CNY",
+    )
+    assert_one_line_error(
+        tempay("resolve", "R1", "--decision", "accept", "--reason", "why", env=env),
+        "only a NEEDS_REVIEW payment can be resolved",
+    )
+    view = wait_for_status(env, "R1", "PARTIALLY_REFUNDED")
+    assert view["refunded_amount"] == "4.00"
+    refund = json.loads(tempay("status", "--refund", "RF1", env=env).stdout)
+    assert (refund["status"], refund["order_id"]) == ("SUCCEEDED", "R1")
+
+    started = tempay("pay", "--order-id", "X1", "--amount", "3", "--currency", "CNY", env=env)
+    assert started.returncode == 0, started.stderr
+    cancelled = tempay(
+        "cancel", "X1", "--reason", "customer changed their mind", "--operator", "ann", env=env
+    )
+    assert cancelled.returncode == 0, cancelled.stderr
+    view = json.loads(cancelled.stdout)
+    assert (view["status"], view["review_reason"]) == (
+        "EXPIRED",
+        "cancelled by ann: customer changed their mind",
+    )
+    assert view["operator_actions"][0]["operator"] == "ann"
+    assert_one_line_error(
+        tempay("cancel", "X1", "--reason", "again", env=env),
+        "is EXPIRED: only an unpaid payment (CREATED or PENDING) can be cancelled",
+    )
+    assert_one_line_error(tempay("cancel", "X1", "--reason", " ", env=env), "--reason must say")

@@ -98,7 +98,9 @@ async def test_force_status_query_settles_a_payment_whose_notification_was_lost(
         ("status_query", "ann", "customer called")
     ]
     assert await accepted_updates(handle) == ["checkout", "force_status_query"]
-    with pytest.raises(ActionRefused, match="is SUCCEEDED: status queries are for a payment still waiting"):
+    with pytest.raises(
+        ActionRefused, match="is SUCCEEDED: status queries are for a payment still waiting"
+    ):
         await act(client, order, "status_query")
     assert await accepted_updates(handle) == ["checkout", "force_status_query"]
 
