@@ -14,21 +14,17 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
-from workflows.merchant import MerchantOutbox, merchant_lines
-from workflows.operator import await_decision, operator_lines, query_problem, record, review_problem
-from workflows.status_query import ACTIVITY_TIMEOUT, NoAnswer, jittered, query_while_listening
+from workflows.settling import SettlesByProvider
+from workflows.status_query import ACTIVITY_TIMEOUT
 
 with workflow.unsafe.imports_passed_through():
     from tempay import search_attributes as sa
     from tempay.domain import (
-        OperatorAction,
         ProviderRefundState,
         RefundObservation,
         RefundOrder,
         RefundProgress,
         RefundView,
-        ReviewDecision,
-        ReviewResolution,
         TransactionStatus,
         format_amount,
     )
@@ -57,18 +53,15 @@ def _error_type(exc: ActivityError) -> str | None:
 
 
 @workflow.defn
-class RefundWorkflow:
+class RefundWorkflow(SettlesByProvider):
+    QUERY_ACTIVITY = "query_refund"
+    OBSERVATION = RefundObservation
+    NOUN = "refund"
+
     @workflow.init
     def __init__(self, order: RefundOrder) -> None:
         self._order = order
         self._status = TransactionStatus.PENDING
-        self._inbox: list[RefundObservation] = []
-        self._seen_notifications: set[str] = set()
-        self._query_now = False  # an operator asked for a status query now
-        self._queries_answered = 0  # status queries finished (answered or not)
-        # A success reported without its amount (Alipay's refund notices carry none) is
-        # confirmed by a status query, which does.
-        self._confirm = False
         self._view = RefundView(
             workflow_id=order.workflow_id,
             refund_id=order.refund_id,
@@ -79,7 +72,7 @@ class RefundWorkflow:
             currency=order.currency,
             reason=order.reason,
         )
-        self._merchant = MerchantOutbox(order.timing.merchant_retry_interval, self._publish)
+        self._start_settling()
 
     # ---- interface -------------------------------------------------------------------
 
@@ -91,40 +84,6 @@ class RefundWorkflow:
     @workflow.query
     def details(self) -> RefundView:
         return self._view
-
-    # ---- operator actions (validated updates: a refused one leaves no trace) ----------
-
-    @workflow.update
-    async def force_status_query(self, action: OperatorAction) -> RefundView:
-        """Ask the provider now, instead of at the next scheduled query."""
-        record(self._view, "status_query", action)
-        done = self._queries_answered
-        self._query_now = True
-        self._publish()
-        await workflow.wait_condition(lambda: self._queries_answered > done or self._terminal)
-        return self._view
-
-    @force_status_query.validator
-    def _can_query(self, action: OperatorAction) -> None:
-        query_problem(f"refund {self._order.refund_id}", self._status)
-
-    @workflow.update
-    async def resolve_review(self, resolution: ReviewResolution) -> RefundView:
-        """Decide a NEEDS_REVIEW refund: accept what the provider reported, or fail it."""
-        record(self._view, f"resolve:{resolution.decision}", resolution)
-        if resolution.decision is ReviewDecision.ACCEPT:
-            self._settle(TransactionStatus.SUCCEEDED, "operator")
-        else:
-            self._settle(
-                TransactionStatus.FAILED,
-                "operator",
-                f"failed by {resolution.operator}: {resolution.reason}",
-            )
-        return self._view
-
-    @resolve_review.validator
-    def _can_resolve(self, resolution: ReviewResolution) -> None:
-        review_problem(f"refund {self._order.refund_id}", self._status, resolution)
 
     # ---- main flow -------------------------------------------------------------------
 
@@ -144,13 +103,11 @@ class RefundWorkflow:
             await self._tell_payment(submitted=True)
             await self._await_outcome()
         await self._tell_payment(submitted=self._view.submitted_at is not None)
-        await self._merchant.finish(lambda: bool(self._inbox), self._drain_inbox)
-        if self._status is TransactionStatus.NEEDS_REVIEW:
-            await await_decision(lambda: self._status, order.timing.review_window)
-            if self._status is not TransactionStatus.NEEDS_REVIEW:
-                await self._tell_payment(submitted=self._view.submitted_at is not None)
-                await self._merchant.finish(lambda: bool(self._inbox), self._drain_inbox)
+        await self._finish()
         return self._view
+
+    async def _decided(self) -> None:
+        await self._tell_payment(submitted=self._view.submitted_at is not None)
 
     async def _submit(self) -> bool:
         """Ask the provider for the refund. False when that already ended the refund."""
@@ -211,68 +168,6 @@ class RefundWorkflow:
             return None
         return observation
 
-    async def _await_outcome(self) -> None:
-        timing = self._order.timing
-        delay = timing.first_status_query_delay
-        while True:
-            self._drain_inbox()
-            if self._terminal:
-                return
-            if self._confirm:
-                self._confirm = False
-                await self._status_query(confirming=True)
-                continue
-            if self._query_now:
-                self._query_now = False
-                await self._status_query()
-                continue
-            wait = jittered(delay)
-            self._view.next_status_query_at = workflow.now() + wait
-            self._publish()
-            try:
-                await workflow.wait_condition(
-                    lambda: bool(self._inbox) or self._confirm or self._query_now,
-                    timeout=wait,
-                    timeout_summary="next status query",
-                )
-                continue
-            except TimeoutError:
-                pass
-            await self._status_query()
-            delay = min(delay * 2, timing.status_query_backoff_cap)
-
-    async def _status_query(self, confirming: bool = False) -> None:
-        """Ask the provider while still listening: a notification may settle first."""
-        self._view.next_status_query_at = None
-        self._view.status_queries += 1
-        self._view.last_status_query_at = workflow.now()
-        self._publish()
-        try:
-            observation: RefundObservation | None = await query_while_listening(
-                "query_refund",
-                self._order,
-                RefundObservation,
-                lambda: bool(self._inbox),
-                self._take_news,
-            )
-        except NoAnswer:
-            self._queries_answered += 1
-            workflow.logger.warning("status query for %s did not answer", self._order.workflow_id)
-            self._confirm = self._confirm or (confirming and not self._terminal)
-            if self._confirm:
-                await workflow.sleep(timedelta(seconds=10), summary="confirm refund again")
-            return
-        self._queries_answered += 1
-        if observation is None:
-            if not self._terminal:
-                self._settle(
-                    TransactionStatus.NEEDS_REVIEW,
-                    "status_query",
-                    "the provider has no record of a refund it accepted",
-                )
-            return
-        self._apply(observation)
-
     async def _tell_payment(self, submitted: bool) -> None:
         """Signal the refunded payment's workflow (it holds the refund ledger)."""
         progress = RefundProgress(
@@ -297,25 +192,10 @@ class RefundWorkflow:
 
     # ---- settlement ------------------------------------------------------------------
 
-    def _take_news(self) -> bool:
-        """Apply what arrived; True when that settled the refund."""
-        self._drain_inbox()
-        return self._terminal
-
-    def _drain_inbox(self) -> None:
-        inbox, self._inbox = self._inbox, []
-        for observation in inbox:
-            self._apply(observation)
-
     def _apply(self, observation: RefundObservation) -> None:
         """The only place an observation changes the status: settles at most once."""
-        if observation.notification_id is not None:
-            if observation.notification_id in self._seen_notifications:
-                self._view.duplicate_notifications += 1
-                self._publish()
-                return
-            self._seen_notifications.add(observation.notification_id)
-            self._view.notifications_received += 1
+        if self._duplicate(observation.notification_id):
+            return
         if observation.refund_id != self._order.refund_id:
             workflow.logger.error(
                 "observation for refund %s ignored by %s",
@@ -346,7 +226,7 @@ class RefundWorkflow:
                     "the provider reports the refund succeeded but not its amount",
                 )
             else:
-                self._confirm = True  # how much went back is asked, not assumed
+                self._query_now = True  # how much went back is asked, not assumed
                 self._publish()
             return
         if state is ProviderRefundState.SUCCEEDED:
@@ -375,26 +255,13 @@ class RefundWorkflow:
             return self._status in (TransactionStatus.SUCCEEDED, TransactionStatus.NEEDS_REVIEW)
         return self._status is TransactionStatus.FAILED
 
-    def _settle(self, status: TransactionStatus, by: str, reason: str | None = None) -> None:
-        self._view.settled_at = workflow.now()
-        self._view.settled_by = by
-        self._view.next_status_query_at = None
-        if status is not TransactionStatus.SUCCEEDED:
-            self._view.review_reason = reason
-        self._status = status
-        self._view.status = status
-        workflow.upsert_search_attributes([sa.PAYMENT_STATUS.value_set(str(status))])
-        self._publish()
-        self._merchant.send(self._view)
-
     @property
-    def _terminal(self) -> bool:
-        return self._status.is_terminal
+    def _what(self) -> str:
+        return f"refund {self._order.refund_id}"
 
-    def _publish(self) -> None:
-        """Current details for the Temporal UI."""
+    def _headline(self) -> list[str]:
         v = self._view
-        lines = [
+        return [
             f"**refund {v.refund_id}** of order {v.order_id}: "
             f"{format_amount(v.amount, v.currency)} {v.currency} via {v.provider}",
             f"- status: **{v.status}**" + (f" ({v.review_reason})" if v.review_reason else ""),
@@ -406,15 +273,4 @@ class RefundWorkflow:
             )
             + (f" ({v.provider_refund_no})" if v.provider_refund_no else "")
             + f", {v.refund_requests} request(s)",
-            f"- notifications received: {v.notifications_received}"
-            f" (duplicates: {v.duplicate_notifications})",
-            f"- status queries: {v.status_queries}"
-            + (f", last at {v.last_status_query_at:%H:%M:%S}" if v.last_status_query_at else ""),
         ]
-        if v.next_status_query_at and not self._terminal:
-            lines.append(f"- next status query: {v.next_status_query_at:%Y-%m-%d %H:%M:%S} UTC")
-        if v.settled_by and v.settled_at:
-            lines.append(f"- settled by: {v.settled_by} at {v.settled_at:%Y-%m-%d %H:%M:%S} UTC")
-        lines.extend(merchant_lines(v.merchant_events))
-        lines.extend(operator_lines(v.operator_actions))
-        workflow.set_current_details("\n".join(lines))

@@ -14,17 +14,13 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from workflows.merchant import MerchantOutbox, merchant_lines
-from workflows.operator import await_decision, operator_lines, query_problem, record, review_problem
-from workflows.status_query import ACTIVITY_TIMEOUT, NoAnswer, jittered, query_while_listening
+from workflows.settling import SettlesByProvider
+from workflows.status_query import ACTIVITY_TIMEOUT
 
 with workflow.unsafe.imports_passed_through():
     from tempay import search_attributes as sa
     from tempay.domain import (
-        OperatorAction,
         ProviderTransferState,
-        ReviewDecision,
-        ReviewResolution,
         TransactionStatus,
         TransferObservation,
         WithdrawalOrder,
@@ -57,16 +53,16 @@ def _error_type(exc: ActivityError) -> str | None:
 
 
 @workflow.defn
-class WithdrawalWorkflow:
+class WithdrawalWorkflow(SettlesByProvider):
+    QUERY_ACTIVITY = "query_transfer"
+    OBSERVATION = TransferObservation
+    NOUN = "transfer"
+
     @workflow.init
     def __init__(self, order: WithdrawalOrder) -> None:
         self._order = order
         self._status = TransactionStatus.PENDING
         self._submitted = False
-        self._inbox: list[TransferObservation] = []
-        self._seen_notifications: set[str] = set()
-        self._query_now = False  # an operator asked for a status query now
-        self._queries_answered = 0  # status queries finished (answered or not)
         self._view = WithdrawalView(
             workflow_id=order.workflow_id,
             withdrawal_id=order.withdrawal_id,
@@ -77,7 +73,7 @@ class WithdrawalWorkflow:
             payee_account=order.payee_account,
             payee_name=order.payee_name,
         )
-        self._merchant = MerchantOutbox(order.timing.merchant_retry_interval, self._publish)
+        self._start_settling()
 
     # ---- interface -------------------------------------------------------------------
 
@@ -114,40 +110,6 @@ class WithdrawalWorkflow:
     def details(self) -> WithdrawalView:
         return self._view
 
-    # ---- operator actions (validated updates: a refused one leaves no trace) ----------
-
-    @workflow.update
-    async def force_status_query(self, action: OperatorAction) -> WithdrawalView:
-        """Ask the provider now, instead of at the next scheduled query."""
-        record(self._view, "status_query", action)
-        done = self._queries_answered
-        self._query_now = True
-        self._publish()
-        await workflow.wait_condition(lambda: self._queries_answered > done or self._terminal)
-        return self._view
-
-    @force_status_query.validator
-    def _can_query(self, action: OperatorAction) -> None:
-        query_problem(f"withdrawal {self._order.withdrawal_id}", self._status)
-
-    @workflow.update
-    async def resolve_review(self, resolution: ReviewResolution) -> WithdrawalView:
-        """Decide a NEEDS_REVIEW withdrawal: accept what the provider reported, or fail it."""
-        record(self._view, f"resolve:{resolution.decision}", resolution)
-        if resolution.decision is ReviewDecision.ACCEPT:
-            self._settle(TransactionStatus.SUCCEEDED, "operator")
-        else:
-            self._settle(
-                TransactionStatus.FAILED,
-                "operator",
-                f"failed by {resolution.operator}: {resolution.reason}",
-            )
-        return self._view
-
-    @resolve_review.validator
-    def _can_resolve(self, resolution: ReviewResolution) -> None:
-        review_problem(f"withdrawal {self._order.withdrawal_id}", self._status, resolution)
-
     # ---- main flow -------------------------------------------------------------------
 
     @workflow.run
@@ -163,10 +125,7 @@ class WithdrawalWorkflow:
         self._publish()
         if await self._submit():
             await self._await_outcome()
-        await self._merchant.finish(lambda: bool(self._inbox), self._drain_inbox)
-        if self._status is TransactionStatus.NEEDS_REVIEW:
-            await await_decision(lambda: self._status, order.timing.review_window)
-            await self._merchant.finish(lambda: bool(self._inbox), self._drain_inbox)
+        await self._finish()
         return self._view
 
     async def _submit(self) -> bool:
@@ -254,82 +213,12 @@ class WithdrawalWorkflow:
             return None
         return observation
 
-    async def _await_outcome(self) -> None:
-        timing = self._order.timing
-        delay = timing.first_status_query_delay
-        while True:
-            self._drain_inbox()
-            if self._terminal:
-                return
-            if self._query_now:
-                self._query_now = False
-                await self._status_query()
-                continue
-            wait = jittered(delay)
-            self._view.next_status_query_at = workflow.now() + wait
-            self._publish()
-            try:
-                await workflow.wait_condition(
-                    lambda: bool(self._inbox) or self._query_now,
-                    timeout=wait,
-                    timeout_summary="next status query",
-                )
-                continue
-            except TimeoutError:
-                pass
-            await self._status_query()
-            delay = min(delay * 2, timing.status_query_backoff_cap)
-
-    async def _status_query(self) -> None:
-        """Ask the provider while still listening: a notification may settle first."""
-        self._view.next_status_query_at = None
-        self._view.status_queries += 1
-        self._view.last_status_query_at = workflow.now()
-        self._publish()
-        try:
-            observation: TransferObservation | None = await query_while_listening(
-                "query_transfer",
-                self._order,
-                TransferObservation,
-                lambda: bool(self._inbox),
-                self._take_news,
-            )
-        except NoAnswer:
-            self._queries_answered += 1
-            workflow.logger.warning("status query for %s did not answer", self._order.withdrawal_id)
-            return
-        self._queries_answered += 1
-        if observation is None:
-            if not self._terminal:
-                self._settle(
-                    TransactionStatus.NEEDS_REVIEW,
-                    "status_query",
-                    "the provider has no record of a transfer it accepted",
-                )
-            return
-        self._apply(observation)
-
     # ---- settlement ------------------------------------------------------------------
-
-    def _take_news(self) -> bool:
-        """Apply what arrived; True when that settled the transaction."""
-        self._drain_inbox()
-        return self._terminal
-
-    def _drain_inbox(self) -> None:
-        inbox, self._inbox = self._inbox, []
-        for observation in inbox:
-            self._apply(observation)
 
     def _apply(self, observation: TransferObservation) -> None:
         """The only place an observation changes the status: settles at most once."""
-        if observation.notification_id is not None:
-            if observation.notification_id in self._seen_notifications:
-                self._view.duplicate_notifications += 1
-                self._publish()
-                return
-            self._seen_notifications.add(observation.notification_id)
-            self._view.notifications_received += 1
+        if self._duplicate(observation.notification_id):
+            return
         if observation.withdrawal_id != self._order.withdrawal_id:
             workflow.logger.error(
                 "observation for %s ignored by %s",
@@ -380,26 +269,13 @@ class WithdrawalWorkflow:
             return self._status in (TransactionStatus.SUCCEEDED, TransactionStatus.NEEDS_REVIEW)
         return self._status is TransactionStatus.FAILED
 
-    def _settle(self, status: TransactionStatus, by: str, reason: str | None = None) -> None:
-        self._view.settled_at = workflow.now()
-        self._view.settled_by = by
-        self._view.next_status_query_at = None
-        if status is not TransactionStatus.SUCCEEDED:
-            self._view.review_reason = reason
-        self._status = status
-        self._view.status = status
-        workflow.upsert_search_attributes([sa.PAYMENT_STATUS.value_set(str(status))])
-        self._publish()
-        self._merchant.send(self._view)
-
     @property
-    def _terminal(self) -> bool:
-        return self._status.is_terminal
+    def _what(self) -> str:
+        return f"withdrawal {self._order.withdrawal_id}"
 
-    def _publish(self) -> None:
-        """Current details for the Temporal UI."""
+    def _headline(self) -> list[str]:
         v = self._view
-        lines = [
+        return [
             f"**withdrawal {v.withdrawal_id}**: {format_amount(v.amount, v.currency)} "
             f"{v.currency} to {v.payee_account} via {v.provider}",
             f"- status: **{v.status}**" + (f" ({v.review_reason})" if v.review_reason else ""),
@@ -411,15 +287,4 @@ class WithdrawalWorkflow:
             )
             + (f" ({v.provider_transfer_no})" if v.provider_transfer_no else "")
             + f", {v.transfer_requests} request(s), {v.outcome_checks} outcome check(s)",
-            f"- notifications received: {v.notifications_received}"
-            f" (duplicates: {v.duplicate_notifications})",
-            f"- status queries: {v.status_queries}"
-            + (f", last at {v.last_status_query_at:%H:%M:%S}" if v.last_status_query_at else ""),
         ]
-        if v.next_status_query_at and not self._terminal:
-            lines.append(f"- next status query: {v.next_status_query_at:%Y-%m-%d %H:%M:%S} UTC")
-        if v.settled_by and v.settled_at:
-            lines.append(f"- settled by: {v.settled_by} at {v.settled_at:%Y-%m-%d %H:%M:%S} UTC")
-        lines.extend(merchant_lines(v.merchant_events))
-        lines.extend(operator_lines(v.operator_actions))
-        workflow.set_current_details("\n".join(lines))
