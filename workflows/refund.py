@@ -20,7 +20,6 @@ from workflows.status_query import ACTIVITY_TIMEOUT
 with workflow.unsafe.imports_passed_through():
     from tempay import search_attributes as sa
     from tempay.domain import (
-        ProviderRefundState,
         RefundObservation,
         RefundOrder,
         RefundProgress,
@@ -57,6 +56,10 @@ class RefundWorkflow(SettlesByProvider):
     QUERY_ACTIVITY = "query_refund"
     OBSERVATION = RefundObservation
     NOUN = "refund"
+    ID_FIELD = "refund_id"
+    PROVIDER_NO_FIELD = "provider_refund_no"
+    MOVED_FIELDS = ("refunded_amount", "refunded_currency")
+    MOVED = "refunded"
 
     @workflow.init
     def __init__(self, order: RefundOrder) -> None:
@@ -192,68 +195,21 @@ class RefundWorkflow(SettlesByProvider):
 
     # ---- settlement ------------------------------------------------------------------
 
-    def _apply(self, observation: RefundObservation) -> None:
-        """The only place an observation changes the status: settles at most once."""
-        if self._duplicate(observation.notification_id):
-            return
-        if observation.refund_id != self._order.refund_id:
-            workflow.logger.error(
-                "observation for refund %s ignored by %s",
-                observation.refund_id,
-                self._order.workflow_id,
+    def _unconfirmed(self, observation: RefundObservation) -> bool:
+        """A success without its amount (Alipay's refund notices) is confirmed by a status
+        query, which says how much; if even that does not, a person decides."""
+        if observation.amount is not None:
+            return False
+        if observation.source == "status_query":
+            self._settle(
+                TransactionStatus.NEEDS_REVIEW,
+                "status_query",
+                "the provider reports the refund succeeded but not its amount",
             )
-            return
-        if self._view.provider_refund_no is None and observation.provider_refund_no:
-            self._view.provider_refund_no = observation.provider_refund_no
-        state = observation.state
-        if self._terminal:
-            if state is not ProviderRefundState.PENDING and not self._agrees(observation):
-                workflow.logger.error(
-                    "refund %s is %s; the provider now reports %s (%s): nothing changes",
-                    self._order.refund_id,
-                    self._status,
-                    state,
-                    observation.source,
-                )
-            self._publish()
-            return
-        source = observation.source
-        if state is ProviderRefundState.SUCCEEDED and observation.amount is None:
-            if source == "status_query":
-                self._settle(
-                    TransactionStatus.NEEDS_REVIEW,
-                    source,
-                    "the provider reports the refund succeeded but not its amount",
-                )
-            else:
-                self._query_now = True  # how much went back is asked, not assumed
-                self._publish()
-            return
-        if state is ProviderRefundState.SUCCEEDED:
-            self._view.refunded_amount = observation.amount
-            self._view.refunded_currency = observation.currency
-            if (observation.amount, observation.currency) != (
-                self._order.amount,
-                self._order.currency,
-            ):
-                self._settle(
-                    TransactionStatus.NEEDS_REVIEW,
-                    source,
-                    f"refunded {observation.amount} {observation.currency}, refund is "
-                    f"{format_amount(self._order.amount, self._order.currency)} "
-                    f"{self._order.currency}",
-                )
-            else:
-                self._settle(TransactionStatus.SUCCEEDED, source)
-        elif state is ProviderRefundState.FAILED:
-            self._settle(TransactionStatus.FAILED, source, "the provider reports the refund failed")
         else:
+            self._query_now = True  # how much went back is asked, not assumed
             self._publish()
-
-    def _agrees(self, observation: RefundObservation) -> bool:
-        if observation.state is ProviderRefundState.SUCCEEDED:
-            return self._status in (TransactionStatus.SUCCEEDED, TransactionStatus.NEEDS_REVIEW)
-        return self._status is TransactionStatus.FAILED
+        return True
 
     @property
     def _what(self) -> str:

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         ReviewDecision,
         ReviewResolution,
         TransactionStatus,
+        format_amount,
     )
 
 
@@ -38,6 +39,10 @@ class SettlesByProvider:
     QUERY_ACTIVITY: ClassVar[str]  # the status-query activity
     OBSERVATION: ClassVar[type[BaseModel]]  # what it and the notifications report
     NOUN: ClassVar[str]  # "refund", "transfer"
+    ID_FIELD: ClassVar[str]  # the observation's (and order's) id field: "refund_id", ...
+    PROVIDER_NO_FIELD: ClassVar[str]  # the provider's own number, in observation and view
+    MOVED_FIELDS: ClassVar[tuple[str, str]]  # the view's fields for the amount that moved
+    MOVED: ClassVar[str]  # "refunded", "paid out"
 
     _order: Any
     _view: Any
@@ -61,9 +66,13 @@ class SettlesByProvider:
         """The first lines of the current details."""
         raise NotImplementedError
 
-    def _apply(self, observation: Any) -> None:
-        """The only place an observation changes the status: settles at most once."""
-        raise NotImplementedError
+    def _failure(self, observation: Any) -> str:
+        """Why the provider says it failed."""
+        return f"the provider reports the {self.NOUN} failed"
+
+    def _unconfirmed(self, observation: Any) -> bool:
+        """True when a success must be confirmed before it counts (and that is arranged)."""
+        return False
 
     async def _decided(self) -> None:
         """Called when an operator's decision ended a review."""
@@ -158,6 +167,57 @@ class SettlesByProvider:
                 )
             return
         self._apply(observation)
+
+    def _apply(self, observation: Any) -> None:
+        """The only place an observation changes the status: settles at most once."""
+        if self._duplicate(observation.notification_id):
+            return
+        if getattr(observation, self.ID_FIELD) != getattr(self._order, self.ID_FIELD):
+            workflow.logger.error(
+                "observation for %s %s ignored by %s",
+                self.NOUN,
+                getattr(observation, self.ID_FIELD),
+                self._order.workflow_id,
+            )
+            return
+        provider_no = getattr(observation, self.PROVIDER_NO_FIELD)
+        if getattr(self._view, self.PROVIDER_NO_FIELD) is None and provider_no:
+            setattr(self._view, self.PROVIDER_NO_FIELD, provider_no)
+        state, source = str(observation.state), observation.source
+        if self._terminal:
+            if state != "PENDING" and not self._agrees(state):
+                workflow.logger.error(
+                    "%s is %s; the provider now reports %s (%s): nothing changes",
+                    self._what,
+                    self._status,
+                    state,
+                    source,
+                )
+            self._publish()  # out of order or duplicate: nothing changes
+            return
+        if state == "SUCCEEDED" and not self._unconfirmed(observation):
+            amount, currency = observation.amount, observation.currency
+            setattr(self._view, self.MOVED_FIELDS[0], amount)
+            setattr(self._view, self.MOVED_FIELDS[1], currency)
+            order = self._order
+            if (amount, currency) != (order.amount, order.currency):
+                self._settle(
+                    TransactionStatus.NEEDS_REVIEW,
+                    source,
+                    f"{self.MOVED} {amount} {currency}, {self.NOUN} is "
+                    f"{format_amount(order.amount, order.currency)} {order.currency}",
+                )
+            else:
+                self._settle(TransactionStatus.SUCCEEDED, source)
+        elif state == "FAILED":
+            self._settle(TransactionStatus.FAILED, source, self._failure(observation))
+        else:
+            self._publish()
+
+    def _agrees(self, state: str) -> bool:
+        if state == "SUCCEEDED":
+            return self._status in (TransactionStatus.SUCCEEDED, TransactionStatus.NEEDS_REVIEW)
+        return self._status is TransactionStatus.FAILED
 
     def _take_news(self) -> bool:
         """Apply what arrived; True when that settled the transaction."""

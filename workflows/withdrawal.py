@@ -20,7 +20,6 @@ from workflows.status_query import ACTIVITY_TIMEOUT
 with workflow.unsafe.imports_passed_through():
     from tempay import search_attributes as sa
     from tempay.domain import (
-        ProviderTransferState,
         TransactionStatus,
         TransferObservation,
         WithdrawalOrder,
@@ -57,6 +56,10 @@ class WithdrawalWorkflow(SettlesByProvider):
     QUERY_ACTIVITY = "query_transfer"
     OBSERVATION = TransferObservation
     NOUN = "transfer"
+    ID_FIELD = "withdrawal_id"
+    PROVIDER_NO_FIELD = "provider_transfer_no"
+    MOVED_FIELDS = ("paid_amount", "paid_currency")
+    MOVED = "paid out"
 
     @workflow.init
     def __init__(self, order: WithdrawalOrder) -> None:
@@ -215,59 +218,8 @@ class WithdrawalWorkflow(SettlesByProvider):
 
     # ---- settlement ------------------------------------------------------------------
 
-    def _apply(self, observation: TransferObservation) -> None:
-        """The only place an observation changes the status: settles at most once."""
-        if self._duplicate(observation.notification_id):
-            return
-        if observation.withdrawal_id != self._order.withdrawal_id:
-            workflow.logger.error(
-                "observation for %s ignored by %s",
-                observation.withdrawal_id,
-                self._order.workflow_id,
-            )
-            return
-        if self._view.provider_transfer_no is None and observation.provider_transfer_no:
-            self._view.provider_transfer_no = observation.provider_transfer_no
-        state = observation.state
-        if self._terminal:
-            if state is not ProviderTransferState.PENDING and not self._agrees(observation):
-                workflow.logger.error(
-                    "withdrawal %s is %s; the provider now reports %s (%s): nothing changes",
-                    self._order.withdrawal_id,
-                    self._status,
-                    state,
-                    observation.source,
-                )
-            self._publish()  # out of order or duplicate: nothing changes
-            return
-        source = observation.source
-        if state is ProviderTransferState.SUCCEEDED:
-            self._view.paid_amount = observation.amount
-            self._view.paid_currency = observation.currency
-            if (observation.amount, observation.currency) != (
-                self._order.amount,
-                self._order.currency,
-            ):
-                self._settle(
-                    TransactionStatus.NEEDS_REVIEW,
-                    source,
-                    f"paid out {observation.amount} {observation.currency}, withdrawal is "
-                    f"{format_amount(self._order.amount, self._order.currency)} "
-                    f"{self._order.currency}",
-                )
-            else:
-                self._settle(TransactionStatus.SUCCEEDED, source)
-        elif state is ProviderTransferState.FAILED:
-            self._settle(
-                TransactionStatus.FAILED, source, observation.fail_reason or "transfer failed"
-            )
-        else:
-            self._publish()
-
-    def _agrees(self, observation: TransferObservation) -> bool:
-        if observation.state is ProviderTransferState.SUCCEEDED:
-            return self._status in (TransactionStatus.SUCCEEDED, TransactionStatus.NEEDS_REVIEW)
-        return self._status is TransactionStatus.FAILED
+    def _failure(self, observation: TransferObservation) -> str:
+        return observation.fail_reason or "transfer failed"
 
     @property
     def _what(self) -> str:
