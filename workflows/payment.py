@@ -55,7 +55,8 @@ MERCHANT_EVENTS_PATCH = "merchant-events"
 # Workflows that completed at settlement before refunds existed replay without the refund
 # window; the ones that settle after the upgrade stay open for refunds.
 REFUNDS_PATCH = "refund-window"
-# Each refund adds about a dozen history events; this keeps a payment's history far below
+# Each refund adds about 23 history events to its payment (measured: 37 for a paid payment,
+# 83 with two refunds); 100 refunds keep a payment's history far below
 # Temporal's limits (a provider's own cap is usually lower: Alipay allows 50 refunds).
 MAX_REFUNDS = 100
 
