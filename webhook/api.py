@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
 from providers.base import ProviderAdapter
@@ -283,7 +283,8 @@ def create_api_router(
     async def within(call: Awaitable[T], late: str) -> T:
         try:
             return await asyncio.wait_for(call, seconds)
-        except TimeoutError:
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            # Cancelled at the timeout, an update call raises the latter instead.
             raise ApiError(504, f"no answer within {seconds:g} s; {late}") from None
 
     def provider(name: str) -> str:
