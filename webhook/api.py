@@ -23,7 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any, Protocol, TypeVar
 
-from fastapi import APIRouter, Request, Response, Security
+from fastapi import APIRouter, HTTPException, Request, Response, Security
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -177,6 +177,14 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(
             {"error": "the body is not valid JSON", "detail": jsonable_encoder(errors)}, 400
         )
+    if any(tuple(e.get("loc", ())) == ("body",) and e.get("type") != "missing" for e in errors):
+        return JSONResponse(
+            {
+                "error": "the body must be a JSON object (Content-Type: application/json)",
+                "detail": jsonable_encoder(errors),
+            },
+            422,
+        )
     parts = []
     for e in errors:
         where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
@@ -194,6 +202,8 @@ def _error_response(exc: Exception) -> Response | None:
         return exc.response()
     if isinstance(exc, RequestValidationError):
         return _validation_response(exc)
+    if isinstance(exc, HTTPException):  # FastAPI's own, e.g. a body it cannot parse
+        return ApiError(exc.status_code, str(exc.detail)).response()
     status: int | None = None
     if isinstance(exc, InvalidInput):
         status = 422

@@ -403,15 +403,26 @@ async def test_bad_payment_is_refused_and_starts_nothing(
 
 
 @pytest.mark.parametrize(
-    ("content", "status"),
-    [(b"{not json", 400), (b"", 422), (b"[]", 422), (b'"10.00"', 422), (b"{}", 422)],
+    ("content", "content_type", "status", "says"),
+    [
+        (b"{not json", "application/json", 400, "not valid JSON"),
+        (b"\xff\xfe", "application/json", 400, "not valid JSON"),
+        (b"", "application/json", 422, "Field required"),
+        (b"[]", "application/json", 422, "JSON object"),
+        (b'"10.00"', "application/json", 422, "JSON object"),
+        (b"{}", "application/json", 422, "order_id: Field required"),
+        (b'{"order_id": "x", "amount": "1.00", "currency": "CNY"}', "text/plain", 422, "JSON"),
+        (b"order_id=x&amount=1.00&currency=CNY", "application/x-www-form-urlencoded", 422, "JSON"),
+    ],
 )
-async def test_malformed_body(api: httpx.AsyncClient, content: bytes, status: int) -> None:
+async def test_malformed_body(
+    api: httpx.AsyncClient, content: bytes, content_type: str, status: int, says: str
+) -> None:
     response = await api.post(
-        "/api/payments", content=content, headers={"content-type": "application/json"}
+        "/api/payments", content=content, headers={"content-type": content_type}
     )
     assert response.status_code == status, response.text
-    error_of(response)
+    assert says in error_of(response)
 
 
 async def test_money_as_json_number_is_refused_for_refunds_and_withdrawals(
