@@ -162,6 +162,9 @@ class WithdrawalIn(Body):
 
 class ErrorOut(BaseModel):
     error: str
+    detail: list[dict[str, Any]] | None = Field(
+        default=None, description="validation errors: FastAPI's list, field by field"
+    )
 
 
 class RefusedRefundOut(RefundAccepted):
