@@ -33,6 +33,9 @@ def _seconds(value: Any) -> Any:
 
 Duration = Annotated[timedelta, BeforeValidator(_seconds)]
 
+# The backend API's bearer key: long enough that guessing it is hopeless.
+API_KEY_MIN_LENGTH = 16
+
 
 class Settings(BaseSettings):
     # Errors never echo their input: a malformed secret must not reach a log.
@@ -88,6 +91,29 @@ class Settings(BaseSettings):
     codec_cors_origins: str = "http://127.0.0.1:8233,http://localhost:8233"
     # When set, /codec/* requires `Authorization: Bearer <token>`.
     codec_auth_token: SecretStr | None = None
+
+    # The backend API (/api, webhook/api.py): callers send `Authorization: Bearer <key>`.
+    # Unset: every /api route answers 503, never open without a key.
+    api_key: SecretStr | None = None
+    # How long an /api call waits for the worker and provider before answering 504.
+    api_timeout: Duration = timedelta(seconds=30)
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _blank_api_key_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < API_KEY_MIN_LENGTH:
+            raise ValueError(
+                f"TEMPAY_API_KEY must be at least {API_KEY_MIN_LENGTH} characters "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        return value
 
     @field_validator("codec_keys", "codec_auth_token", mode="before")
     @classmethod

@@ -36,6 +36,7 @@ from tempay.domain import (
 )
 from tempay.settings import Settings, get_settings
 from tempay.temporal import TemporalUnavailable, connect
+from webhook.api import create_api_router
 from webhook.codec import create_codec_app
 from webhook.metrics import ACK_LATENCY, NOTIFICATIONS
 
@@ -107,6 +108,7 @@ def create_app(
             await adapter.aclose()
 
     app = FastAPI(title="tempay webhook", lifespan=lifespan)
+    app.include_router(create_api_router(settings, temporal, providers))  # /api (webhook/api.py)
     app.mount("/codec", create_codec_app(settings))  # Temporal UI/CLI codec (webhook/codec.py)
 
     @app.get("/healthz")
