@@ -10,6 +10,7 @@ from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
 from workflows.merchant import MerchantOutbox, merchant_lines
+from workflows.metrics import count_settlement
 from workflows.refund import RefundWorkflow
 from workflows.status_query import ACTIVITY_TIMEOUT, NoAnswer, jittered, query_while_listening
 
@@ -550,6 +551,7 @@ class PaymentWorkflow:
             self._view.refundable_amount = self._order.amount
         self._set_status(status)
         self._raise_merchant_event()
+        count_settlement(self._order.kind, status)
 
     def _set_status(self, status: TransactionStatus) -> None:
         self._status = status

@@ -15,6 +15,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 from workflows.merchant import MerchantOutbox, merchant_lines
+from workflows.metrics import count_settlement
 from workflows.status_query import ACTIVITY_TIMEOUT, NoAnswer, jittered, query_while_listening
 
 with workflow.unsafe.imports_passed_through():
@@ -335,6 +336,7 @@ class RefundWorkflow:
         workflow.upsert_search_attributes([sa.PAYMENT_STATUS.value_set(str(status))])
         self._publish()
         self._merchant.send(self._view)
+        count_settlement(self._view.kind, status)
 
     @property
     def _terminal(self) -> bool:

@@ -16,6 +16,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.merchant import deliver_merchant_event
+from workflows.metrics import count_settlement
 from workflows.status_query import ACTIVITY_TIMEOUT, NoAnswer, jittered, query_while_listening
 
 with workflow.unsafe.imports_passed_through():
@@ -368,6 +369,7 @@ class WithdrawalWorkflow:
         workflow.upsert_search_attributes([sa.PAYMENT_STATUS.value_set(str(status))])
         self._publish()
         self._raise_merchant_event()
+        count_settlement(self._view.kind, status)
 
     @property
     def _terminal(self) -> bool:
