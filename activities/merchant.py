@@ -23,6 +23,14 @@ log = logging.getLogger("tempay.merchant")
 HTTP_TIMEOUT = httpx.Timeout(10.0)
 USER_AGENT = "tempay-webhooks/1"
 BODY_EXCERPT = 200  # characters of a refusing answer kept in the retry's error
+DELIVERIES = "tempay_merchant_deliveries"
+
+
+def _count(outcome: str) -> None:
+    """One delivery attempt: delivered, not_configured or failed_attempt (retried)."""
+    activity.metric_meter().create_counter(
+        DELIVERIES, "Merchant event delivery attempts, by outcome"
+    ).add(1, {"outcome": outcome})
 
 
 class MerchantActivities:
@@ -43,6 +51,7 @@ class MerchantActivities:
             if not self._said_not_configured:
                 self._said_not_configured = True
                 log.info("no TEMPAY_MERCHANT_WEBHOOK_URL: merchant events are recorded, not sent")
+            _count("not_configured")
             return MerchantDelivery(
                 event_id=event.id, state=MerchantDeliveryState.NOT_CONFIGURED, attempt=attempt
             )
@@ -66,6 +75,7 @@ class MerchantActivities:
                 self._url,
                 type(exc).__name__,
             )
+            _count("failed_attempt")
             raise ApplicationError(
                 f"merchant webhook {self._url} unreachable: {type(exc).__name__}: {exc}",
                 type="MerchantUnreachable",
@@ -78,12 +88,14 @@ class MerchantActivities:
                 self._url,
                 response.status_code,
             )
+            _count("failed_attempt")
             raise ApplicationError(
                 f"merchant webhook answered HTTP {response.status_code}: "
                 f"{response.text[:BODY_EXCERPT]}",
                 type="MerchantRefused",
             )
         log.info("merchant event %s delivered on attempt %d", event.id, attempt)
+        _count("delivered")
         return MerchantDelivery(
             event_id=event.id,
             state=MerchantDeliveryState.DELIVERED,

@@ -25,7 +25,7 @@ from tempay.domain import (
     TransactionStatus,
 )
 from tempay.settings import Settings, get_settings
-from tempay.temporal import TemporalUnavailable, connect
+from tempay.temporal import MetricsUnavailable, TemporalUnavailable, connect
 from tempay.transactions import (
     ActionRefused,
     OrderConflict,
@@ -34,6 +34,7 @@ from tempay.transactions import (
     WorkerUnavailable,
     build_order,
     build_withdrawal,
+    count_transactions,
     list_transactions,
     operator_action,
     payment_view,
@@ -41,6 +42,7 @@ from tempay.transactions import (
     start_payment,
     start_refund,
     start_withdrawal,
+    transactions_query,
     withdrawal_view,
 )
 
@@ -49,6 +51,7 @@ USER_ERRORS = (
     ActionRefused,
     InvalidInput,
     TemporalUnavailable,
+    MetricsUnavailable,
     TransactionNotFound,
     OrderConflict,
     RefundRefused,
@@ -234,8 +237,18 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    filters = {"status": args.status, "kind": args.kind, "provider": args.provider}
+    transactions_query(**filters)  # bad filters are refused before connecting
+    if args.limit is not None and args.limit < 1:
+        raise InvalidInput("--limit must be positive")
     client = await connect(settings)
-    async for row in list_transactions(client, status=args.status, limit=args.limit):
+    if args.count:
+        counts = await count_transactions(client, **filters)
+        for status, n in counts.by_status.items():
+            print(f"{status}\t{n}")
+        print(f"TOTAL\t{counts.total}")
+        return 0
+    async for row in list_transactions(client, limit=args.limit, **filters):
         print(f"{row.order_id}\t{row.status}\t{row.kind}\t{row.provider}\t{row.workflow_id}")
     return 0
 
@@ -347,9 +360,22 @@ def parser() -> argparse.ArgumentParser:
     )
     resolve.set_defaults(run=cmd_resolve)
 
-    listing = commands.add_parser("list", help="one line per transaction")
+    listing = commands.add_parser(
+        "list",
+        help="one line per transaction, or --count by status",
+        description="Transactions from Temporal's visibility store: one line each "
+        "(order id, status, kind, provider, workflow id), or with --count one line per "
+        "status and a TOTAL line. Filters combine.",
+    )
     listing.add_argument("--status", help="only this status, e.g. PENDING")
-    listing.add_argument("--limit", type=int, default=None)
+    listing.add_argument(
+        "--kind", help="only this kind: " + ", ".join(str(k) for k in TransactionKind)
+    )
+    listing.add_argument("--provider", help="only this provider, e.g. sandbox")
+    listing.add_argument("--limit", type=int, default=None, help="at most this many lines")
+    listing.add_argument(
+        "--count", action="store_true", help="count by status instead (STATUS<TAB>N, TOTAL<TAB>N)"
+    )
     listing.set_defaults(run=cmd_list)
 
     commands.add_parser("demo", help="drive every path against a running stack").set_defaults(

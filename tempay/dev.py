@@ -26,7 +26,7 @@ from providers.sandbox.keys import ensure_keypair
 from tempay import search_attributes as sa
 from tempay.codec import ensure_key_file
 from tempay.settings import Settings
-from tempay.temporal import TemporalUnavailable, connect, find_binary
+from tempay.temporal import TemporalUnavailable, connect, find_binary, metrics_address
 
 STOP_GRACE_SECONDS = 10.0
 READY_TIMEOUT_SECONDS = 60.0
@@ -121,6 +121,8 @@ class Stack:
         }
         if self.with_ui:
             ports["Temporal UI"] = self.settings.temporal_ui_port
+        if self.settings.worker_metrics_port:
+            ports["worker metrics"] = self.settings.worker_metrics_port
         return ports
 
     def env(self) -> dict[str, str]:
@@ -180,7 +182,8 @@ class Stack:
         if busy:
             raise StackError(
                 f"{', '.join(busy)} already in use: is another `tempay dev` running? "
-                "(ports are set by TEMPORAL_ADDRESS, TEMPAY_WEBHOOK_PORT, TEMPAY_SANDBOX_URL)"
+                "(ports are set by TEMPORAL_ADDRESS, TEMPAY_WEBHOOK_PORT, TEMPAY_SANDBOX_URL, "
+                "TEMPAY_WORKER_METRICS_PORT)"
             )
         logs = self.data_dir / "logs"
         ensure_keypair(self.data_dir / "sandbox")
@@ -278,6 +281,7 @@ async def run_dev(settings: Settings, demo: bool = False) -> int:
         print(f"tempay dev: starting; data and logs in {stack.data_dir}", flush=True)
         await stack.wait_ready()
         s = settings
+        address = metrics_address(s)
         print(
             "tempay dev: ready\n"
             f"  Temporal      {s.temporal_address} (namespace {s.temporal_namespace}, "
@@ -288,6 +292,9 @@ async def run_dev(settings: Settings, demo: bool = False) -> int:
             "through it)\n"
             f"  sandbox       {s.sandbox_url}\n"
             "  worker        task queue " + s.task_queue + "\n"
+            f"  metrics       http://127.0.0.1:{s.webhook_port}/metrics (webhook), "
+            + (f"http://{address}/metrics (worker)" if address else "worker metrics off")
+            + "\n"
             "Ctrl-C stops everything; starting again resumes every pending payment.",
             flush=True,
         )

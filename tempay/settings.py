@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     # Base URL providers POST notifications to; notify_url = {webhook_url}/notify/{provider}.
     webhook_url: str = "http://127.0.0.1:8000"
     sandbox_url: str = "http://127.0.0.1:8001"
+    # The worker's Prometheus endpoint (the Temporal SDK's worker metrics and tempay's
+    # settlements and merchant deliveries): http://{host}:{port}/metrics; port 0 turns it off.
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = Field(default=9464, ge=0, le=65535)
     # How long a call to a provider may take before its answer counts as lost.
     provider_timeout: Duration = timedelta(seconds=10)
 

@@ -19,7 +19,7 @@ from providers.base import ProviderAdapter
 from providers.registry import build_adapters
 from tempay.bench_workflows import BareSettlementWorkflow, bare_activity
 from tempay.settings import Settings, get_settings
-from tempay.temporal import connect
+from tempay.temporal import connect, metrics_address, metrics_runtime
 from workflows.payment import PaymentWorkflow
 from workflows.refund import RefundWorkflow
 from workflows.withdrawal import WithdrawalWorkflow
@@ -57,7 +57,7 @@ async def run_worker(settings: Settings | None = None) -> None:
     # bytecode caching (PYTHONDONTWRITEBYTECODE) each run recompiles their source.
     sys.dont_write_bytecode = False
     settings = settings or get_settings()
-    client = await connect(settings)
+    client = await connect(settings, runtime=metrics_runtime(settings))
     if client.data_converter.payload_codec is None:
         logging.getLogger("tempay.worker").warning(
             "payloads are NOT encrypted: set TEMPAY_CODEC_KEYS (or run under `tempay dev`, "
@@ -72,6 +72,10 @@ async def run_worker(settings: Settings | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     logging.getLogger("tempay.worker").info(
         "worker polling task queue %r on %s", settings.task_queue, settings.temporal_address
+    )
+    address = metrics_address(settings)
+    logging.getLogger("tempay.worker").info(
+        "worker metrics %s", f"at http://{address}/metrics" if address else "off"
     )
     async with worker:
         await stop.wait()

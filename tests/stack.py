@@ -227,12 +227,14 @@ async def running_stack(
     task_queue: str,
     settings_overrides: dict[str, Any] | None = None,
     extra_adapters: dict[str, ProviderAdapter] | None = None,
+    worker: bool = True,
     **sandbox_overrides: Any,
 ) -> AsyncIterator[Stack]:
     """Sandbox provider, webhook service, merchant and worker; all stop when the block ends.
     `settings_overrides` change tempay's settings (e.g. provider_timeout), `extra_adapters`
     add providers (e.g. an adapter pointed at a test's fake provider API) to the webhook and
-    the worker, the other keyword arguments change the sandbox's settings."""
+    the worker, `worker=False` leaves the worker to the test (e.g. a `tempay worker` process),
+    the other keyword arguments change the sandbox's settings."""
     async with contextlib.AsyncExitStack() as stack:
         # Bind the sockets first: the settings (and the sandbox's payment_url links) need
         # the URLs. They close on the way out even if something below fails.
@@ -264,7 +266,8 @@ async def running_stack(
         await stack.enter_async_context(serve(create_webhook_app(settings, adapters), webhook_sock))
         await stack.enter_async_context(serve(merchant.app(), merchant_sock))
         # The worker stops first (on exit, in reverse order), while the sandbox still answers.
-        await stack.enter_async_context(build_worker(client, settings, adapters))
+        if worker:
+            await stack.enter_async_context(build_worker(client, settings, adapters))
         yield Stack(
             client=client,
             settings=settings,

@@ -10,6 +10,7 @@ from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
 from workflows.merchant import MerchantOutbox, merchant_lines
+from workflows.metrics import count_settlement
 from workflows.operator import operator_lines, record
 from workflows.refund import RefundWorkflow
 from workflows.status_query import ACTIVITY_TIMEOUT, NoAnswer, jittered, query_while_listening
@@ -705,6 +706,7 @@ class PaymentWorkflow:
         if self._refund_window_opened:
             self._refund_totals()
         self._raise_merchant_event()
+        count_settlement(self._order.kind, status)
 
     def _set_status(self, status: TransactionStatus) -> None:
         self._status = status

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from temporalio import workflow
 
 from workflows.merchant import MerchantOutbox, merchant_lines
+from workflows.metrics import count_settlement
 from workflows.operator import (
     await_decision,
     operator_lines,
@@ -252,6 +253,7 @@ class SettlesByProvider:
         workflow.upsert_search_attributes([sa.PAYMENT_STATUS.value_set(str(status))])
         self._publish()
         self._merchant.send(self._view)
+        count_settlement(self._view.kind, status)
 
     async def _finish(self) -> None:
         """Deliver the merchant events; in NEEDS_REVIEW, wait for an operator's decision."""

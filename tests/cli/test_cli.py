@@ -48,6 +48,7 @@ def env(tmp_path: Path) -> dict[str, str]:
         "TEMPAY_WEBHOOK_PORT": str(webhook_port),
         "TEMPAY_WEBHOOK_URL": f"http://127.0.0.1:{webhook_port}",
         "TEMPAY_SANDBOX_URL": f"http://127.0.0.1:{free_port()}",
+        "TEMPAY_WORKER_METRICS_PORT": str(free_port()),
     }
 
 
@@ -57,6 +58,7 @@ def ports(env: dict[str, str]) -> list[int]:
         int(env["TEMPAY_TEMPORAL_UI_PORT"]),
         int(env["TEMPAY_WEBHOOK_PORT"]),
         int(env["TEMPAY_SANDBOX_URL"].rsplit(":", 1)[1]),
+        int(env["TEMPAY_WORKER_METRICS_PORT"]),
     ]
 
 

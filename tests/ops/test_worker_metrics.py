@@ -1,0 +1,219 @@
+"""The worker's Prometheus endpoint on the real dev server: the SDK's worker metrics and
+tempay's settlements and merchant deliveries, counted as the transactions settle."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from tempay.dev import free_port, port_in_use
+from tempay.domain import TransactionStatus, WithdrawalView
+from tempay.settings import Settings
+from tempay.temporal import MetricsUnavailable, metrics_address, metrics_runtime
+from tempay.transactions import build_withdrawal, start_withdrawal
+from tests.stack import Stack, running_stack, start_payment
+
+pytestmark = pytest.mark.e2e
+
+Labels = frozenset[tuple[str, str]]
+
+
+SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)")
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+async def scrape(url: str) -> dict[tuple[str, Labels], float]:
+    """The samples of Prometheus's text format, named exactly as exposed (a parser such as
+    prometheus_client's would add `_total` to counters' names)."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        response = await http.get(url)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for line in response.text.splitlines():
+        if line and not line.startswith("#"):
+            match = SAMPLE.fullmatch(line)
+            assert match, line
+            name, labels, value = match.groups()
+            samples[(name, frozenset(LABEL.findall(labels or "")))] = float(value)
+    return samples
+
+
+def total(metrics: dict[tuple[str, Labels], float], name: str, **labels: str) -> float:
+    """The sum of `name`'s samples whose labels include `labels`."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in metrics.items() if n == name and want <= ls)
+
+
+def test_metrics_address_and_off(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    assert (settings.worker_metrics_host, settings.worker_metrics_port) == ("127.0.0.1", 9464)
+    assert metrics_address(settings) == "127.0.0.1:9464"
+    off = Settings(data_dir=tmp_path, worker_metrics_port=0)
+    assert metrics_address(off) is None and metrics_runtime(off) is None
+    v6 = Settings(data_dir=tmp_path, worker_metrics_host="::1", worker_metrics_port=9999)
+    assert metrics_address(v6) == "[::1]:9999"
+
+
+def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+    port = free_port()
+    first = metrics_runtime(Settings(data_dir=tmp_path, worker_metrics_port=port))
+    assert first is not None and port_in_use(port)
+    with pytest.raises(MetricsUnavailable) as taken:
+        metrics_runtime(Settings(data_dir=tmp_path, worker_metrics_port=port))
+    assert str(taken.value).startswith(f"cannot serve worker metrics on 127.0.0.1:{port}: ")
+    assert "TEMPAY_WORKER_METRICS_PORT" in str(taken.value)
+    del first
+    gc.collect()
+    assert not port_in_use(port)
+
+
+class WorkerProcess:
+    """`tempay worker` as an operator runs it, stopped with SIGTERM."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with open(log, "wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tempay", "worker"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise
+        return self.process.returncode
+
+
+def worker_env(stack: Stack, metrics_port: int) -> dict[str, str]:
+    s = stack.settings
+    assert s.merchant_webhook_url is not None and s.merchant_webhook_secret is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPAY_", "TEMPORAL_"))}
+    return {
+        **env,
+        "TEMPORAL_ADDRESS": s.temporal_address,
+        "TEMPORAL_NAMESPACE": s.temporal_namespace,
+        "TEMPAY_TASK_QUEUE": s.task_queue,
+        "TEMPAY_DATA_DIR": str(s.data_dir),
+        "TEMPAY_SANDBOX_URL": s.sandbox_url,
+        "TEMPAY_WEBHOOK_URL": s.webhook_url,
+        "TEMPAY_MERCHANT_WEBHOOK_URL": s.merchant_webhook_url,
+        "TEMPAY_MERCHANT_WEBHOOK_SECRET": s.merchant_webhook_secret.get_secret_value(),
+        "TEMPAY_WORKER_METRICS_PORT": str(metrics_port),
+    }
+
+
+async def metrics_when_up(url: str, worker: WorkerProcess) -> None:
+    for _ in range(300):
+        assert worker.process.poll() is None, worker.log.read_text()
+        try:
+            await scrape(url)
+            return
+        except httpx.HTTPError:
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"no metrics at {url}: {worker.log.read_text()}")
+
+
+async def test_worker_metrics_count_settlements_and_deliveries(
+    own_dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    client = own_dev_env.client
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    run = uuid.uuid4().hex[:6]
+    paid, declined, task_queue = f"M-{run}-paid", f"M-{run}-declined", f"tq-metrics-{run}"
+    async with running_stack(client, tmp_path, task_queue, worker=False) as stack:
+        worker = WorkerProcess(worker_env(stack, port), tmp_path / "worker.log")
+        try:
+            await metrics_when_up(url, worker)
+            # The merchant's application refuses the paid order's first event once.
+            stack.merchant.refuse(paid, 1)
+            pay, _ = await start_payment(client, stack.settings, paid)
+            decline, _ = await start_payment(client, stack.settings, declined)
+            async with httpx.AsyncClient(base_url=stack.sandbox_url, timeout=10) as sandbox:
+                assert (await sandbox.post(f"/sandbox/payments/{paid}/pay", json={})).is_success
+                assert (await sandbox.post(f"/sandbox/payments/{declined}/decline")).is_success
+            # Each workflow ends once its merchant event is delivered (and, declined, after
+            # the late-payment window).
+            assert (await pay.result()).status is TransactionStatus.SUCCEEDED
+            assert (await decline.result()).status is TransactionStatus.FAILED
+            withdrawal = build_withdrawal(
+                stack.settings,
+                withdrawal_id=f"W-{run}",
+                amount="25.00",
+                currency="CNY",
+                payee_account="payee@example.com",
+            )
+            await start_withdrawal(client, stack.settings, withdrawal)
+            paid_out = client.get_workflow_handle(
+                withdrawal.workflow_id, result_type=WithdrawalView
+            )
+            assert (await paid_out.result()).status is TransactionStatus.SUCCEEDED
+            assert len(stack.merchant.events_for(paid)) == 1
+            assert len(stack.merchant.events_for(declined)) == 1
+
+            metrics = await scrape(url)
+            ours = {"task_queue": task_queue}
+            assert total(metrics, "tempay_settlements", kind="payment", status="SUCCEEDED") == 1
+            assert total(metrics, "tempay_settlements", kind="payment", status="FAILED") == 1
+            assert total(metrics, "tempay_settlements", kind="withdrawal", status="SUCCEEDED") == 1
+            assert total(metrics, "tempay_settlements", **ours) == 3
+            assert total(metrics, "tempay_settlements", workflow_type="PaymentWorkflow") == 2
+            assert total(metrics, "tempay_merchant_deliveries", outcome="delivered", **ours) == 3
+            assert total(metrics, "tempay_merchant_deliveries", outcome="failed_attempt") == 1
+            assert total(metrics, "tempay_merchant_deliveries", outcome="not_configured") == 0
+            # The SDK's own worker metrics, from the same runtime.
+            completed = total(
+                metrics, "temporal_workflow_completed", workflow_type="PaymentWorkflow", **ours
+            )
+            assert completed == 2
+            assert total(metrics, "temporal_activity_execution_failed", **ours) == 1
+            assert total(metrics, "temporal_request", operation="RespondWorkflowTaskCompleted") > 0
+            assert total(metrics, "temporal_workflow_task_schedule_to_start_latency_count") > 0
+        finally:
+            assert worker.stop() == 0, worker.log.read_text()
+    assert f"worker metrics at {url}" in worker.log.read_text()
+    assert not port_in_use(port)
+
+
+def test_a_worker_whose_metrics_port_is_taken_says_so_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPAY_", "TEMPORAL_"))}
+        result = subprocess.run(
+            [sys.executable, "-m", "tempay", "worker"],
+            env={**env, "TEMPAY_DATA_DIR": str(tmp_path), "TEMPAY_WORKER_METRICS_PORT": str(port)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1, result
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"tempay: error: cannot serve worker metrics on 127.0.0.1:{port}: Failed starting "
+        "Prometheus exporter: Address already in use (os error 98) (set "
+        "TEMPAY_WORKER_METRICS_PORT to a free port, or 0 to turn them off)"
+    )
+    assert "Traceback" not in result.stderr
