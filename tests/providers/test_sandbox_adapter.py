@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -372,35 +372,46 @@ def test_signed_payloads_map_by_notify_type(
     assert observed.state is ProviderPaymentState.PAID
 
 
+def _stale(hours: float) -> str:
+    return utc_iso(datetime.now(UTC) + timedelta(hours=hours))
+
+
+# Payloads are built when the test runs, not at collection: their notify_time must be fresh.
 @pytest.mark.parametrize(
-    ("payload", "error"),
+    ("build", "error"),
     [
-        (refund_payload(refund_status="REFUND_MAYBE"), MalformedNotification),
-        (refund_payload(out_request_no=None), MalformedNotification),
-        (refund_payload(refund_amount="0.00"), MalformedNotification),
-        (refund_payload(refund_amount=3), MalformedNotification),
-        (refund_payload(currency=None), MalformedNotification),
-        (transfer_payload(transfer_status="PAID"), MalformedNotification),
-        (transfer_payload(out_biz_no=""), MalformedNotification),
-        (transfer_payload(amount=None), MalformedNotification),
-        (
-            refund_payload(notify_time=utc_iso(datetime.now(UTC) - timedelta(hours=1))),
-            UnverifiedNotification,
-        ),
-        (
-            transfer_payload(notify_time=utc_iso(datetime.now(UTC) + timedelta(hours=1))),
-            UnverifiedNotification,
-        ),
+        (lambda: refund_payload(refund_status="REFUND_MAYBE"), MalformedNotification),
+        (lambda: refund_payload(out_request_no=None), MalformedNotification),
+        (lambda: refund_payload(refund_amount="0.00"), MalformedNotification),
+        (lambda: refund_payload(refund_amount=3), MalformedNotification),
+        (lambda: refund_payload(currency=None), MalformedNotification),
+        (lambda: transfer_payload(transfer_status="PAID"), MalformedNotification),
+        (lambda: transfer_payload(out_biz_no=""), MalformedNotification),
+        (lambda: transfer_payload(amount=None), MalformedNotification),
+        (lambda: refund_payload(notify_time=_stale(-1)), UnverifiedNotification),
+        (lambda: transfer_payload(notify_time=_stale(+1)), UnverifiedNotification),
+    ],
+    ids=[
+        "refund-status",
+        "no-request-no",
+        "zero-refund",
+        "number-amount",
+        "no-currency",
+        "transfer-status",
+        "empty-biz-no",
+        "no-amount",
+        "stale",
+        "future",
     ],
 )
 def test_bad_refund_and_transfer_notifications_are_refused(
     adapter: SandboxAdapter,
     key: rsa.RSAPrivateKey,
-    payload: dict[str, Any],
+    build: Callable[[], dict[str, Any]],
     error: type[Exception],
 ) -> None:
     with pytest.raises(error):
-        adapter.parse_any_notification(*signed(key, payload))
+        adapter.parse_any_notification(*signed(key, build()))
 
 
 def test_a_tampered_refund_notification_is_unverified(
