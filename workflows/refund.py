@@ -198,6 +198,7 @@ class RefundWorkflow:
                 result_type=RefundObservation,
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
                 retry_policy=OUTCOME_QUERY_RETRY,
+                task_queue=self._order.timing.status_query_task_queue,
                 summary="did the refund reach the provider?",
             )
         except ActivityError as exc:
@@ -254,6 +255,7 @@ class RefundWorkflow:
                 RefundObservation,
                 lambda: bool(self._inbox),
                 self._take_news,
+                self._order.timing.status_query_task_queue,
             )
         except NoAnswer:
             self._queries_answered += 1

@@ -241,6 +241,7 @@ class WithdrawalWorkflow:
                 result_type=TransferObservation,
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
                 retry_policy=OUTCOME_QUERY_RETRY,
+                task_queue=self._order.timing.status_query_task_queue,
                 summary="did the transfer reach the provider?",
             )
         except ActivityError as exc:
@@ -293,6 +294,7 @@ class WithdrawalWorkflow:
                 TransferObservation,
                 lambda: bool(self._inbox),
                 self._take_news,
+                self._order.timing.status_query_task_queue,
             )
         except NoAnswer:
             self._queries_answered += 1
