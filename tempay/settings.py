@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # queue, which the server rate-limits to this many per second across all workers: the
     # most status queries a provider sees, however many transactions are pending.
     status_query_rate_cap: float = Field(default=50.0, gt=0)
+    # Workflows the worker keeps in memory between tasks; an evicted one is replayed from
+    # its history when it next wakes. Bounds the worker's memory however many are pending.
+    worker_max_cached_workflows: int = Field(default=500, ge=0)
 
     # Webhook limits.
     notification_max_bytes: int = 64 * 1024

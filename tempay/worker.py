@@ -74,6 +74,7 @@ def build_worker(
         client,
         task_queue=settings.task_queue,
         workflows=WORKFLOWS,
+        max_cached_workflows=settings.worker_max_cached_workflows,
         activities=[
             payments.create_payment,
             payments.close_payment,

@@ -84,6 +84,7 @@ async def test_status_worker_is_configured_with_the_cap(stack: Stack) -> None:
     main, status = workers.main.config(), workers.status.config()
     assert main["task_queue"] == settings.task_queue
     assert main.get("max_task_queue_activities_per_second") is None
+    assert main["max_cached_workflows"] == settings.worker_max_cached_workflows == 500
     assert status["task_queue"] == f"{settings.task_queue}-status"
     assert status["max_task_queue_activities_per_second"] == 7.5
     assert not status.get("workflows")
