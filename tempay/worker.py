@@ -8,6 +8,8 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -69,7 +71,11 @@ def build_worker(
     refunds = RefundActivities(adapters)
     transfers = TransferActivities(adapters)
     merchant = MerchantActivities(settings)
-    queries = [payments.query_payment, refunds.query_refund, transfers.query_transfer]
+    queries: list[Callable[..., Any]] = [
+        payments.query_payment,
+        refunds.query_refund,
+        transfers.query_transfer,
+    ]
     main = Worker(
         client,
         task_queue=settings.task_queue,

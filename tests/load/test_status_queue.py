@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -42,7 +43,7 @@ async def stack(
         yield s
 
 
-async def scheduled_activities(handle: WorkflowHandle[object, object]) -> list[tuple[str, str]]:
+async def scheduled_activities(handle: WorkflowHandle[Any, Any]) -> list[tuple[str, str]]:
     """(activity type, task queue) of every ActivityTaskScheduled event in the history."""
     history = await handle.fetch_history()
     return [
