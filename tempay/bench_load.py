@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import tempfile
 import time
 import uuid
@@ -293,10 +294,25 @@ class PrivateStack:
 
     @property
     def worker_pid(self) -> int:
-        for child in self.stack.children:
-            if child.name == "worker" and child.process is not None:
-                return child.process.pid
-        raise RuntimeError("the stack has no worker process")
+        return self.pids()["worker"]
+
+    def pids(self) -> dict[str, int]:
+        return {
+            child.name: child.process.pid
+            for child in self.stack.children
+            if child.process is not None
+        }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_used(pids: dict[str, int], before: dict[str, float]) -> dict[str, float]:
+    return {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
 
 
 async def run_webhook_bench(rate: float, duration: float, pool: int) -> int:
@@ -314,10 +330,19 @@ async def run_webhook_bench(rate: float, duration: float, pool: int) -> int:
         async with httpx.AsyncClient(timeout=30, limits=limits) as http:
             # Warm-up: connections, the worker's workflow cache, the webhook's client.
             await webhook_load(client, settings, http, private.private_key, min(rate, 20), 2, 5)
+            pids = {**private.pids(), "bench": os.getpid()}
+            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             figures = await webhook_load(
                 client, settings, http, private.private_key, rate, duration, pool
             )
+            used = cpu_used(pids, before)
     print_webhook(figures)
+    # Where the CPU went (both loads together): which process saturates first.
+    print(
+        "CPU seconds during the run: "
+        + ", ".join(f"{name} {seconds:.1f}" for name, seconds in used.items()),
+        flush=True,
+    )
     return 0
 
 

@@ -134,3 +134,15 @@ def test_status_query_rate_cap_setting(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("TEMPAY_STATUS_QUERY_RATE_CAP", bad)
         with pytest.raises(ValueError):
             Settings()
+
+
+def test_cpu_seconds_of_this_process_grow() -> None:
+    import os
+
+    from tempay.bench_load import cpu_seconds, cpu_used
+
+    pid = os.getpid()
+    before = {"me": cpu_seconds(pid)}
+    sum(i * i for i in range(300_000))
+    used = cpu_used({"me": pid}, before)
+    assert used["me"] >= 0 and set(used) == {"me"}
