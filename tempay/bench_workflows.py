@@ -36,3 +36,26 @@ class BareSettlementWorkflow:
     @workflow.signal
     def notify(self) -> None:
         self._signalled = True
+
+
+@workflow.defn
+class BareListenerWorkflow:
+    """The webhook benchmark's baseline: a workflow taking many signals, each as small as a
+    notification's observation, until told to stop."""
+
+    def __init__(self) -> None:
+        self._received = 0
+        self._stop = False
+
+    @workflow.run
+    async def run(self) -> int:
+        await workflow.wait_condition(lambda: self._stop)
+        return self._received
+
+    @workflow.signal
+    def notify(self, payload: dict[str, str]) -> None:
+        self._received += 1
+
+    @workflow.signal
+    def stop(self) -> None:
+        self._stop = True

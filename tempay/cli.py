@@ -275,6 +275,18 @@ async def cmd_worker(_: argparse.Namespace, settings: Settings) -> int:
 async def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from tempay.bench import run_bench
 
+    if args.webhook_rate is not None and args.pending is not None:
+        raise InvalidInput("--webhook-rate and --pending are separate benchmarks: choose one")
+    if args.webhook_rate is not None:
+        from tempay.bench_load import run_webhook_bench
+
+        return await run_webhook_bench(args.webhook_rate, args.duration, args.pool)
+    if args.pending is not None:
+        from tempay.bench_load import run_pending_bench
+
+        return await run_pending_bench(
+            args.pending, args.concurrency, args.status_cap, args.first_query, args.query_window
+        )
     return await run_bench(args.payments, args.concurrency)
 
 
@@ -388,6 +400,29 @@ def parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="payments/s versus bare Temporal, same run")
     bench.add_argument("--payments", type=int, default=500)
     bench.add_argument("--concurrency", type=int, default=50)
+    webhook = bench.add_argument_group("webhook load (instead of --payments)")
+    webhook.add_argument(
+        "--webhook-rate", type=float, metavar="R", help="signed notifications per second"
+    )
+    webhook.add_argument("--duration", type=float, default=60.0, metavar="S", help="seconds")
+    webhook.add_argument(
+        "--pool", type=int, default=100, help="pending payments (and bare workflows) signalled"
+    )
+    pending = bench.add_argument_group("waiting at scale (instead of --payments)")
+    pending.add_argument(
+        "--pending", metavar="N[,N...]", help="payments waiting at once, e.g. 1000,5000,10000"
+    )
+    pending.add_argument(
+        "--status-cap", type=float, help="TEMPAY_STATUS_QUERY_RATE_CAP for the run (per second)"
+    )
+    pending.add_argument(
+        "--first-query", type=float, default=60.0, help="first status query after S seconds"
+    )
+    pending.add_argument(
+        "--query-window",
+        type=float,
+        help="longest wait for every payment's first status query before paying (seconds)",
+    )
     bench.set_defaults(run=cmd_bench)
     return root
 

@@ -134,7 +134,9 @@ async def run_scenario(
         amount="10.00",
         currency="CNY",
         subject=f"tempay demo: {scenario.name}",
-        timing=DEMO_TIMING,
+        timing=DEMO_TIMING.model_copy(
+            update={"status_query_task_queue": settings.status_query_task_queue}
+        ),
     )
     checkout = await start_payment(client, settings, order)
     print(f"  {order_id}: {checkout.status}, payer opens {checkout.payment_url}", flush=True)

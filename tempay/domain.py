@@ -176,6 +176,10 @@ class SettlementTiming(BaseModel):
     # How long a refund or withdrawal in NEEDS_REVIEW stays open for an operator's decision
     # (`tempay resolve`). Zero: it ends at settlement.
     review_window: timedelta = timedelta(days=30)
+    # The task queue status-query activities (query_payment/refund/transfer) run on, so the
+    # rate the provider sees is capped there (TEMPAY_STATUS_QUERY_RATE_CAP). None: the
+    # workflow's own task queue (inputs written before the field existed, unit tests).
+    status_query_task_queue: str | None = None
 
 
 class PaymentOrder(MoneyTerms):

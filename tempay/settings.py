@@ -77,6 +77,14 @@ class Settings(BaseSettings):
     # A refund or withdrawal in NEEDS_REVIEW waits this long for `tempay resolve`.
     review_window: Duration = timedelta(days=30)
 
+    # Status queries (query_payment/refund/transfer) run on the `{task_queue}-status` task
+    # queue, which the server rate-limits to this many per second across all workers: the
+    # most status queries a provider sees, however many transactions are pending.
+    status_query_rate_cap: float = Field(default=50.0, gt=0)
+    # Workflows the worker keeps in memory between tasks; an evicted one is replayed from
+    # its history when it next wakes. Bounds the worker's memory however many are pending.
+    worker_max_cached_workflows: int = Field(default=500, ge=0)
+
     # Webhook limits.
     notification_max_bytes: int = 64 * 1024
     notification_tolerance: Duration = timedelta(minutes=5)
@@ -179,6 +187,10 @@ class Settings(BaseSettings):
                 "TEMPAY_MERCHANT_WEBHOOK_URL is set: merchant events are always signed"
             )
         return self
+
+    @property
+    def status_query_task_queue(self) -> str:
+        return f"{self.task_queue}-status"
 
     @property
     def sandbox_public_key_file(self) -> Path:

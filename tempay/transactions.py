@@ -78,6 +78,7 @@ def settlement_timing(settings: Settings) -> SettlementTiming:
         late_payment_window=settings.late_payment_window,
         refund_window=settings.refund_window,
         review_window=settings.review_window,
+        status_query_task_queue=settings.status_query_task_queue,
     )
 
 

@@ -412,6 +412,7 @@ class PaymentWorkflow:
                 PaymentObservation,
                 lambda: bool(self._inbox),
                 self._take_news,
+                self._order.timing.status_query_task_queue,
             )
         except NoAnswer:
             self._queries_answered += 1

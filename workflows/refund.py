@@ -158,6 +158,7 @@ class RefundWorkflow(SettlesByProvider):
                 result_type=RefundObservation,
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
                 retry_policy=OUTCOME_QUERY_RETRY,
+                task_queue=self._order.timing.status_query_task_queue,
                 summary="did the refund reach the provider?",
             )
         except ActivityError as exc:

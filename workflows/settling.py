@@ -153,6 +153,7 @@ class SettlesByProvider:
                 self.OBSERVATION,
                 lambda: bool(self._inbox),
                 self._take_news,
+                self._order.timing.status_query_task_queue,
             )
         except NoAnswer:
             workflow.logger.warning("status query for %s did not answer", self._order.workflow_id)

@@ -38,9 +38,12 @@ async def query_while_listening(
     result_type: type[T],
     has_news: Callable[[], bool],
     take_news: Callable[[], bool],
+    task_queue: str | None = None,
 ) -> T:
     """Run the status-query activity; a notification arriving meanwhile is taken at once
-    (`take_news` returns True when it settled the transaction, which cancels the query)."""
+    (`take_news` returns True when it settled the transaction, which cancels the query).
+    `task_queue`: the rate-capped status-query queue (SettlementTiming.status_query_task_queue);
+    None runs it on the workflow's own queue."""
     query = asyncio.ensure_future(
         workflow.execute_activity(
             activity,
@@ -48,6 +51,7 @@ async def query_while_listening(
             result_type=result_type,
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=QUERY_RETRY,
+            task_queue=task_queue,
             summary="status query",
         )
     )

@@ -203,6 +203,7 @@ class WithdrawalWorkflow(SettlesByProvider):
                 result_type=TransferObservation,
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
                 retry_policy=OUTCOME_QUERY_RETRY,
+                task_queue=self._order.timing.status_query_task_queue,
                 summary="did the transfer reach the provider?",
             )
         except ActivityError as exc:

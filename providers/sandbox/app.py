@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from importlib.resources import files
@@ -75,6 +75,31 @@ class SandboxError(Exception):
         self.extra = extra or {}
 
 
+class QueryCounter:
+    """How many status queries (payment, refund, transfer) arrived in each wall-clock second:
+    the rate this provider sees, for benchmarks (GET /sandbox/stats). Keeps the last hour."""
+
+    KEEP_SECONDS = 3600
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.per_second: dict[int, int] = {}
+
+    def record(self, now: float | None = None) -> None:
+        second = int(time.time() if now is None else now)
+        self.total += 1
+        self.per_second[second] = self.per_second.get(second, 0) + 1
+        if len(self.per_second) > self.KEEP_SECONDS:
+            for old in sorted(self.per_second)[: len(self.per_second) - self.KEEP_SECONDS]:
+                del self.per_second[old]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "per_second": [[second, self.per_second[second]] for second in sorted(self.per_second)],
+        }
+
+
 @dataclass
 class Sandbox:
     """Everything the routes need, built in the lifespan."""
@@ -85,6 +110,7 @@ class Sandbox:
     notifier: Notifier
     processor: Processor
     public_key_pem: bytes
+    status_queries: QueryCounter = field(default_factory=QueryCounter)
 
 
 # Request bodies
@@ -537,8 +563,10 @@ async def hold_answer(request: Request, seconds: float) -> None:
         await asyncio.sleep(min(0.05, remaining))
 
 
-async def status_query_faults(faults: Faults) -> None:
-    """The injected slowness and failures of every status query."""
+async def status_query_faults(sandbox: Sandbox) -> None:
+    """Counts every status query, then injects its slowness and failures."""
+    sandbox.status_queries.record()
+    faults = sandbox.faults
     if faults.status_delay_seconds:
         await asyncio.sleep(faults.status_delay_seconds)
     if faults.status_fail_rate and notifier_module.rng.random() < faults.status_fail_rate:
@@ -685,7 +713,7 @@ def _add_payment_routes(app: FastAPI) -> None:
 
     @app.get("/payments/{out_trade_no}")
     async def query_payment(out_trade_no: str, sandbox: SandboxDep) -> dict[str, Any]:
-        await status_query_faults(sandbox.faults)
+        await status_query_faults(sandbox)
         return status_json(_require_trade(sandbox, out_trade_no))
 
     @app.post("/payments/{out_trade_no}/close")
@@ -704,7 +732,7 @@ def _add_refund_routes(app: FastAPI) -> None:
     async def query_refund(
         out_trade_no: str, out_request_no: str, sandbox: SandboxDep
     ) -> dict[str, Any]:
-        await status_query_faults(sandbox.faults)
+        await status_query_faults(sandbox)
         refund = sandbox.store.get_refund(out_request_no)
         if refund is None or refund.out_trade_no != out_trade_no:
             raise refund_not_found(out_request_no)
@@ -730,7 +758,7 @@ def _add_transfer_routes(app: FastAPI) -> None:
 
     @app.get("/transfers/{out_biz_no}")
     async def query_transfer(out_biz_no: str, sandbox: SandboxDep) -> dict[str, Any]:
-        await status_query_faults(sandbox.faults)
+        await status_query_faults(sandbox)
         transfer = sandbox.store.get_transfer(out_biz_no)
         if transfer is None:
             raise transfer_not_found(out_biz_no)
@@ -845,6 +873,11 @@ def _add_sandbox_routes(app: FastAPI) -> None:
     async def put_faults(patch: FaultsPatch, sandbox: SandboxDep) -> Faults:
         sandbox.faults.apply(patch)
         return sandbox.faults
+
+    @app.get("/sandbox/stats")
+    async def stats(sandbox: SandboxDep) -> dict[str, Any]:
+        """Status queries received: the total and the count in each second (unix time)."""
+        return {"status_queries": sandbox.status_queries.as_json()}
 
     @app.get("/keys/notify.pem")
     async def public_key(sandbox: SandboxDep) -> Response:

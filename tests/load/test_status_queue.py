@@ -1,0 +1,158 @@
+"""On the real dev server: status queries run on the rate-capped `{task_queue}-status` queue,
+creates stay on the main queue, and the worker asks the server for the configured cap."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.api.enums.v1 import EventType, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from providers.sandbox.keys import ensure_keypair, load_private_key
+from tempay.bench_load import webhook_load
+from tempay.domain import PaymentView, SettlementTiming, TransactionStatus
+from tempay.worker import build_worker
+from tests.stack import Stack, running_stack, start_payment
+from workflows.payment import PaymentWorkflow
+
+pytestmark = pytest.mark.e2e
+
+CAP = 2.0
+
+
+@pytest.fixture(scope="module")
+async def stack(
+    dev_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Stack]:
+    task_queue = f"tq-load-{uuid.uuid4().hex[:8]}"
+    async with running_stack(
+        dev_env.client,
+        tmp_path_factory.mktemp("load"),
+        task_queue,
+        settings_overrides={"status_query_rate_cap": CAP},
+    ) as s:
+        yield s
+
+
+async def scheduled_activities(handle: WorkflowHandle[Any, Any]) -> list[tuple[str, str]]:
+    """(activity type, task queue) of every ActivityTaskScheduled event in the history."""
+    history = await handle.fetch_history()
+    return [
+        (
+            event.activity_task_scheduled_event_attributes.activity_type.name,
+            event.activity_task_scheduled_event_attributes.task_queue.name,
+        )
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+
+
+async def queried_then_paid(
+    stack: Stack, order_id: str, timing: SettlementTiming | None
+) -> WorkflowHandle[PaymentWorkflow, PaymentView]:
+    """A payment whose provider is asked at least once before the payer pays."""
+    handle, _ = await start_payment(stack.client, stack.settings, order_id, timing=timing)
+    for _ in range(300):
+        view = await handle.query(PaymentWorkflow.details)
+        if view.status_queries >= 1 and view.next_status_query_at is not None:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("no status query was made")
+    async with httpx.AsyncClient(timeout=10) as http:
+        paid = await http.post(f"{stack.sandbox_url}/sandbox/payments/{order_id}/pay", json={})
+        paid.raise_for_status()
+    view = await asyncio.wait_for(handle.result(), timeout=60)
+    assert view.status is TransactionStatus.SUCCEEDED
+    return handle
+
+
+async def test_status_worker_is_configured_with_the_cap(stack: Stack) -> None:
+    # A second worker on the stack's own queues is refused by the SDK: build one elsewhere.
+    settings = stack.settings.model_copy(
+        update={"task_queue": f"tq-config-{uuid.uuid4().hex[:8]}", "status_query_rate_cap": 7.5}
+    )
+    workers = build_worker(stack.client, settings, {})
+    main, status = workers.main.config(), workers.status.config()
+    assert main["task_queue"] == settings.task_queue
+    assert main.get("max_task_queue_activities_per_second") is None
+    assert main["max_cached_workflows"] == settings.worker_max_cached_workflows == 500
+    assert status["task_queue"] == f"{settings.task_queue}-status"
+    assert status["max_task_queue_activities_per_second"] == 7.5
+    assert not status.get("workflows")
+    names = {a.__temporal_activity_definition.name for a in status["activities"]}  # type: ignore[attr-defined]
+    assert names == {"query_payment", "query_refund", "query_transfer"}
+
+
+async def test_running_status_worker_polls_with_the_cap(stack: Stack) -> None:
+    """The server sees the cap: the status queue's pollers report it as their rate."""
+    queue = TaskQueue(name=f"{stack.settings.task_queue}-status")
+    for _ in range(100):
+        described = await stack.client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=stack.client.namespace,
+                task_queue=queue,
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+            )
+        )
+        if described.pollers:
+            break
+        await asyncio.sleep(0.1)
+    assert described.pollers
+    assert {poller.rate_per_second for poller in described.pollers} == {CAP}
+
+
+async def test_status_queries_run_on_the_status_queue(stack: Stack) -> None:
+    order_id = f"load-{uuid.uuid4().hex[:10]}"
+    handle = await queried_then_paid(stack, order_id, timing=None)
+    scheduled = await scheduled_activities(handle)
+    main, status = stack.settings.task_queue, f"{stack.settings.task_queue}-status"
+    assert ("create_payment", main) in scheduled
+    queries = [queue for name, queue in scheduled if name == "query_payment"]
+    assert queries and set(queries) == {status}
+    assert all(queue == main for name, queue in scheduled if name != "query_payment")
+    async with httpx.AsyncClient(timeout=10) as http:
+        stats = (await http.get(f"{stack.sandbox_url}/sandbox/stats")).json()
+    assert stats["status_queries"]["total"] >= len(queries)
+
+
+async def test_inputs_without_a_status_queue_query_on_the_main_queue(stack: Stack) -> None:
+    """Workflows started before the field existed keep working: their queries stay put."""
+    timing = SettlementTiming(
+        first_status_query_delay=timedelta(seconds=1),
+        status_query_backoff_cap=timedelta(seconds=2),
+        refund_window=timedelta(0),
+    )
+    assert timing.status_query_task_queue is None
+    handle = await queried_then_paid(stack, f"load-{uuid.uuid4().hex[:10]}", timing)
+    queries = [q for name, q in await scheduled_activities(handle) if name == "query_payment"]
+    assert queries and set(queries) == {stack.settings.task_queue}
+
+
+async def test_webhook_load_at_tiny_size(stack: Stack) -> None:
+    private_path, _ = ensure_keypair(stack.sandbox_settings.directory)
+    async with httpx.AsyncClient(timeout=30) as http:
+        figures = await webhook_load(
+            stack.client,
+            stack.settings,
+            http,
+            load_private_key(private_path),
+            rate=5,
+            duration=3,
+            pool=3,
+        )
+    assert figures["notifications"] == 15 and figures["signals"] == 15
+    assert figures["non_2xx"] == 0 and figures["statuses"] == {200: 15}
+    assert figures["signal_errors"] == 0 and figures["signals_received"] == 15
+    for key in ("ack", "signal"):
+        assert 0 < figures[f"{key}_p50_ms"] <= figures[f"{key}_p99_ms"] <= figures[f"{key}_max_ms"]
+    assert figures["p99_ratio"] == figures["ack_p99_ms"] / figures["signal_p99_ms"]
