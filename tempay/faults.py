@@ -206,7 +206,7 @@ def make_plan(payments: int, run_id: str) -> Plan:
             refunded += 1
         plan.payments.append(payment)
     for j in range(max(2, payments // 20)):
-        payee = f"invalid-{j}@example.com" if j % 4 == 3 else f"payee-{j}@example.com"
+        payee = f"invalid-{j}@example.com" if j % 4 == 1 else f"payee-{j}@example.com"
         plan.withdrawals.append(PlannedWithdrawal(f"flt-{run_id}-w{j}", WITHDRAWAL_AMOUNT, payee))
     return plan
 
@@ -493,6 +493,7 @@ def check(
         name = f"refund {planned.refund_id}"
         refund_truth = refunds_by_id.get(planned.refund_id)
         if planned.refused is not None:
+            notes.append(f"{name} not made: {planned.refused}")
             if refund_truth is not None:
                 problems[Problem.WRONG].append(
                     f"{name}: refused ({planned.refused}), yet the provider holds it"
@@ -568,6 +569,12 @@ def check(
                 f"{name}: {wview.status}, the provider says {transfer['status']}"
             )
 
+    verified = [d for d in deliveries if d.verified]
+    distinct = len({d.event_id for d in verified})
+    notes.append(
+        f"merchant: {len(verified)} deliveries of {distinct} event ids "
+        f"({len(verified) - distinct} duplicate deliveries, at-least-once)"
+    )
     return Verdict(
         transactions=plan.size - sum(1 for r in plan.refunds if r.refused is not None),
         problems=dict(problems),
@@ -605,6 +612,7 @@ class Run:
         self.faults: list[str] = []
         self.outage_seconds = 0.0
         self.unexpected_exits: list[str] = []
+        self._down: set[str] = set()  # children the scenario is holding down
         self._done: dict[str, int] = defaultdict(int)
         self._totals = {
             "load": len(plan.payments) + len(plan.withdrawals),
@@ -751,10 +759,12 @@ class Run:
         """Stop one child with `sig`, keep it down, start it again and wait until it works."""
         started = time.monotonic()
         pid = self.stack.child(name).process.pid  # type: ignore[union-attr]
+        self._down.add(name)
         await asyncio.to_thread(self.stack.kill_child, name, sig)
         self.faults.append(f"{signal.Signals(sig).name} {name} (pid {pid})")
         await asyncio.sleep(down_seconds)
         self.stack.start_child(name)
+        self._down.discard(name)
         await self.wait_child_ready(name)
         self.outage_seconds += time.monotonic() - started
 
@@ -797,7 +807,7 @@ class Run:
         """A child that died on its own is a finding: note it, and start it again."""
         for child in self.stack.children:
             code = child.exited()
-            if code is not None:
+            if code is not None and child.name not in self._down:
                 self.unexpected_exits.append(f"{child.name} exited on its own with code {code}")
                 self.stack.start_child(child.name)
 
