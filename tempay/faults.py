@@ -450,6 +450,11 @@ def check(
 
     for payment in plan.payments:
         name = f"payment {payment.order_id}"
+        if payment.payer_answer not in (None, 200):
+            notes.append(
+                f"{name}: the sandbox answered the payer's {payment.intent} with HTTP "
+                f"{payment.payer_answer} (the ground truth decides what it must settle as)"
+            )
         view = observed.payments.get(payment.order_id)
         events = len(view.merchant_events) if view is not None else 0
         if not settled(name, view, payment.started_at, events):
