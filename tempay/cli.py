@@ -290,6 +290,12 @@ async def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return await run_bench(args.payments, args.concurrency)
 
 
+async def cmd_faults(args: argparse.Namespace, _: Settings) -> int:
+    from tempay.faults import run_faults
+
+    return await run_faults(args.payments, args.scenario, args.concurrency)
+
+
 def cmd_webhook(_: argparse.Namespace, __: Settings) -> int:
     from webhook.app import main as webhook_main
 
@@ -424,6 +430,16 @@ def parser() -> argparse.ArgumentParser:
         help="longest wait for every payment's first status query before paying (seconds)",
     )
     bench.set_defaults(run=cmd_bench)
+
+    faults = commands.add_parser("faults", help="fault scenarios checked against the sandbox")
+    faults.add_argument("--payments", type=int, default=200)
+    faults.add_argument(
+        "--scenario",
+        default="all",
+        help="kill-worker, kill-webhook, restart-temporal, provider-faults, or all",
+    )
+    faults.add_argument("--concurrency", type=int, default=20)
+    faults.set_defaults(run=cmd_faults)
     return root
 
 

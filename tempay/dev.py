@@ -255,6 +255,31 @@ class Stack:
             if code is not None:
                 raise StackError(f"{child.name} exited with code {code}: see {child.log_path}")
 
+    def child(self, name: str) -> Child:
+        for child in self.children:
+            if child.name == name:
+                return child
+        raise KeyError(f"no child process named {name!r}")
+
+    def kill_child(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send one child `sig` (SIGKILL: no chance to clean up) and wait until it is gone."""
+        process = self.child(name).process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(sig)
+        try:
+            process.wait(STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def start_child(self, name: str) -> None:
+        """Start one child again, with the environment it had (its log is appended to)."""
+        child = self.child(name)
+        if child.exited() is None and child.process is not None:
+            raise StackError(f"{name} is still running")
+        child.start(self.env())
+
     def stop(self) -> None:
         # The worker first, Temporal last, so nothing is cut off mid-task.
         for child in reversed(self.children):
