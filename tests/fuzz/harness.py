@@ -76,6 +76,9 @@ QUIET = SettlementTiming(
     refund_window=timedelta(0),
 )
 
+# How long the suite's webhook waits for a whole body (TEMPAY_NOTIFICATION_READ_TIMEOUT).
+READ_TIMEOUT = timedelta(seconds=3)
+
 # Outcomes (webhook/metrics.py) that mean a notification was believed.
 BELIEVED = ("signalled", "already_settled", "late_money", "ignored")
 
@@ -477,6 +480,7 @@ async def _fuzz_stack(
                 client,
                 data_dir / "stack",
                 f"tq-fuzz-{uuid.uuid4().hex[:8]}",
+                settings_overrides={"notification_read_timeout": READ_TIMEOUT},
                 extra_adapters={"alipay": alipay, "wechatpay": wechat, "stripe": stripe},
             )
         )

@@ -22,10 +22,10 @@ class Tally:
         lines = []
         for route in sorted(routes):
             answers = ", ".join(f"{s}: {n}" for s, n in sorted(routes[route].items()))
-            lines.append(f"{route:32} {sum(routes[route].values()):7}  ({answers})")
+            lines.append(f"{route:40} {sum(routes[route].values()):7}  ({answers})")
         total = sum(self.cases.values())
         server_errors = sum(n for (_, s), n in self.cases.items() if s >= 500)
-        lines.append(f"{'total':32} {total:7}  (5xx: {server_errors})")
+        lines.append(f"{'total':40} {total:7}  (5xx: {server_errors})")
         return lines
 
 
