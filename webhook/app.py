@@ -174,6 +174,9 @@ def create_app(
             return _refuse(adapter, exc.http_status, str(exc)), outcome
         except (ValidationError, InvalidInput) as exc:
             return _refuse(adapter, 400, f"malformed notification: {exc}"), "malformed"
+        except RecursionError:
+            # JSON nested past the parser's limit (json.loads raises this, not a ValueError).
+            return _refuse(adapter, 400, "malformed notification: nested too deeply"), "malformed"
         try:
             client = await temporal.get()
             handle = client.get_workflow_handle(workflow_id)
