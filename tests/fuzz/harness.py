@@ -25,7 +25,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -39,6 +39,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from providers.base import ProviderAdapter
+from providers.registry import build_adapters
 from providers.sandbox.notifier import utc_iso
 from providers.sandbox.signature import SIGNATURE_HEADER as SANDBOX_SIGNATURE
 from providers.sandbox.signature import sign_body
@@ -61,6 +63,7 @@ from tests.providers.wechatpay.conftest import (
     write_keys,
 )
 from tests.stack import Stack, bound_socket, running_stack, serve, url_of
+from webhook.app import create_app as create_webhook_app
 from workflows.payment import PaymentWorkflow
 
 T = TypeVar("T")
@@ -344,11 +347,16 @@ class Snapshot:
 
 class FuzzStack:
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, stack: Stack, kits: dict[str, ProviderKit]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        stack: Stack,
+        kits: dict[str, ProviderKit],
+        extra_adapters: Callable[[], dict[str, ProviderAdapter]],
     ) -> None:
         self.loop = loop
         self.stack = stack
         self.kits = kits
+        self.extra_adapters = extra_adapters
         self.targets: dict[str, Target] = {}
 
     def __repr__(self) -> str:
@@ -364,6 +372,19 @@ class FuzzStack:
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    @contextlib.contextmanager
+    def other_webhook(self, **changes: Any) -> Iterator[str]:
+        """Another webhook service with every provider, on these settings changed (e.g. a
+        dead temporal_address), served from the stack's loop; yields its URL."""
+        settings = self.stack.settings.model_copy(update=changes)
+        adapters = {**build_adapters(settings), **self.extra_adapters()}
+        served = serve(create_webhook_app(settings, adapters))
+        url = self.run(served.__aenter__())
+        try:
+            yield url
+        finally:
+            self.run(served.__aexit__(None, None, None))
 
     async def start(self, provider: str) -> Target:
         kit = self.kits[provider]
@@ -442,7 +463,7 @@ def assert_nothing_changed(before: Snapshot, after: Snapshot) -> None:
 @contextlib.asynccontextmanager
 async def _fuzz_stack(
     temporal_address: str, namespace: str, data_dir: Path
-) -> AsyncIterator[tuple[Stack, dict[str, ProviderKit]]]:
+) -> AsyncIterator[tuple[Stack, dict[str, ProviderKit], Callable[[], dict[str, ProviderAdapter]]]]:
     client = await Client.connect(
         temporal_address, namespace=namespace, data_converter=pydantic_data_converter
     )
@@ -451,7 +472,6 @@ async def _fuzz_stack(
         merchant = new_merchant_keys()
         alipay_fake = FakeAlipayGateway(APP_ID, merchant.public_pem)
         gateway = await exits.enter_async_context(serve(alipay_fake.app()))
-        alipay = make_adapter(alipay_fake, merchant, f"{gateway}/gateway.do")
 
         # WeChat Pay: the fake API creates the Native orders.
         wechat_fake = FakeWechatPay(
@@ -465,7 +485,6 @@ async def _fuzz_stack(
         keys_dir = data_dir / "wechatpay"
         keys_dir.mkdir(parents=True)
         write_keys(keys_dir, merchant_key, wechat_fake.platform_key)
-        wechat = WechatPayAdapter(build_config(settings_for(keys_dir, wechat_fake, wechat_api)))
 
         # Stripe: the fake API creates the Checkout Sessions.
         sock = bound_socket()
@@ -473,7 +492,18 @@ async def _fuzz_stack(
             api_key=API_KEY, webhook_secrets=[WEBHOOK_SECRET], base_url=url_of(sock)
         )
         await exits.enter_async_context(serve(stripe_fake.app(), sock))
-        stripe = StripeAdapter(API_KEY, [WEBHOOK_SECRET], api_base=stripe_fake.base_url, timeout=5)
+
+        def extra_adapters() -> dict[str, ProviderAdapter]:
+            """A fresh set of the three adapters (each webhook app closes its own)."""
+            return {
+                "alipay": make_adapter(alipay_fake, merchant, f"{gateway}/gateway.do"),
+                "wechatpay": WechatPayAdapter(
+                    build_config(settings_for(keys_dir, wechat_fake, wechat_api))
+                ),
+                "stripe": StripeAdapter(
+                    API_KEY, [WEBHOOK_SECRET], api_base=stripe_fake.base_url, timeout=5
+                ),
+            }
 
         stack = await exits.enter_async_context(
             running_stack(
@@ -481,7 +511,7 @@ async def _fuzz_stack(
                 data_dir / "stack",
                 f"tq-fuzz-{uuid.uuid4().hex[:8]}",
                 settings_overrides={"notification_read_timeout": READ_TIMEOUT},
-                extra_adapters={"alipay": alipay, "wechatpay": wechat, "stripe": stripe},
+                extra_adapters=extra_adapters(),
             )
         )
         kits: dict[str, ProviderKit] = {
@@ -490,7 +520,7 @@ async def _fuzz_stack(
             "wechatpay": WechatKit(wechat_fake),
             "stripe": StripeKit(stripe_fake),
         }
-        yield stack, kits
+        yield stack, kits, extra_adapters
 
 
 @contextlib.contextmanager
@@ -501,8 +531,8 @@ def threaded_stack(temporal_address: str, namespace: str, data_dir: Path) -> Ite
     thread.start()
     context = _fuzz_stack(temporal_address, namespace, data_dir)
     try:
-        stack, kits = asyncio.run_coroutine_threadsafe(context.__aenter__(), loop).result(120)
-        fuzz = FuzzStack(loop, stack, kits)
+        entered = asyncio.run_coroutine_threadsafe(context.__aenter__(), loop).result(120)
+        fuzz = FuzzStack(loop, *entered)
         try:
             for provider in PROVIDERS:
                 fuzz.targets[provider] = fuzz.run(fuzz.start(provider))
