@@ -25,7 +25,13 @@ class Tally:
             lines.append(f"{route:40} {sum(routes[route].values()):7}  ({answers})")
         total = sum(self.cases.values())
         server_errors = sum(n for (_, s), n in self.cases.items() if s >= 500)
-        lines.append(f"{'total':40} {total:7}  (5xx: {server_errors})")
+        on_purpose = sum(
+            n for (r, s), n in self.cases.items() if s == 503 and "(Temporal down)" in r
+        )
+        lines.append(
+            f"{'total':40} {total:7}  (5xx: {server_errors}, of which {on_purpose} are the "
+            "503s of Temporal down on purpose)"
+        )
         return lines
 
 
