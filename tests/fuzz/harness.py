@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
 
 from providers.base import ProviderAdapter
 from providers.registry import build_adapters
@@ -103,8 +104,10 @@ class ProviderKit:
     name: str
     currency: str = "CNY"
     channel: str = "alipay_wap"
-    # The headers that carry the signature (fuzzed with garbage and dropped).
+    # The headers that carry the signature (fuzzed with garbage), and those of them without
+    # which no notification verifies (dropped by the mutations).
     signature_headers: tuple[str, ...] = ()
+    required_headers: tuple[str, ...] = ()
 
     def payload(self, order_id: str, amount: str = "10.00", age: float = 0.0) -> Any:
         """The decoded content of a paid notification `age` seconds old."""
@@ -129,6 +132,7 @@ class ProviderKit:
 class SandboxKit(ProviderKit):
     name = "sandbox"
     signature_headers = (SANDBOX_SIGNATURE,)
+    required_headers = signature_headers
 
     def __init__(self, key: rsa.RSAPrivateKey) -> None:
         self.key = key
@@ -214,6 +218,8 @@ class WechatKit(ProviderKit):
         "Wechatpay-Serial",
         "Wechatpay-Signature-Type",
     )
+    # Wechatpay-Signature-Type is optional: without it the scheme is the one scheme there is.
+    required_headers = signature_headers[:4]
 
     def __init__(self, fake: FakeWechatPay) -> None:
         self.fake = fake
@@ -275,6 +281,7 @@ class StripeKit(ProviderKit):
     name = "stripe"
     currency = "USD"
     signature_headers = ("Stripe-Signature",)
+    required_headers = signature_headers
 
     def __init__(self, fake: FakeStripe) -> None:
         self.fake = fake
@@ -539,7 +546,7 @@ def threaded_stack(temporal_address: str, namespace: str, data_dir: Path) -> Ite
             yield fuzz
         finally:
             for target in fuzz.targets.values():
-                fuzz.run(_terminate(target))
+                fuzz.run(terminate(target))
             asyncio.run_coroutine_threadsafe(context.__aexit__(None, None, None), loop).result(60)
     finally:
         loop.call_soon_threadsafe(loop.stop)
@@ -547,7 +554,12 @@ def threaded_stack(temporal_address: str, namespace: str, data_dir: Path) -> Ite
         loop.close()
 
 
-async def _terminate(target: Target) -> None:
+async def terminate(target: Target, reason: str = "fuzz suite finished") -> None:
+    """Stop a payment that is still running (one that settled may end at any moment)."""
     description = await target.handle.describe()
     if description.status is WorkflowExecutionStatus.RUNNING:
-        await target.handle.terminate("fuzz suite finished")
+        try:
+            await target.handle.terminate(reason)
+        except RPCError as exc:
+            if exc.status is not RPCStatusCode.NOT_FOUND:  # it ended meanwhile
+                raise

@@ -26,6 +26,7 @@ from tests.fuzz.harness import (
     assert_nothing_changed,
     increments,
     parse_counts,
+    terminate,
 )
 from tests.fuzz.tally import TALLY
 
@@ -184,8 +185,8 @@ def _change_amount(draw: st.DrawFn, kit: Any, order_id: str) -> tuple[Notificati
 
 def _drop(draw: st.DrawFn, kit: Any, order_id: str) -> tuple[Notification, set[int]]:
     valid = kit.valid(order_id)
-    if kit.signature_headers and draw(st.booleans()):
-        dropped = draw(st.lists(st.sampled_from(kit.signature_headers), min_size=1, unique=True))
+    if kit.required_headers and draw(st.booleans()):
+        dropped = draw(st.lists(st.sampled_from(kit.required_headers), min_size=1, unique=True))
         headers = {k: v for k, v in valid.headers.items() if k not in dropped}
         return Notification(headers, valid.body), {401}
     if isinstance(kit, AlipayKit):
@@ -293,7 +294,7 @@ def test_a_valid_notification_is_seen(fuzz: FuzzStack, http: httpx.Client) -> No
             assert after.notifications_received == before.notifications_received + 1
             assert after.history_length > before.history_length
         finally:
-            fuzz.run(target.handle.terminate("control done"))
+            fuzz.run(terminate(target, "control done"))
 
 
 @pytest.fixture
