@@ -28,7 +28,7 @@ def webhook_schema(fuzz: FuzzStack) -> schemathesis.BaseSchema:
     return schemathesis.openapi.from_url(f"{fuzz.url}/openapi.json")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def unchanged_by_schemathesis(fuzz: FuzzStack) -> Iterator[None]:
     before = fuzz.snapshot()
     yield
