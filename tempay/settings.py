@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     # Webhook limits.
     notification_max_bytes: int = 64 * 1024
     notification_tolerance: Duration = timedelta(minutes=5)
+    # The whole notification body must arrive within this (slow or stalled senders: 408).
+    notification_read_timeout: Duration = timedelta(seconds=10)
     signal_timeout: Duration = timedelta(seconds=5)
 
     # The merchant's application: settled payments are POSTed there, signed by the Standard

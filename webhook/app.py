@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -47,17 +48,27 @@ class BodyTooLarge(Exception):
     pass
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refusing anything over `limit` bytes without reading it all."""
+class BodyTooSlow(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int, within: float | None = None) -> bytes:
+    """The raw body, refusing anything over `limit` bytes without reading it all, and any
+    body that has not fully arrived `within` seconds (a stalled or trickling sender
+    would otherwise hold its connection and request forever)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(within):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTooSlow from None
     return b"".join(chunks)
 
 
@@ -135,12 +146,18 @@ def create_app(
     async def _handle_notification(
         adapter: ProviderAdapter, request: Request
     ) -> tuple[Response, str]:
+        read_timeout = settings.notification_read_timeout.total_seconds()
         try:
-            body = await read_body(request, settings.notification_max_bytes)
+            body = await read_body(request, settings.notification_max_bytes, read_timeout)
         except BodyTooLarge:
             return _refuse(
                 adapter, 413, f"body over {settings.notification_max_bytes} bytes"
             ), "too_large"
+        except BodyTooSlow:
+            return _refuse(adapter, 408, f"body not received within {read_timeout:g} s"), "too_slow"
+        except ClientDisconnect:
+            # Nobody is left to read an answer; counted, and not an error of ours.
+            return _refuse(adapter, 400, "client disconnected mid-body"), "disconnected"
         try:
             observation = adapter.parse_any_notification(request.headers, body)
             if isinstance(observation, TransferObservation):
@@ -159,6 +176,9 @@ def create_app(
             return _refuse(adapter, exc.http_status, str(exc)), outcome
         except (ValidationError, InvalidInput) as exc:
             return _refuse(adapter, 400, f"malformed notification: {exc}"), "malformed"
+        except RecursionError:
+            # JSON nested past the parser's limit (json.loads raises this, not a ValueError).
+            return _refuse(adapter, 400, "malformed notification: nested too deeply"), "malformed"
         try:
             client = await temporal.get()
             handle = client.get_workflow_handle(workflow_id)

@@ -332,6 +332,7 @@ async def test_unverified_notification_is_refused_and_changes_nothing(
     [
         pytest.param(lambda p: b"trade_status=TRADE_SUCCESS&out_trade_no=x", id="not-json"),
         pytest.param(lambda p: b"\xff\xfe{}", id="not-utf8"),
+        pytest.param(lambda p: b"[" * 5000 + b"]" * 5000, id="nested-past-the-parser-limit"),
         pytest.param(lambda p: encode([for_payment(p)]), id="json-array"),
         pytest.param(lambda p: encode({**for_payment(p), "notify_id": None}), id="no-notify-id"),
         pytest.param(lambda p: encode({**for_payment(p), "notify_time": ""}), id="no-notify-time"),
