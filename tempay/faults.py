@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import random
 import re
@@ -742,9 +743,9 @@ class Run:
 
     async def load(self, concurrency: int, rng: random.Random) -> None:
         work: list[Callable[[], Awaitable[None]]] = [
-            (lambda p=p: self.payment(p)) for p in self.plan.payments
+            functools.partial(self.payment, p) for p in self.plan.payments
         ]
-        work += [(lambda w=w: self.withdrawal(w)) for w in self.plan.withdrawals]
+        work += [functools.partial(self.withdrawal, w) for w in self.plan.withdrawals]
         rng.shuffle(work)
         queue: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         for item in work:
@@ -950,13 +951,16 @@ async def _all_views(client: Client, plan: Plan) -> Observed:
             return await one(get)
 
     payments = await asyncio.gather(
-        *(bounded(lambda p=p: payment_view(client, p.order_id)) for p in plan.payments)
+        *(bounded(functools.partial(payment_view, client, p.order_id)) for p in plan.payments)
     )
     refunds = await asyncio.gather(
-        *(bounded(lambda r=r: refund_view(client, r.refund_id)) for r in plan.refunds)
+        *(bounded(functools.partial(refund_view, client, r.refund_id)) for r in plan.refunds)
     )
     withdrawals = await asyncio.gather(
-        *(bounded(lambda w=w: withdrawal_view(client, w.withdrawal_id)) for w in plan.withdrawals)
+        *(
+            bounded(functools.partial(withdrawal_view, client, w.withdrawal_id))
+            for w in plan.withdrawals
+        )
     )
     return Observed(
         payments={p.order_id: v for p, v in zip(plan.payments, payments, strict=True)},
@@ -1078,6 +1082,10 @@ async def run_scenario(
     return ScenarioResult(scenario.name, verdict, faults, time.monotonic() - began)
 
 
+async def _awaited(awaitable: Awaitable[None]) -> None:
+    await awaitable
+
+
 async def _drive(
     scenario: Scenario,
     stack: Stack,
@@ -1090,7 +1098,7 @@ async def _drive(
 ) -> tuple[Verdict, str]:
     # Generous: the run fails on the schedule check long before this.
     run = Run(stack, client, http, plan, deadline=time.monotonic() + 600)
-    injector = asyncio.create_task(scenario.inject(run))
+    injector: asyncio.Task[None] = asyncio.create_task(_awaited(scenario.inject(run)))
     loading = asyncio.create_task(run.load(concurrency, random.Random(1)))
     while not loading.done():
         await asyncio.wait({loading}, timeout=1.0)
@@ -1104,8 +1112,13 @@ async def _drive(
     say(f"load done: {len(run.faults)} faults injected, {run.retries} calls retried")
 
     limit = schedule_limit(FAULT_TIMING, run.outage_seconds)
+    planned: list[PlannedPayment | PlannedWithdrawal | PlannedRefund] = [
+        *plan.payments,
+        *plan.withdrawals,
+        *plan.refunds,
+    ]
     last_start = max(
-        (t.started_at for t in [*plan.payments, *plan.withdrawals, *plan.refunds] if t.started_at),
+        (t.started_at for t in planned if t.started_at),
         default=now_utc(),
     )
     settle_by = last_start + timedelta(seconds=limit + 15)
