@@ -23,18 +23,21 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any, Protocol, TypeVar
 
-from fastapi import APIRouter, HTTPException, Request, Response, Security
+from fastapi import APIRouter, Request, Response, Security
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from starlette.exceptions import HTTPException
 from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
 from providers.base import ProviderAdapter
 from tempay.domain import (
+    MINOR_UNITS,
+    ORDER_ID_PATTERN,
     CheckoutInfo,
     InvalidInput,
     PaymentView,
@@ -112,6 +115,8 @@ Money = Annotated[
         description='a decimal string with at most the currency\'s minor units, e.g. "10.00"',
         examples=["10.00"],
         max_length=32,
+        # Documented, not enforced here: parse_amount's error names the currency's scale.
+        json_schema_extra={"pattern": r"^[0-9]{1,12}(\.[0-9]{1,4})?$"},
     ),
 ]
 Id = Annotated[
@@ -121,20 +126,41 @@ Id = Annotated[
         min_length=1,
         max_length=64,
         examples=["A1001"],
+        json_schema_extra={"pattern": ORDER_ID_PATTERN.pattern},
     ),
 ]
-Currency = Annotated[str, Field(description="ISO 4217 code", examples=["CNY"], max_length=8)]
+Currency = Annotated[
+    str,
+    Field(
+        description="ISO 4217 code",
+        examples=["CNY"],
+        max_length=8,
+        json_schema_extra={"enum": sorted(MINOR_UNITS)},
+    ),
+]
 
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Documented as the providers tempay ships; a deployment answers 422 for one it has not set up.
+PROVIDER_NAMES = ["alipay", "sandbox", "stripe", "wechatpay"]
+Provider = Annotated[
+    str,
+    Field(
+        description="a provider configured on this deployment",
+        max_length=64,
+        json_schema_extra={"enum": PROVIDER_NAMES},
+    ),
+]
+
+
 class PaymentIn(Body):
     order_id: Id
     amount: Money
     currency: Currency
-    provider: str = Field(default="sandbox", max_length=64)
+    provider: Provider = "sandbox"
     channel: str = Field(default="alipay_wap", max_length=64)
     subject: str = Field(default="", max_length=256)
     return_url: str = Field(default="", max_length=2048)
@@ -157,7 +183,7 @@ class WithdrawalIn(Body):
     currency: Currency
     payee_account: str = Field(min_length=1, max_length=128)
     payee_name: str = Field(default="", max_length=128)
-    provider: str = Field(default="sandbox", max_length=64)
+    provider: Provider = "sandbox"
 
 
 class ErrorOut(BaseModel):
@@ -205,7 +231,8 @@ def _error_response(exc: Exception) -> Response | None:
         return exc.response()
     if isinstance(exc, RequestValidationError):
         return _validation_response(exc)
-    if isinstance(exc, HTTPException):  # FastAPI's own, e.g. a body it cannot parse
+    # FastAPI's own (e.g. a body that is not UTF-8) are Starlette's, not fastapi.HTTPException.
+    if isinstance(exc, HTTPException):
         return ApiError(exc.status_code, str(exc.detail)).response()
     status: int | None = None
     if isinstance(exc, InvalidInput):
@@ -374,7 +401,7 @@ def create_api_router(
                 "refund window), or this refund id with another amount or payment",
             },
             422: {
-                "model": RefusedRefundOut,
+                "model": ErrorOut | RefusedRefundOut,
                 "description": "invalid input, a currency other than the payment's, or the "
                 "provider refused the refund (then the body is the refund, status FAILED)",
             },

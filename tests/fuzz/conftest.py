@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import schemathesis
 from hypothesis import HealthCheck, settings
 from temporalio.testing import WorkflowEnvironment
 
@@ -42,6 +43,11 @@ def fuzz(
         tmp_path_factory.mktemp("fuzz"),
     ) as stack:
         yield stack
+
+
+@pytest.fixture(scope="session")
+def webhook_schema(fuzz: FuzzStack) -> schemathesis.BaseSchema:
+    return schemathesis.openapi.from_url(f"{fuzz.url}/openapi.json")
 
 
 @pytest.fixture(scope="session")

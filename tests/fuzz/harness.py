@@ -36,6 +36,7 @@ from urllib.parse import urlencode
 import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
@@ -82,6 +83,9 @@ QUIET = SettlementTiming(
 
 # How long the suite's webhook waits for a whole body (TEMPAY_NOTIFICATION_READ_TIMEOUT).
 READ_TIMEOUT = timedelta(seconds=3)
+# The backend API's key on the fuzz stack (TEMPAY_API_KEY): /api is served, so it is fuzzed
+# both without the key (401, nothing changes) and with it (tests/fuzz/test_api_fuzz.py).
+BACKEND_API_KEY = "fuzz-" + secrets.token_urlsafe(24)
 
 # Outcomes (webhook/metrics.py) that mean a notification was believed.
 BELIEVED = ("signalled", "already_settled", "late_money", "ignored")
@@ -517,7 +521,10 @@ async def _fuzz_stack(
                 client,
                 data_dir / "stack",
                 f"tq-fuzz-{uuid.uuid4().hex[:8]}",
-                settings_overrides={"notification_read_timeout": READ_TIMEOUT},
+                settings_overrides={
+                    "notification_read_timeout": READ_TIMEOUT,
+                    "api_key": SecretStr(BACKEND_API_KEY),
+                },
                 extra_adapters=extra_adapters(),
             )
         )

@@ -20,16 +20,17 @@ class Tally:
         for (route, status), n in self.cases.items():
             routes.setdefault(route, Counter())[status] += n
         lines = []
+        width = max([40, *(len(route) for route in routes)])
         for route in sorted(routes):
             answers = ", ".join(f"{s}: {n}" for s, n in sorted(routes[route].items()))
-            lines.append(f"{route:40} {sum(routes[route].values()):7}  ({answers})")
+            lines.append(f"{route:{width}} {sum(routes[route].values()):7}  ({answers})")
         total = sum(self.cases.values())
         server_errors = sum(n for (_, s), n in self.cases.items() if s >= 500)
         on_purpose = sum(
             n for (r, s), n in self.cases.items() if s == 503 and "(Temporal down)" in r
         )
         lines.append(
-            f"{'total':40} {total:7}  (5xx: {server_errors}, of which {on_purpose} are the "
+            f"{'total':{width}} {total:7}  (5xx: {server_errors}, of which {on_purpose} are the "
             "503s of Temporal down on purpose)"
         )
         return lines
