@@ -9,6 +9,7 @@ settlement. The baseline: the same update-with-start, activity and signal, empty
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import tempfile
 import time
@@ -71,6 +72,39 @@ def quantile(buckets: dict[float, float], q: float) -> float:
     return lower
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_used(pids: dict[str, int], before: dict[str, float]) -> dict[str, float]:
+    return {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+
+
+def stack_pids(stack: Stack) -> dict[str, int]:
+    """The stack's processes and this one (the load generator), by name."""
+    pids = {c.name: c.process.pid for c in stack.children if c.process is not None}
+    return {**pids, "bench": os.getpid()}
+
+
+class CpuMeter:
+    """CPU seconds each process spends inside the measured phases, summed per phase."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.spent: dict[str, dict[str, float]] = {}
+
+    async def measure(self, phase: str, run: Callable[[], Awaitable[float]]) -> float:
+        before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        elapsed = await run()
+        totals = self.spent.setdefault(phase, dict.fromkeys(self.pids, 0.0))
+        for name, used in cpu_used(self.pids, before).items():
+            totals[name] += used
+        return elapsed
+
+
 async def run_many(count: int, concurrency: int, one: Callable[[int], Awaitable[None]]) -> float:
     """Run `count` transactions, `concurrency` at a time; returns the wall time in seconds."""
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -124,7 +158,9 @@ class Bench:
         await handle.result()
 
 
-async def measure(payments: int, concurrency: int, settings: Settings) -> dict[str, float]:
+async def measure(
+    payments: int, concurrency: int, settings: Settings, cpu: CpuMeter
+) -> dict[str, float]:
     client = await connect(settings)
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(timeout=30, limits=limits) as http:
@@ -144,11 +180,11 @@ async def measure(payments: int, concurrency: int, settings: Settings) -> dict[s
             bare = partial(run_many, count, concurrency, partial(bench.bare, tag=tag))
             print(f"round {round_no + 1}/{ROUNDS}: {count} payments, {count} bare", flush=True)
             if round_no % 2 == 0:
-                pay_time += await pay()
-                bare_time += await bare()
+                pay_time += await cpu.measure("payments", pay)
+                bare_time += await cpu.measure("bare", bare)
             else:
-                bare_time += await bare()
-                pay_time += await pay()
+                bare_time += await cpu.measure("bare", bare)
+                pay_time += await cpu.measure("payments", pay)
         after = await ack_buckets(http, settings.webhook_url)
     delta = {le: after[le] - before.get(le, 0.0) for le in after}
     return {
@@ -173,7 +209,8 @@ async def run_bench(payments: int, concurrency: int) -> int:
                 f"embedded Temporal (SQLite WAL) in {tmp}",
                 flush=True,
             )
-            figures = await measure(payments, concurrency, settings)
+            cpu = CpuMeter(stack_pids(stack))
+            figures = await measure(payments, concurrency, settings, cpu)
         finally:
             stack.stop()
     ratio = figures["payments_per_s"] / figures["bare_per_s"]
@@ -182,7 +219,21 @@ async def run_bench(payments: int, concurrency: int) -> int:
         f"bare Temporal baseline: {figures['bare_per_s']:.1f}/s\n"
         f"webhook ack latency: p50 {figures['ack_p50_ms']:.1f} ms, "
         f"p99 {figures['ack_p99_ms']:.1f} ms\n"
+        f"{cpu_per_transaction(cpu, payments)}\n"
         f"ratio (payments / baseline): {ratio:.2f}",
         flush=True,
     )
     return 0
+
+
+def cpu_per_transaction(cpu: CpuMeter, count: int) -> str:
+    """Where the time goes: CPU milliseconds per payment and per bare workflow, by process."""
+    lines = ["CPU ms per transaction (payments | bare):"]
+    for name in cpu.pids:
+        pay = cpu.spent["payments"][name] / count * 1000
+        bare = cpu.spent["bare"][name] / count * 1000
+        lines.append(f"  {name:9} {pay:7.1f} | {bare:7.1f}")
+    pay_total = sum(cpu.spent["payments"].values()) / count * 1000
+    bare_total = sum(cpu.spent["bare"].values()) / count * 1000
+    lines.append(f"  {'total':9} {pay_total:7.1f} | {bare_total:7.1f}")
+    return "\n".join(lines)

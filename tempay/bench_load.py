@@ -35,7 +35,7 @@ from temporalio.client import Client, WorkflowHandle
 from providers.sandbox.keys import ensure_keypair, load_private_key
 from providers.sandbox.notifier import utc_iso
 from providers.sandbox.signature import SIGNATURE_HEADER, sign_body
-from tempay.bench import bench_settings, run_many
+from tempay.bench import bench_settings, cpu_seconds, cpu_used, run_many
 from tempay.bench_workflows import BareListenerWorkflow
 from tempay.dev import Stack
 from tempay.domain import InvalidInput, SettlementTiming
@@ -302,17 +302,6 @@ class PrivateStack:
             for child in self.stack.children
             if child.process is not None
         }
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time a process has used so far (/proc/<pid>/stat)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_used(pids: dict[str, int], before: dict[str, float]) -> dict[str, float]:
-    return {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
 
 
 async def run_webhook_bench(rate: float, duration: float, pool: int) -> int:
