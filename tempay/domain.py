@@ -182,6 +182,9 @@ class SettlementTiming(BaseModel):
     status_query_task_queue: str | None = None
 
 
+PAYMENT_REVISION = 1
+
+
 class PaymentOrder(MoneyTerms):
     """The input of a payment (or recharge) workflow: the merchant's order."""
 
@@ -198,6 +201,11 @@ class PaymentOrder(MoneyTerms):
     return_url: str = ""
     account_id: str | None = None
     timing: SettlementTiming = Field(default_factory=SettlementTiming)
+    # The workflow code an order was started under (PAYMENT_REVISION for new orders): a
+    # payment at revision 1 or later has merchant events and a refund window from its start,
+    # so it needs no patch marker (each costs a history event and a search attribute update).
+    # Orders that predate the field are 0 and go through workflow.patched as before.
+    revision: int = 0
 
     @field_validator("order_id")
     @classmethod

@@ -16,12 +16,18 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from tempay import search_attributes as sa
 from tempay.domain import (
+    PAYMENT_REVISION,
     CheckoutInfo,
     InvalidInput,
     OperatorAction,
@@ -110,6 +116,7 @@ def build_order(
         return_url=return_url,
         account_id=account_id,
         timing=timing or settlement_timing(settings),
+        revision=PAYMENT_REVISION,
     )
 
 
@@ -125,6 +132,15 @@ async def start_payment(client: Client, settings: Settings, order: PaymentOrder)
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         static_summary=(
             f"{order.kind} {order.order_id}: {order.amount} {order.currency} via {order.provider}"
+        ),
+        # Visible (and listable) from the start, with no update of the visibility record.
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(sa.ORDER_ID, order.order_id),
+                SearchAttributePair(sa.PROVIDER, order.provider),
+                SearchAttributePair(sa.TRANSACTION_KIND, str(order.kind)),
+                SearchAttributePair(sa.PAYMENT_STATUS, str(TransactionStatus.CREATED)),
+            ]
         ),
     )
     try:

@@ -322,14 +322,16 @@ class PaymentWorkflow:
     @workflow.run
     async def run(self, order: PaymentOrder) -> PaymentView:
         timing = order.timing
-        workflow.upsert_search_attributes(
-            [
-                sa.ORDER_ID.value_set(order.order_id),
-                sa.PROVIDER.value_set(order.provider),
-                sa.TRANSACTION_KIND.value_set(str(order.kind)),
-                sa.PAYMENT_STATUS.value_set(str(self._status)),
-            ]
-        )
+        if workflow.info().typed_search_attributes.get(sa.ORDER_ID) is None:
+            # Started without them (tempay's starters set them at the start).
+            workflow.upsert_search_attributes(
+                [
+                    sa.ORDER_ID.value_set(order.order_id),
+                    sa.PROVIDER.value_set(order.provider),
+                    sa.TRANSACTION_KIND.value_set(str(order.kind)),
+                    sa.PAYMENT_STATUS.value_set(str(self._status)),
+                ]
+            )
         deadline = workflow.now() + timing.expires_after
         self._view.expires_at = deadline
         self._publish()
@@ -339,7 +341,7 @@ class PaymentWorkflow:
         if self._status in CLOSED_UNPAID:
             await self._watch_for_late_money(timing.late_payment_window)
         await self._merchant.finish(lambda: bool(self._inbox), self._drain_inbox)
-        if self._refund_window_opened and workflow.patched(REFUNDS_PATCH):
+        if self._refund_window_opened and self._since_revision(1, REFUNDS_PATCH):
             await self._hold_open()
         return self._view
 
@@ -625,7 +627,7 @@ class PaymentWorkflow:
 
     def _raise_merchant_event(self) -> None:
         """Tell the merchant about the settlement just made, without waiting for them."""
-        if workflow.patched(MERCHANT_EVENTS_PATCH):
+        if self._since_revision(1, MERCHANT_EVENTS_PATCH):
             self._merchant.send(self._view)
 
     # ---- settlement ------------------------------------------------------------------
@@ -689,6 +691,11 @@ class PaymentWorkflow:
             self._settle(TransactionStatus.EXPIRED, source, "closed unpaid at the provider")
         else:
             self._publish()
+
+    def _since_revision(self, revision: int, patch: str) -> bool:
+        """Whether this run has `patch`'s behaviour: an order started at `revision` or later
+        has it from its start (no marker); an older one asks workflow.patched, as before."""
+        return self._order.revision >= revision or workflow.patched(patch)
 
     def _status_word(self) -> str:
         return "declined" if self._status is TransactionStatus.FAILED else "closed"

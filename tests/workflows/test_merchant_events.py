@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -19,6 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from tempay.domain import (
+    PAYMENT_REVISION,
     MerchantDeliveryState,
     PaymentOrder,
     PaymentView,
@@ -357,3 +359,33 @@ async def test_concurrent_deliveries_replay_deterministically(
 async def test_workflows_settled_before_merchant_events_replay(name: str) -> None:
     path = HISTORIES / f"pre_merchant_events_{name}.json"
     await replay(WorkflowHistory.from_json(f"payment-pre-merchant-{name}", path.read_text()))
+
+
+# Orders started at the current revision need no patch markers
+
+
+async def _markers(handle: WorkflowHandle) -> list[str]:
+    history = await handle.fetch_history()
+    return [
+        e.marker_recorded_event_attributes.marker_name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+    ]
+
+
+@pytest.mark.parametrize("revision", [0, PAYMENT_REVISION])
+async def test_a_current_order_settles_with_no_patch_marker(
+    client: Client, order: PaymentOrder, task_queue: str, merchant: FakeMerchant, revision: int
+) -> None:
+    """Revision 0 (an order from before the field) goes through workflow.patched, which
+    records a marker; an order built today behaves the same with none in its history."""
+    order = order.model_copy(update={"revision": revision})
+    handle = await start(client, order, task_queue)
+    await handle.signal(PaymentWorkflow.notify, notification(order, ProviderPaymentState.PAID))
+    view = await handle.result()
+    assert view.status is TransactionStatus.SUCCEEDED
+    assert [event.type for event in merchant.received] == ["payment.succeeded"]
+    markers = await _markers(handle)
+    # Revision 0: one for merchant events, one for the refund window.
+    assert markers == ([] if revision >= PAYMENT_REVISION else ["core_patch"] * 2)
+    await replay(await handle.fetch_history())
