@@ -182,7 +182,10 @@ class SettlementTiming(BaseModel):
     status_query_task_queue: str | None = None
 
 
-PAYMENT_REVISION = 1
+# The PaymentWorkflow code revision new orders are started under (PaymentOrder.revision):
+# 1: merchant events and a refund window with no patch markers;
+# 2: one status-query timer per period, kept across wakeups that settle nothing.
+PAYMENT_REVISION = 2
 
 
 class PaymentOrder(MoneyTerms):
@@ -204,7 +207,8 @@ class PaymentOrder(MoneyTerms):
     # The workflow code an order was started under (PAYMENT_REVISION for new orders): a
     # payment at revision 1 or later has merchant events and a refund window from its start,
     # so it needs no patch marker (each costs a history event and a search attribute update).
-    # Orders that predate the field are 0 and go through workflow.patched as before.
+    # Orders that predate the field are 0 and go through workflow.patched as before. A
+    # running workflow keeps the behaviour of its revision, so its history replays.
     revision: int = 0
 
     @field_validator("order_id")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -59,6 +60,8 @@ REFUNDS_PATCH = "refund-window"
 # Each refund adds about 23 history events to its payment (measured: 37 for a paid payment,
 # 83 with two refunds); 100 refunds keep a payment's history far below
 # Temporal's limits (a provider's own cap is usually lower: Alipay allows 50 refunds).
+# Orders at this revision or later (PaymentOrder.revision) wait with a steady timer.
+STEADY_TIMER_REVISION = 2
 MAX_REFUNDS = 100
 
 SETTLED = (
@@ -368,6 +371,9 @@ class PaymentWorkflow:
         return True
 
     async def _await_outcome(self, deadline: datetime) -> None:
+        if self._order.revision >= STEADY_TIMER_REVISION:
+            await self._await_outcome_steady(deadline)
+            return
         timing = self._order.timing
         delay = timing.first_status_query_delay
         while True:
@@ -397,6 +403,57 @@ class PaymentWorkflow:
                 continue
             except TimeoutError:
                 pass
+            if workflow.now() < deadline:
+                await self._status_query()
+                delay = min(delay * 2, timing.status_query_backoff_cap)
+
+    async def _await_outcome_steady(self, deadline: datetime) -> None:
+        """Wait for news until the next status query is due, then ask; until settled,
+        expired or cancelled. One timer per query period: news that settles nothing (a
+        duplicate, a "still waiting") wakes the workflow but leaves the timer running, where
+        a wait with a timeout would cancel it and start another each time."""
+        timing = self._order.timing
+        delay = timing.first_status_query_delay
+        timer: asyncio.Future[None] | None = None
+
+        def stop_timer() -> None:
+            nonlocal timer
+            if timer is not None and not timer.done():
+                timer.cancel()
+            timer = None
+
+        def woken() -> bool:
+            due = timer is not None and timer.done()
+            return bool(self._inbox) or self._query_now or self._cancel is not None or due
+
+        while True:
+            self._drain_inbox()
+            if self._terminal:
+                stop_timer()
+                return
+            now = workflow.now()
+            if now >= deadline:
+                stop_timer()
+                await self._expire()
+                return
+            if self._cancel is not None:
+                stop_timer()
+                await self._expire(cancelled_by=self._cancel)
+                return
+            if self._query_now:
+                self._query_now = False
+                stop_timer()  # asked now: the next one is a full period from now
+                await self._status_query()
+                continue
+            if timer is None:
+                wait = min(jittered(delay), deadline - now)
+                self._view.next_status_query_at = now + wait
+                timer = asyncio.ensure_future(workflow.sleep(wait, summary="next status query"))
+            self._publish()
+            await workflow.wait_condition(woken)
+            if not timer.done():
+                continue
+            timer = None
             if workflow.now() < deadline:
                 await self._status_query()
                 delay = min(delay * 2, timing.status_query_backoff_cap)

@@ -13,6 +13,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
 from tempay.domain import (
+    PAYMENT_REVISION,
     OperatorAction,
     PaymentOrder,
     PaymentView,
@@ -44,13 +45,14 @@ def resolution(decision: str) -> ReviewResolution:
 
 
 async def started(
-    client: Client, task_queue: str, timing=TIMING
+    client: Client, task_queue: str, timing=TIMING, revision: int = PAYMENT_REVISION
 ) -> tuple[PaymentOrder, WorkflowHandle[PaymentWorkflow, PaymentView]]:
     order = PaymentOrder(
         order_id=f"op-{uuid.uuid4().hex[:10]}",
         amount=Decimal("10.00"),
         currency="CNY",
         timing=timing,
+        revision=revision,
     )
     handle = await client.start_workflow(
         PaymentWorkflow.run, order, id=order.workflow_id, task_queue=task_queue
@@ -86,10 +88,11 @@ async def act(client: Client, order: PaymentOrder, action: str, by=BY) -> Paymen
     return view
 
 
+@pytest.mark.parametrize("revision", [0, PAYMENT_REVISION], ids=["revision0", "current"])
 async def test_force_status_query_settles_a_payment_whose_notification_was_lost(
-    client: Client, task_queue: str, provider: FakeProvider
+    client: Client, task_queue: str, provider: FakeProvider, revision: int
 ) -> None:
-    order, handle = await started(client, task_queue)
+    order, handle = await started(client, task_queue, revision=revision)
     provider.pay()  # the provider has the money; its notification never comes
     view = await act(client, order, "status_query")
     assert view.status is TransactionStatus.SUCCEEDED
@@ -105,10 +108,11 @@ async def test_force_status_query_settles_a_payment_whose_notification_was_lost(
     assert await accepted_updates(handle) == ["checkout", "force_status_query"]
 
 
+@pytest.mark.parametrize("revision", [0, PAYMENT_REVISION], ids=["revision0", "current"])
 async def test_cancel_closes_an_unpaid_payment(
-    client: Client, task_queue: str, provider: FakeProvider
+    client: Client, task_queue: str, provider: FakeProvider, revision: int
 ) -> None:
-    order, handle = await started(client, task_queue)
+    order, handle = await started(client, task_queue, revision=revision)
     view = await act(client, order, "cancel")
     assert view.status is TransactionStatus.EXPIRED
     assert view.settled_by == "operator"
@@ -119,11 +123,12 @@ async def test_cancel_closes_an_unpaid_payment(
     assert provider.closes == 1
 
 
+@pytest.mark.parametrize("revision", [0, PAYMENT_REVISION], ids=["revision0", "current"])
 async def test_cancel_racing_the_payer_ends_succeeded(
-    client: Client, task_queue: str, provider: FakeProvider
+    client: Client, task_queue: str, provider: FakeProvider, revision: int
 ) -> None:
     provider.close_pays_first = True  # the payer pays while our close is in flight
-    order, _ = await started(client, task_queue)
+    order, _ = await started(client, task_queue, revision=revision)
     view = await act(client, order, "cancel")
     assert view.status is TransactionStatus.SUCCEEDED
 

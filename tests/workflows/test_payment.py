@@ -21,6 +21,7 @@ from temporalio.worker import Worker
 
 from tempay import search_attributes as sa
 from tempay.domain import (
+    PAYMENT_REVISION,
     CloseOutcome,
     CreatedPayment,
     MerchantDelivery,
@@ -167,10 +168,17 @@ async def client(
         yield time_env.client
 
 
-@pytest.fixture
-def order(order_id: str) -> PaymentOrder:
+# Every test runs on an order from before revisions (0: patch markers, a new timer at each
+# wakeup) and on one built today, so both waits keep their guarantees.
+@pytest.fixture(params=[0, PAYMENT_REVISION], ids=["revision0", "current"])
+def order(order_id: str, request: pytest.FixtureRequest) -> PaymentOrder:
     return PaymentOrder(
-        order_id=order_id, amount=Decimal("10.00"), currency="CNY", subject="test", timing=TIMING
+        order_id=order_id,
+        amount=Decimal("10.00"),
+        currency="CNY",
+        subject="test",
+        timing=TIMING,
+        revision=request.param,
     )
 
 
@@ -262,6 +270,49 @@ async def test_status_queries_back_off_with_jitter_to_the_cap(
     for gap, nominal in zip(gaps, [60, 120, 240, 480, 600], strict=False):
         assert nominal * 0.8 - 1 <= gap <= nominal * 1.2 + 1, gaps
     assert provider.closes == 1
+
+
+async def test_news_that_settles_nothing_keeps_the_query_schedule(
+    client: Client, order: PaymentOrder, task_queue: str, provider: FakeProvider
+) -> None:
+    """ "Still waiting" notifications and duplicates wake the workflow; the first status
+    query still comes 60 s +-20% after the start. An order built today keeps one timer
+    for that (no cancel and restart at each wakeup, which costs history and server work)."""
+    handle = await start(client, order, task_queue)
+    waiting = notification(order, ProviderPaymentState.PENDING, notification_id="wait-1")
+    for _ in range(3):
+        await handle.signal(PaymentWorkflow.notify, waiting)  # one, then two duplicates
+        await handle.signal(
+            PaymentWorkflow.notify, notification(order, ProviderPaymentState.PENDING)
+        )
+    view = await handle.query(PaymentWorkflow.details)
+    assert (view.notifications_received, view.duplicate_notifications) == (4, 2)
+    assert view.status is TransactionStatus.PENDING and view.status_queries == 0
+
+    provider.pay()  # the notification of the payment is lost: the query finds it
+    view = await handle.result()
+    assert view.status is TransactionStatus.SUCCEEDED and view.settled_by == "status_query"
+    started = (await handle.describe()).start_time
+    first_query = (provider.query_times[0] - started).total_seconds()
+    assert 60 * 0.8 - 1 <= first_query <= 60 * 1.2 + 1, first_query
+
+    history = await handle.fetch_history()
+    query_timers = {
+        e.timer_started_event_attributes.timer_id
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED
+        and b"next status query" in e.user_metadata.summary.data
+    }
+    cancelled = [
+        e
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_TIMER_CANCELED
+        and e.timer_canceled_event_attributes.timer_id in query_timers
+    ]
+    if order.revision >= PAYMENT_REVISION:
+        assert (len(query_timers), len(cancelled)) == (1, 0)  # one period, fired for the query
+    else:  # restarted at each wakeup
+        assert len(query_timers) > 1 and len(cancelled) == len(query_timers) - 1
 
 
 async def test_notification_before_create_returns(
