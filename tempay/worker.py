@@ -22,6 +22,7 @@ from activities.transfers import TransferActivities
 from providers.base import ProviderAdapter
 from providers.registry import build_adapters
 from tempay.bench_workflows import BareListenerWorkflow, BareSettlementWorkflow, bare_activity
+from tempay.pacing import Pacer, PacingInterceptor
 from tempay.settings import Settings, get_settings
 from tempay.temporal import connect, metrics_address, metrics_runtime
 from workflows.payment import PaymentWorkflow
@@ -107,7 +108,11 @@ def build_worker(
         client,
         task_queue=settings.status_query_task_queue,
         activities=queries,
+        # The server's cap holds for every worker together, as a sustained rate; the pacer
+        # spaces this process's queries so that its token bucket's bursts never reach the
+        # provider (tempay/pacing.py).
         max_task_queue_activities_per_second=settings.status_query_rate_cap,
+        interceptors=[PacingInterceptor(Pacer(settings.status_query_rate_cap))],
     )
     return TempayWorkers(main, status)
 
