@@ -77,17 +77,20 @@ class SandboxError(Exception):
 
 class QueryCounter:
     """How many status queries (payment, refund, transfer) arrived in each wall-clock second:
-    the rate this provider sees, for benchmarks (GET /sandbox/stats). Keeps the last hour."""
+    the rate this provider sees, for benchmarks (GET /sandbox/stats). Keeps the last hour,
+    and how many distinct transactions were asked about at least once."""
 
     KEEP_SECONDS = 3600
 
     def __init__(self) -> None:
         self.total = 0
         self.per_second: dict[int, int] = {}
+        self.subjects: set[str] = set()
 
-    def record(self, now: float | None = None) -> None:
+    def record(self, subject: str, now: float | None = None) -> None:
         second = int(time.time() if now is None else now)
         self.total += 1
+        self.subjects.add(subject)
         self.per_second[second] = self.per_second.get(second, 0) + 1
         if len(self.per_second) > self.KEEP_SECONDS:
             for old in sorted(self.per_second)[: len(self.per_second) - self.KEEP_SECONDS]:
@@ -96,6 +99,7 @@ class QueryCounter:
     def as_json(self) -> dict[str, Any]:
         return {
             "total": self.total,
+            "distinct": len(self.subjects),
             "per_second": [[second, self.per_second[second]] for second in sorted(self.per_second)],
         }
 
@@ -563,9 +567,10 @@ async def hold_answer(request: Request, seconds: float) -> None:
         await asyncio.sleep(min(0.05, remaining))
 
 
-async def status_query_faults(sandbox: Sandbox) -> None:
-    """Counts every status query, then injects its slowness and failures."""
-    sandbox.status_queries.record()
+async def status_query_faults(sandbox: Sandbox, subject: str) -> None:
+    """Counts every status query (`subject` names what it asks about), then injects its
+    slowness and failures."""
+    sandbox.status_queries.record(subject)
     faults = sandbox.faults
     if faults.status_delay_seconds:
         await asyncio.sleep(faults.status_delay_seconds)
@@ -713,7 +718,7 @@ def _add_payment_routes(app: FastAPI) -> None:
 
     @app.get("/payments/{out_trade_no}")
     async def query_payment(out_trade_no: str, sandbox: SandboxDep) -> dict[str, Any]:
-        await status_query_faults(sandbox)
+        await status_query_faults(sandbox, f"payment/{out_trade_no}")
         return status_json(_require_trade(sandbox, out_trade_no))
 
     @app.post("/payments/{out_trade_no}/close")
@@ -732,7 +737,7 @@ def _add_refund_routes(app: FastAPI) -> None:
     async def query_refund(
         out_trade_no: str, out_request_no: str, sandbox: SandboxDep
     ) -> dict[str, Any]:
-        await status_query_faults(sandbox)
+        await status_query_faults(sandbox, f"refund/{out_trade_no}/{out_request_no}")
         refund = sandbox.store.get_refund(out_request_no)
         if refund is None or refund.out_trade_no != out_trade_no:
             raise refund_not_found(out_request_no)
@@ -758,7 +763,7 @@ def _add_transfer_routes(app: FastAPI) -> None:
 
     @app.get("/transfers/{out_biz_no}")
     async def query_transfer(out_biz_no: str, sandbox: SandboxDep) -> dict[str, Any]:
-        await status_query_faults(sandbox)
+        await status_query_faults(sandbox, f"transfer/{out_biz_no}")
         transfer = sandbox.store.get_transfer(out_biz_no)
         if transfer is None:
             raise transfer_not_found(out_biz_no)

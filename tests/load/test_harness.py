@@ -108,15 +108,24 @@ def test_sizes_are_validated() -> None:
 
 def test_query_counter_counts_per_second() -> None:
     counter = QueryCounter()
-    for now in (10.1, 10.9, 11.0, 13.5):
-        counter.record(now)
-    assert counter.as_json() == {"total": 4, "per_second": [[10, 2], [11, 1], [13, 1]]}
+    for subject, now in (
+        ("payment/a", 10.1),
+        ("payment/b", 10.9),
+        ("payment/a", 11.0),
+        ("refund/a/r1", 13.5),
+    ):
+        counter.record(subject, now)
+    assert counter.as_json() == {
+        "total": 4,
+        "distinct": 3,
+        "per_second": [[10, 2], [11, 1], [13, 1]],
+    }
 
 
 def test_query_counter_keeps_a_bounded_history() -> None:
     counter = QueryCounter()
     for second in range(QueryCounter.KEEP_SECONDS + 5):
-        counter.record(float(second))
+        counter.record("payment/a", float(second))
     seconds = [s for s, _ in counter.as_json()["per_second"]]
     assert len(seconds) == QueryCounter.KEEP_SECONDS and seconds[0] == 5
     assert counter.total == QueryCounter.KEEP_SECONDS + 5
