@@ -760,6 +760,7 @@ class PaymentWorkflow:
     def _settle(self, status: TransactionStatus, by: str, reason: str | None = None) -> None:
         self._view.settled_at = workflow.now()
         self._view.settled_by = by
+        self._view.next_status_query_at = None  # settled: nothing more is asked
         if status is TransactionStatus.NEEDS_REVIEW or status in CLOSED_UNPAID:
             self._view.review_reason = reason
         window = self._order.timing.refund_window

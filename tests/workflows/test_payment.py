@@ -228,6 +228,7 @@ async def test_paid_by_notification(client: Client, order: PaymentOrder, task_qu
     view = await handle.result()
     assert view.status is TransactionStatus.SUCCEEDED
     assert view.settled_by == "notification"
+    assert view.next_status_query_at is None  # the one that was scheduled is off
     assert view.paid_amount == Decimal("10.00")
     assert await status_upserts(handle) == ["CREATED", "PENDING", "SUCCEEDED"]
     described = await handle.describe()
