@@ -45,6 +45,7 @@ def bench_settings(data_dir: Path) -> Settings:
         webhook_url=f"http://127.0.0.1:{webhook_port}",
         sandbox_url=f"http://127.0.0.1:{free_port()}",
         temporal_ui_port=free_port(),
+        worker_metrics_port=free_port(),  # every port its own: a `tempay dev` may be running
         # Payments complete at settlement, as the baseline's do (no refund window held open).
         refund_window=timedelta(0),
     )

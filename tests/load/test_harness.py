@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from providers.sandbox.app import QueryCounter
+from tempay.bench import bench_settings
 from tempay.bench_load import (
     TABLE,
     Shot,
@@ -155,3 +157,20 @@ def test_cpu_seconds_of_this_process_grow() -> None:
     sum(i * i for i in range(300_000))
     used = cpu_used({"me": pid}, before)
     assert used["me"] >= 0 and set(used) == {"me"}
+
+
+def test_a_bench_stack_takes_none_of_the_dev_stacks_ports(tmp_path: Path) -> None:
+    """A benchmark runs beside `tempay dev`: each of its listening ports is a fresh one."""
+    dev, bench = Settings(), bench_settings(tmp_path)
+
+    def ports(settings: Settings) -> dict[str, int]:
+        return {
+            "temporal": int(settings.temporal_address.rsplit(":", 1)[1]),
+            "ui": settings.temporal_ui_port,
+            "webhook": settings.webhook_port,
+            "sandbox": int(settings.sandbox_url.rsplit(":", 1)[1]),
+            "worker metrics": settings.worker_metrics_port,
+        }
+
+    taken = set(ports(dev).values())
+    assert not {name for name, port in ports(bench).items() if port in taken}
