@@ -24,7 +24,7 @@ from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
 from tempay.bench_workflows import BareSettlementWorkflow
-from tempay.dev import Stack, free_port
+from tempay.dev import Stack, private_settings
 from tempay.domain import InvalidInput, PaymentView, TransactionStatus
 from tempay.settings import Settings
 from tempay.temporal import connect
@@ -37,18 +37,8 @@ BUCKET = re.compile(
 
 
 def bench_settings(data_dir: Path) -> Settings:
-    webhook_port = free_port()
-    return Settings(
-        temporal_address=f"127.0.0.1:{free_port()}",
-        data_dir=data_dir,
-        webhook_port=webhook_port,
-        webhook_url=f"http://127.0.0.1:{webhook_port}",
-        sandbox_url=f"http://127.0.0.1:{free_port()}",
-        temporal_ui_port=free_port(),
-        worker_metrics_port=free_port(),  # every port its own: a `tempay dev` may be running
-        # Payments complete at settlement, as the baseline's do (no refund window held open).
-        refund_window=timedelta(0),
-    )
+    # Payments complete at settlement, as the baseline's do (no refund window held open).
+    return private_settings(data_dir, refund_window=timedelta(0))
 
 
 async def ack_buckets(http: httpx.AsyncClient, webhook_url: str) -> dict[float, float]:

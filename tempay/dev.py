@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from temporalio.api.enums.v1 import TaskQueueType
@@ -56,6 +57,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def private_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings for a stack of its own (benchmarks, fault scenarios): its data in `data_dir`
+    and every listening port a fresh one, so it runs beside a `tempay dev` or another such
+    stack. `overrides` are further Settings fields."""
+    webhook_port = free_port()
+    return Settings(
+        temporal_address=f"127.0.0.1:{free_port()}",
+        data_dir=data_dir,
+        webhook_port=webhook_port,
+        webhook_url=f"http://127.0.0.1:{webhook_port}",
+        sandbox_url=f"http://127.0.0.1:{free_port()}",
+        temporal_ui_port=free_port(),
+        worker_metrics_port=free_port(),
+        **overrides,
+    )
 
 
 @dataclass

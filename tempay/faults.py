@@ -57,7 +57,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from tempay.dev import Stack, free_port
+from tempay.dev import Stack, private_settings
 from tempay.domain import (
     InvalidInput,
     PaymentView,
@@ -920,16 +920,8 @@ class ScenarioResult:
 
 
 def fault_settings(data_dir: Path, merchant_url: str, secret: str) -> Settings:
-    webhook_port = free_port()
-    return Settings(
-        temporal_address=f"127.0.0.1:{free_port()}",
-        data_dir=data_dir,
-        webhook_port=webhook_port,
-        webhook_url=f"http://127.0.0.1:{webhook_port}",
-        sandbox_url=f"http://127.0.0.1:{free_port()}",
-        temporal_ui_port=free_port(),
-        merchant_webhook_url=merchant_url,
-        merchant_webhook_secret=SecretStr(secret),
+    return private_settings(
+        data_dir, merchant_webhook_url=merchant_url, merchant_webhook_secret=SecretStr(secret)
     )
 
 
