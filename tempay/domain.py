@@ -258,6 +258,9 @@ class CheckoutInfo(BaseModel):
     status: TransactionStatus
     payment_url: str | None = None
     provider_trade_no: str | None = None
+    # Why the payment ended before the payer could pay (e.g. the provider refused the
+    # order at create, or a payment in review): set only when `status` is final.
+    reason: str | None = None
 
 
 class PaymentView(BaseModel):

@@ -165,6 +165,7 @@ async def start_payment(client: Client, settings: Settings, order: PaymentOrder)
             status=view.status,
             payment_url=view.payment_url,
             provider_trade_no=view.provider_trade_no,
+            reason=view.review_reason if view.status.is_terminal else None,
         )
 
 

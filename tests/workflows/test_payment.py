@@ -16,6 +16,7 @@ import pytest
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -58,6 +59,7 @@ class FakeProvider:
     query_gate: asyncio.Event | None = None
     query_times: list[datetime] = field(default_factory=list)
     closes: int = 0
+    refuse_create: str | None = None  # the provider refuses the order with this message
 
     def observation(self, order: PaymentOrder, source: str) -> PaymentObservation:
         paid = self.state is ProviderPaymentState.PAID
@@ -79,6 +81,8 @@ class FakeProvider:
     async def create_payment(self, order: PaymentOrder) -> CreatedPayment:
         if self.create_gate is not None:
             await self.create_gate.wait()
+        if self.refuse_create is not None:
+            raise ApplicationError(self.refuse_create, type="ProviderRejected", non_retryable=True)
         return CreatedPayment(
             provider_trade_no="T-" + order.order_id,
             payment_url=f"http://provider.test/checkout/T-{order.order_id}",
@@ -235,6 +239,30 @@ async def test_paid_by_notification(client: Client, order: PaymentOrder, task_qu
     assert described.typed_search_attributes.get(sa.PAYMENT_STATUS) == "SUCCEEDED"
     assert described.typed_search_attributes.get(sa.ORDER_ID) == order.order_id
     assert described.typed_search_attributes.get(sa.TRANSACTION_KIND) == "payment"
+
+
+async def test_a_refused_order_fails_at_once_and_says_why(
+    client: Client, order: PaymentOrder, task_queue: str, provider: FakeProvider
+) -> None:
+    provider.refuse_create = "INVALID_PARAMETER: subject too long"
+    handle = await client.start_workflow(
+        PaymentWorkflow.run, order, id=order.workflow_id, task_queue=task_queue
+    )
+    info = await handle.execute_update(PaymentWorkflow.checkout, order)
+    assert (info.status, info.payment_url) == (TransactionStatus.FAILED, None)
+    assert info.reason is not None and "INVALID_PARAMETER: subject too long" in info.reason
+    view = await handle.result()
+    assert view.settled_by == "create" and view.review_reason == info.reason
+
+
+async def test_a_pending_checkout_has_no_reason(
+    client: Client, order: PaymentOrder, task_queue: str
+) -> None:
+    handle = await start(client, order, task_queue)
+    info = await handle.execute_update(PaymentWorkflow.checkout, order)
+    assert (info.status, info.reason) == (TransactionStatus.PENDING, None)
+    await handle.signal(PaymentWorkflow.notify, notification(order, ProviderPaymentState.PAID))
+    await handle.result()
 
 
 async def test_declined_fails(client: Client, order: PaymentOrder, task_queue: str) -> None:
