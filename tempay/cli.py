@@ -16,6 +16,7 @@ import httpx
 from pydantic import ValidationError
 from temporalio.service import RPCError
 
+from tempay.codec import PayloadDecryptionError
 from tempay.domain import (
     InvalidInput,
     OperatorAction,
@@ -56,6 +57,7 @@ USER_ERRORS = (
     OrderConflict,
     RefundRefused,
     WorkerUnavailable,
+    PayloadDecryptionError,  # history written with a key this shell does not have
 )
 
 
@@ -482,6 +484,11 @@ def main(argv: list[str] | None = None) -> None:
         code: int = asyncio.run(result) if asyncio.iscoroutine(result) else int(result)  # type: ignore[arg-type]
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:
+        # The reader went away (`tempay status X | head`): stop quietly, as Unix tools do.
+        # stdout goes to devnull so the interpreter's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141
     except (*USER_ERRORS, CommandError) as exc:
         _fail(str(exc))
     except RPCError as exc:

@@ -224,10 +224,30 @@ def codec_for(settings: Settings) -> EncryptionCodec | None:
     return EncryptionCodec(keys) if keys else None
 
 
+class ClearCodec(PayloadCodec):
+    """No key configured: payloads are written in clear, and an encrypted one (written by
+    an installation with keys) is refused with what to set, not an unknown-encoding error."""
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return list(payloads)
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        for payload in payloads:
+            if payload.metadata.get("encoding") == ENCODING:
+                key_id = payload.metadata.get(KEY_ID_METADATA, b"").decode(errors="replace")
+                raise PayloadDecryptionError(
+                    f"payloads are encrypted (key id {key_id!r}) and no key is configured "
+                    "here: set TEMPAY_CODEC_KEYS, or run from the directory `tempay dev` runs "
+                    "in (TEMPAY_DATA_DIR holds its codec_keys file)"
+                )
+        return list(payloads)
+
+
 def data_converter(codec: PayloadCodec | None) -> DataConverter:
-    """The pydantic data converter, plus the codec (and encrypted failure messages) if any."""
+    """The pydantic data converter with the codec (and encrypted failure messages); without
+    one, payloads stay in clear (ClearCodec)."""
     if codec is None:
-        return pydantic_data_converter
+        return dataclasses.replace(pydantic_data_converter, payload_codec=ClearCodec())
     return dataclasses.replace(
         pydantic_data_converter,
         payload_codec=codec,

@@ -23,6 +23,7 @@ from tempay.codec import (
     data_converter,
     ensure_key_file,
     key_file,
+    new_key_entry,
     parse_keys,
 )
 from tempay.domain import InvalidInput
@@ -199,10 +200,20 @@ def test_keys_from_the_environment(monkeypatch: pytest.MonkeyPatch, old_entry: s
     assert [k.key_id for k in configured_keys(loaded) or ()] == ["k-old"]
 
 
-def test_no_keys_and_no_file_means_no_encryption(tmp_path: Path) -> None:
+async def test_no_keys_and_no_file_means_no_encryption(tmp_path: Path) -> None:
     assert configured_keys(settings(tmp_path)) is None
     assert codec_for(settings(tmp_path)) is None
-    assert data_converter(None).payload_codec is None
+    clear = data_converter(None)
+    [payload] = await clear.encode([ORDER])
+    assert payload.metadata["encoding"] == b"json/plain" and b"ord-secret-4711" in payload.data
+    [back] = await clear.decode([payload], [dict])
+    assert back["order_id"] == "ord-secret-4711"
+
+
+async def test_without_a_key_an_encrypted_payload_is_refused_by_name(tmp_path: Path) -> None:
+    sealed = await data_converter(EncryptionCodec(parse_keys(new_key_entry("k-9")))).encode([ORDER])
+    with pytest.raises(PayloadDecryptionError, match="key id 'k-9'.*TEMPAY_CODEC_KEYS"):
+        await data_converter(None).decode(sealed, [dict])
 
 
 def test_key_file_is_created_once_private_and_read_when_the_setting_is_unset(
