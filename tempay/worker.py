@@ -22,6 +22,7 @@ from activities.transfers import TransferActivities
 from providers.base import ProviderAdapter
 from providers.registry import build_adapters
 from tempay.bench_workflows import BareListenerWorkflow, BareSettlementWorkflow, bare_activity
+from tempay.codec import EncryptionCodec
 from tempay.pacing import Pacer, PacingInterceptor
 from tempay.settings import Settings, get_settings
 from tempay.temporal import connect, metrics_address, metrics_runtime
@@ -123,7 +124,7 @@ async def run_worker(settings: Settings | None = None) -> None:
     sys.dont_write_bytecode = False
     settings = settings or get_settings()
     client = await connect(settings, runtime=metrics_runtime(settings))
-    if client.data_converter.payload_codec is None:
+    if not isinstance(client.data_converter.payload_codec, EncryptionCodec):
         logging.getLogger("tempay.worker").warning(
             "payloads are NOT encrypted: set TEMPAY_CODEC_KEYS (or run under `tempay dev`, "
             "which creates %s/codec_keys) so history holds no payment data in clear",
