@@ -167,6 +167,7 @@ async def start_pending(
     done = 0
 
     async def one(i: int) -> None:
+        nonlocal done
         order = build_order(
             settings,
             order_id=f"{tag}-{i}",
@@ -177,7 +178,6 @@ async def start_pending(
         )
         checkout = await start_payment(client, settings, order)
         started[i] = (order.order_id, checkout.provider_trade_no)
-        nonlocal done
         done += 1
         if progress is not None:
             progress(done)
