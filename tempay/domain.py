@@ -262,6 +262,17 @@ class CheckoutInfo(BaseModel):
     # order at create, or a payment in review): set only when `status` is final.
     reason: str | None = None
 
+    @classmethod
+    def of(cls, view: PaymentView) -> CheckoutInfo:
+        return cls(
+            workflow_id=view.workflow_id,
+            order_id=view.order_id,
+            status=view.status,
+            payment_url=view.payment_url,
+            provider_trade_no=view.provider_trade_no,
+            reason=view.review_reason if view.status.is_terminal else None,
+        )
+
 
 class PaymentView(BaseModel):
     """The transaction as `tempay status` and the query handler show it."""

@@ -159,14 +159,7 @@ async def start_payment(client: Client, settings: Settings, order: PaymentOrder)
                 f"order {order.order_id} already exists with different terms: "
                 f"{view.kind} of {view.amount} {view.currency}"
             ) from None
-        return CheckoutInfo(
-            workflow_id=view.workflow_id,
-            order_id=view.order_id,
-            status=view.status,
-            payment_url=view.payment_url,
-            provider_trade_no=view.provider_trade_no,
-            reason=view.review_reason if view.status.is_terminal else None,
-        )
+        return CheckoutInfo.of(view)
 
 
 async def _view(client: Client, workflow_id: str, result_type: type[V], query: Any, what: str) -> V:

@@ -116,14 +116,7 @@ class PaymentWorkflow:
     async def checkout(self, order: PaymentOrder) -> CheckoutInfo:
         """Returns as soon as the payer has a payment_url (or the payment has ended)."""
         await workflow.wait_condition(lambda: self._created is not None or self._terminal)
-        return CheckoutInfo(
-            workflow_id=self._order.workflow_id,
-            order_id=self._order.order_id,
-            status=self._status,
-            payment_url=self._view.payment_url,
-            provider_trade_no=self._view.provider_trade_no,
-            reason=self._view.review_reason if self._terminal else None,
-        )
+        return CheckoutInfo.of(self._view)
 
     @checkout.validator
     def _same_terms(self, order: PaymentOrder) -> None:
