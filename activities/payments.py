@@ -6,7 +6,15 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from providers.base import ProviderAdapter, ProviderRejected
-from tempay.domain import CloseOutcome, CreatedPayment, PaymentObservation, PaymentOrder
+from tempay.domain import (
+    CloseOutcome,
+    CreatedPayment,
+    PaymentObservation,
+    PaymentOrder,
+    PaymentPoll,
+    PolledPayment,
+)
+from tempay.polling import poll_payment_attempt
 
 
 class PaymentActivities:
@@ -34,6 +42,12 @@ class PaymentActivities:
     @activity.defn(name="query_payment")
     async def query_payment(self, order: PaymentOrder) -> PaymentObservation:
         return await self._adapter(order.provider).query_payment(order)
+
+    @activity.defn(name="poll_payment")
+    async def poll_payment(self, poll: PaymentPoll) -> PolledPayment:
+        """Status queries until the provider reports news; each attempt is one query, retried
+        by the server on the schedule (tempay/polling.py)."""
+        return await poll_payment_attempt(self.query_payment, poll)
 
     @activity.defn(name="close_payment")
     async def close_payment(self, order: PaymentOrder) -> CloseOutcome:

@@ -184,8 +184,10 @@ class SettlementTiming(BaseModel):
 
 # The PaymentWorkflow code revision new orders are started under (PaymentOrder.revision):
 # 1: merchant events and a refund window with no patch markers;
-# 2: one status-query timer per period, kept across wakeups that settle nothing.
-PAYMENT_REVISION = 2
+# 2: one status-query timer per period, kept across wakeups that settle nothing;
+# 3: one timer for the first status query, then one `poll_payment` activity whose retries
+#    are the rest of the schedule (no workflow task, no history event per query).
+PAYMENT_REVISION = 3
 
 
 class PaymentOrder(MoneyTerms):
@@ -242,6 +244,25 @@ class PaymentObservation(BaseModel):
     notification_id: str | None = None
 
 
+class PaymentPoll(BaseModel):
+    """The input of `poll_payment`: ask the provider about `order` until it reports
+    something other than PENDING. The activity's retries are the query schedule: the gap
+    after its first attempt is twice `delay` (the wait before it), doubling up to `cap`,
+    counted from `since` (when the workflow scheduled it); tempay/polling.py."""
+
+    order: PaymentOrder
+    since: datetime
+    delay: timedelta
+    cap: timedelta
+
+
+class PolledPayment(BaseModel):
+    """What ended a poll: the provider's answer, and how many attempts asked it."""
+
+    observation: PaymentObservation
+    attempts: int
+
+
 class CloseOutcome(BaseModel):
     """The provider's answer to 'close this unpaid order'."""
 
@@ -294,6 +315,9 @@ class PaymentView(BaseModel):
     status_queries: int = 0
     last_status_query_at: datetime | None = None
     next_status_query_at: datetime | None = None
+    # Since when the `poll_payment` activity has been asking the provider on the schedule
+    # (its attempts and next retry show in its pending-activity view); None when not polling.
+    polling_since: datetime | None = None
     expires_at: datetime | None = None
     settled_at: datetime | None = None
     settled_by: str | None = None

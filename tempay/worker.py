@@ -84,6 +84,7 @@ def build_worker(
     merchant = MerchantActivities(settings)
     queries: list[Callable[..., Any]] = [
         payments.query_payment,
+        payments.poll_payment,
         refunds.query_refund,
         transfers.query_transfer,
     ]

@@ -26,7 +26,9 @@ with workflow.unsafe.imports_passed_through():
         OperatorAction,
         PaymentObservation,
         PaymentOrder,
+        PaymentPoll,
         PaymentView,
+        PolledPayment,
         ProviderPaymentState,
         RefundAccepted,
         RefundEntry,
@@ -62,6 +64,17 @@ REFUNDS_PATCH = "refund-window"
 # Temporal's limits (a provider's own cap is usually lower: Alipay allows 50 refunds).
 # Orders at this revision or later (PaymentOrder.revision) wait with a steady timer.
 STEADY_TIMER_REVISION = 2
+# Orders at this revision or later hand the status queries after the first to one
+# `poll_payment` activity, whose server-side retries keep the schedule (tempay/polling.py).
+POLLING_REVISION = 3
+# The poll runs until the provider reports news or the order expires; its own retries
+# (ApplicationError.next_retry_delay) set every gap, this policy only bounds them.
+POLL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(minutes=10),
+    maximum_attempts=0,
+    non_retryable_error_types=["UnknownProvider", "ProviderRejected"],
+)
 MAX_REFUNDS = 100
 
 SETTLED = (
@@ -365,6 +378,9 @@ class PaymentWorkflow:
         return True
 
     async def _await_outcome(self, deadline: datetime) -> None:
+        if self._order.revision >= POLLING_REVISION:
+            await self._await_outcome_polling(deadline)
+            return
         if self._order.revision >= STEADY_TIMER_REVISION:
             await self._await_outcome_steady(deadline)
             return
@@ -451,6 +467,94 @@ class PaymentWorkflow:
             if workflow.now() < deadline:
                 await self._status_query()
                 delay = min(delay * 2, timing.status_query_backoff_cap)
+
+    async def _await_outcome_polling(self, deadline: datetime) -> None:
+        """Wait for news; when the first status query is due, start one `poll_payment`
+        activity that asks the provider on the schedule until it reports news or the order
+        expires (the activity's schedule-to-close). Until then the workflow sleeps: its
+        status queries are the activity's retries, kept by the server, which cost this
+        workflow no task and its history no event. A notification, a cancel or a forced
+        query stops the poll."""
+        timing = self._order.timing
+        delay = timing.first_status_query_delay
+        timer: asyncio.Future[None] | None = None
+        poll: asyncio.Future[PolledPayment] | None = None
+
+        def stop() -> None:
+            nonlocal timer, poll
+            for pending in (timer, poll):
+                if pending is not None and not pending.done():
+                    pending.cancel()
+            timer = poll = None
+            self._view.polling_since = None
+
+        def woken() -> bool:
+            due = any(p is not None and p.done() for p in (timer, poll))
+            return bool(self._inbox) or self._query_now or self._cancel is not None or due
+
+        while True:
+            self._drain_inbox()
+            if self._terminal:
+                stop()
+                return
+            now = workflow.now()
+            if now >= deadline:
+                stop()
+                await self._expire()
+                return
+            if self._cancel is not None:
+                stop()
+                await self._expire(cancelled_by=self._cancel)
+                return
+            if self._query_now:
+                self._query_now = False
+                stop()  # asked now: the next one is a full period from now
+                await self._status_query()
+                continue
+            if poll is not None and poll.done():
+                finished, poll = poll, None
+                self._view.polling_since = None
+                delay = timing.status_query_backoff_cap  # it polled for a while: wait long
+                try:
+                    polled = finished.result()
+                except ActivityError as exc:  # expiry reached, or a non-retryable error
+                    workflow.logger.info("poll of %s ended: %s", self._order.order_id, exc.cause)
+                    continue
+                self._view.status_queries += polled.attempts - 1  # the first was counted
+                self._apply(polled.observation)
+                continue
+            if timer is not None and timer.done():
+                timer = None
+                if now < deadline:
+                    poll = self._start_poll(delay, deadline)
+            if timer is None and poll is None:
+                wait = min(jittered(delay), deadline - now)
+                self._view.next_status_query_at = now + wait
+                timer = asyncio.ensure_future(workflow.sleep(wait, summary="next status query"))
+            self._publish()
+            await workflow.wait_condition(woken)
+
+    def _start_poll(self, delay: timedelta, deadline: datetime) -> asyncio.Future[PolledPayment]:
+        now = workflow.now()
+        self._view.next_status_query_at = None
+        self._view.status_queries += 1
+        self._view.last_status_query_at = now
+        self._view.polling_since = now
+        timing = self._order.timing
+        return asyncio.ensure_future(
+            workflow.execute_activity(
+                "poll_payment",
+                PaymentPoll(
+                    order=self._order, since=now, delay=delay, cap=timing.status_query_backoff_cap
+                ),
+                result_type=PolledPayment,
+                task_queue=timing.status_query_task_queue,
+                schedule_to_close_timeout=deadline - now,
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=POLL_RETRY,
+                summary="status queries until the provider reports news",
+            )
+        )
 
     async def _status_query(self) -> None:
         """Ask the provider while still listening: a notification may settle first."""
@@ -755,6 +859,7 @@ class PaymentWorkflow:
         self._view.settled_at = workflow.now()
         self._view.settled_by = by
         self._view.next_status_query_at = None  # settled: nothing more is asked
+        self._view.polling_since = None
         if status is TransactionStatus.NEEDS_REVIEW or status in CLOSED_UNPAID:
             self._view.review_reason = reason
         window = self._order.timing.refund_window
@@ -792,6 +897,11 @@ class PaymentWorkflow:
         ]
         if v.next_status_query_at and not self._terminal:
             lines.append(f"- next status query: {v.next_status_query_at:%Y-%m-%d %H:%M:%S} UTC")
+        if v.polling_since and not self._terminal:
+            lines.append(
+                f"- status queries since {v.polling_since:%Y-%m-%d %H:%M:%S} UTC: the "
+                "`poll_payment` activity's attempts (count and next one under Pending Activities)"
+            )
         if v.expires_at and not self._terminal:
             lines.append(f"- expires: {v.expires_at:%Y-%m-%d %H:%M:%S} UTC")
         if v.settled_by:

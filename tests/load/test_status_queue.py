@@ -56,14 +56,26 @@ async def scheduled_activities(handle: WorkflowHandle[Any, Any]) -> list[tuple[s
     ]
 
 
+async def asked_once(handle: WorkflowHandle[PaymentWorkflow, PaymentView]) -> bool:
+    """Whether the provider has answered at least one status query, and the workflow waits
+    for the next: a poll whose first attempt is done (it is on attempt 2 or later), or, for
+    inputs that query one by one, a query answered and the next one scheduled."""
+    view = await handle.query(PaymentWorkflow.details)
+    if view.status_queries < 1:
+        return False
+    if view.polling_since is None:
+        return view.next_status_query_at is not None
+    pending = (await handle.describe()).raw_description.pending_activities
+    return any(p.activity_type.name == "poll_payment" and p.attempt >= 2 for p in pending)
+
+
 async def queried_then_paid(
     stack: Stack, order_id: str, timing: SettlementTiming | None
 ) -> WorkflowHandle[PaymentWorkflow, PaymentView]:
     """A payment whose provider is asked at least once before the payer pays."""
     handle, _ = await start_payment(stack.client, stack.settings, order_id, timing=timing)
     for _ in range(300):
-        view = await handle.query(PaymentWorkflow.details)
-        if view.status_queries >= 1 and view.next_status_query_at is not None:
+        if await asked_once(handle):
             break
         await asyncio.sleep(0.1)
     else:
@@ -90,7 +102,7 @@ async def test_status_worker_is_configured_with_the_cap(stack: Stack) -> None:
     assert status["max_task_queue_activities_per_second"] == 7.5
     assert not status.get("workflows")
     names = {a.__temporal_activity_definition.name for a in status["activities"]}  # type: ignore[attr-defined]
-    assert names == {"query_payment", "query_refund", "query_transfer"}
+    assert names == {"query_payment", "poll_payment", "query_refund", "query_transfer"}
 
 
 async def test_running_status_worker_polls_with_the_cap(stack: Stack) -> None:
@@ -117,9 +129,10 @@ async def test_status_queries_run_on_the_status_queue(stack: Stack) -> None:
     scheduled = await scheduled_activities(handle)
     main, status = stack.settings.task_queue, f"{stack.settings.task_queue}-status"
     assert ("create_payment", main) in scheduled
-    queries = [queue for name, queue in scheduled if name == "query_payment"]
-    assert queries and set(queries) == {status}
-    assert all(queue == main for name, queue in scheduled if name != "query_payment")
+    asking = ("query_payment", "poll_payment")
+    queries = [queue for name, queue in scheduled if name in asking]
+    assert ("poll_payment", status) in scheduled and set(queries) == {status}
+    assert all(queue == main for name, queue in scheduled if name not in asking)
     async with httpx.AsyncClient(timeout=10) as http:
         stats = (await http.get(f"{stack.sandbox_url}/sandbox/stats")).json()
     assert stats["status_queries"]["total"] >= len(queries)
@@ -134,7 +147,8 @@ async def test_inputs_without_a_status_queue_query_on_the_main_queue(stack: Stac
     )
     assert timing.status_query_task_queue is None
     handle = await queried_then_paid(stack, f"load-{uuid.uuid4().hex[:10]}", timing)
-    queries = [q for name, q in await scheduled_activities(handle) if name == "query_payment"]
+    asking = ("query_payment", "poll_payment")
+    queries = [q for name, q in await scheduled_activities(handle) if name in asking]
     assert queries and set(queries) == {stack.settings.task_queue}
 
 

@@ -112,6 +112,7 @@ async def client(
         activities=[
             provider.create_payment,
             provider.query_payment,
+            provider.poll_payment,
             provider.close_payment,
             refunds.create_refund,
             refunds.query_refund,

@@ -11,6 +11,7 @@ from decimal import Decimal
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
 
 from tempay.domain import (
     PAYMENT_REVISION,
@@ -88,7 +89,9 @@ async def act(client: Client, order: PaymentOrder, action: str, by=BY) -> Paymen
     return view
 
 
-@pytest.mark.parametrize("revision", [0, PAYMENT_REVISION], ids=["revision0", "current"])
+@pytest.mark.parametrize(
+    "revision", [0, 2, PAYMENT_REVISION], ids=["revision0", "revision2", "current"]
+)
 async def test_force_status_query_settles_a_payment_whose_notification_was_lost(
     client: Client, task_queue: str, provider: FakeProvider, revision: int
 ) -> None:
@@ -108,7 +111,9 @@ async def test_force_status_query_settles_a_payment_whose_notification_was_lost(
     assert await accepted_updates(handle) == ["checkout", "force_status_query"]
 
 
-@pytest.mark.parametrize("revision", [0, PAYMENT_REVISION], ids=["revision0", "current"])
+@pytest.mark.parametrize(
+    "revision", [0, 2, PAYMENT_REVISION], ids=["revision0", "revision2", "current"]
+)
 async def test_cancel_closes_an_unpaid_payment(
     client: Client, task_queue: str, provider: FakeProvider, revision: int
 ) -> None:
@@ -123,7 +128,9 @@ async def test_cancel_closes_an_unpaid_payment(
     assert provider.closes == 1
 
 
-@pytest.mark.parametrize("revision", [0, PAYMENT_REVISION], ids=["revision0", "current"])
+@pytest.mark.parametrize(
+    "revision", [0, 2, PAYMENT_REVISION], ids=["revision0", "revision2", "current"]
+)
 async def test_cancel_racing_the_payer_ends_succeeded(
     client: Client, task_queue: str, provider: FakeProvider, revision: int
 ) -> None:
@@ -221,3 +228,26 @@ async def test_actions_on_unknown_transactions(client: Client) -> None:
         await operator_action(client, TransactionKind.PAYMENT, "nope", "cancel", BY)
     with pytest.raises(ValueError, match="only a payment can be cancelled"):
         await operator_action(client, TransactionKind.REFUND, "nope", "cancel", BY)
+
+
+async def test_operator_actions_stop_a_running_poll(
+    client: Client, task_queue: str, provider: FakeProvider, refund_env: WorkflowEnvironment
+) -> None:
+    """A payment whose status queries are a `poll_payment` activity's retries: a forced
+    query asks at once (the poll stops), then a cancel closes it; nothing asks afterwards."""
+    order, handle = await started(client, task_queue)
+    await refund_env.sleep(timedelta(minutes=4))
+    (poll,) = (await handle.describe()).raw_description.pending_activities
+    assert poll.activity_type.name == "poll_payment" and poll.attempt >= 2
+    asked = len(provider.query_times)
+
+    view = await act(client, order, "status_query")
+    assert view.status is TransactionStatus.PENDING
+    assert len(provider.query_times) == asked + 1
+    assert view.polling_since is None and view.next_status_query_at is not None
+
+    view = await act(client, order, "cancel")
+    assert view.status is TransactionStatus.EXPIRED and provider.closes == 1
+    asked = len(provider.query_times)
+    await refund_env.sleep(timedelta(minutes=30))
+    assert len(provider.query_times) == asked

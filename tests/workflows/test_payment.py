@@ -30,13 +30,16 @@ from tempay.domain import (
     MerchantEvent,
     PaymentObservation,
     PaymentOrder,
+    PaymentPoll,
     PaymentView,
+    PolledPayment,
     ProviderPaymentState,
     SettlementTiming,
     TransactionKind,
     TransactionStatus,
 )
-from workflows.payment import PaymentWorkflow
+from tempay.polling import poll_payment_attempt
+from workflows.payment import POLLING_REVISION, STEADY_TIMER_REVISION, PaymentWorkflow
 
 TIMING = SettlementTiming(
     first_status_query_delay=timedelta(seconds=60),
@@ -90,13 +93,17 @@ class FakeProvider:
 
     @activity.defn(name="query_payment")
     async def query_payment(self, order: PaymentOrder) -> PaymentObservation:
-        self.query_times.append(activity.info().current_attempt_scheduled_time)
+        self.query_times.append(activity.info().started_time)
         if self.query_gate is not None:
             await self.query_gate.wait()
         if self.query_failures > 0:
             self.query_failures -= 1
             raise RuntimeError("provider status API: HTTP 503")
         return self.observation(order, "status_query")
+
+    @activity.defn(name="poll_payment")
+    async def poll_payment(self, poll: PaymentPoll) -> PolledPayment:
+        return await poll_payment_attempt(self.query_payment, poll)
 
     @activity.defn(name="close_payment")
     async def close_payment(self, order: PaymentOrder) -> CloseOutcome:
@@ -158,6 +165,7 @@ def payment_worker(
         activities=[
             provider.create_payment,
             provider.query_payment,
+            provider.poll_payment,
             provider.close_payment,
             merchant.notify_merchant,
         ],
@@ -174,7 +182,9 @@ async def client(
 
 # Every test runs on an order from before revisions (0: patch markers, a new timer at each
 # wakeup) and on one built today, so both waits keep their guarantees.
-@pytest.fixture(params=[0, PAYMENT_REVISION], ids=["revision0", "current"])
+@pytest.fixture(
+    params=[0, STEADY_TIMER_REVISION, PAYMENT_REVISION], ids=["revision0", "revision2", "current"]
+)
 def order(order_id: str, request: pytest.FixtureRequest) -> PaymentOrder:
     return PaymentOrder(
         order_id=order_id,
@@ -338,7 +348,7 @@ async def test_news_that_settles_nothing_keeps_the_query_schedule(
         if e.event_type == EventType.EVENT_TYPE_TIMER_CANCELED
         and e.timer_canceled_event_attributes.timer_id in query_timers
     ]
-    if order.revision >= PAYMENT_REVISION:
+    if order.revision >= STEADY_TIMER_REVISION:
         assert (len(query_timers), len(cancelled)) == (1, 0)  # one period, fired for the query
     else:  # restarted at each wakeup
         assert len(query_timers) > 1 and len(cancelled) == len(query_timers) - 1
@@ -390,12 +400,21 @@ async def test_status_api_failing_then_recovering(
     client: Client, order: PaymentOrder, task_queue: str, provider: FakeProvider
 ) -> None:
     provider.pay()
-    provider.query_failures = 4  # the first scheduled query fails all 3 attempts, then one more
+    provider.query_failures = 4
     handle = await start(client, order, task_queue)
     view = await handle.result()
     assert view.status is TransactionStatus.SUCCEEDED
     assert view.settled_by == "status_query"
-    assert view.status_queries == 2
+    if order.revision >= POLLING_REVISION:
+        # Each failed call is asked again after about 10 s: the fifth call answers.
+        assert view.status_queries == 5
+        gaps = [
+            (b - a).total_seconds()
+            for a, b in zip(provider.query_times, provider.query_times[1:], strict=False)
+        ]
+        assert all(8 - 1 <= gap <= 12 + 1 for gap in gaps), gaps
+    else:  # the first scheduled query fails all 3 attempts, the next one fails once more
+        assert view.status_queries == 2
 
 
 async def test_unpaid_order_expires_after_close(
@@ -513,3 +532,58 @@ async def test_same_order_id_with_other_terms_is_refused(
         assert "already exists with different terms" in str(refused.value.cause)
     await handle.signal(PaymentWorkflow.notify, notification(order, ProviderPaymentState.PAID))
     assert (await handle.result()).status is TransactionStatus.SUCCEEDED
+
+
+async def test_a_waiting_payment_is_polled_with_no_workflow_task_per_query(
+    client: Client, task_queue: str, provider: FakeProvider, time_env: WorkflowEnvironment
+) -> None:
+    """After its first status query is due, a payment hands the schedule to one
+    `poll_payment` activity: its retries ask the provider (60 s, then 120, 240, 480 s ...),
+    and the workflow's history does not grow with them."""
+    order = PaymentOrder(
+        order_id=f"poll-{uuid.uuid4().hex[:8]}", amount=Decimal("10.00"), currency="CNY",
+        timing=TIMING, revision=PAYMENT_REVISION,
+    )  # fmt: skip
+    handle = await start(client, order, task_queue)
+    await time_env.sleep(timedelta(minutes=4))
+    early = len((await handle.fetch_history()).events)
+    await time_env.sleep(timedelta(minutes=16))  # queries at about 7 and 15 min meanwhile
+    assert len(provider.query_times) >= 4
+    history = await handle.fetch_history()
+    assert len(history.events) == early  # no event for the queries in between
+    view = await handle.query(PaymentWorkflow.details)
+    assert view.polling_since is not None and view.next_status_query_at is None
+    details = (await handle.describe()).raw_description
+    (poll,) = details.pending_activities
+    assert poll.activity_type.name == "poll_payment"
+    assert poll.attempt >= len(provider.query_times)  # the attempt now due or running
+
+    provider.pay()  # its notification is lost: the next attempt finds the money
+    view = await handle.result()
+    assert view.status is TransactionStatus.SUCCEEDED and view.settled_by == "status_query"
+    assert view.status_queries == len(provider.query_times)
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in (await handle.fetch_history()).events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert scheduled.count("poll_payment") == 1 and "query_payment" not in scheduled
+
+
+async def test_a_notification_stops_the_poll(
+    client: Client, task_queue: str, provider: FakeProvider, time_env: WorkflowEnvironment
+) -> None:
+    order = PaymentOrder(
+        order_id=f"poll-{uuid.uuid4().hex[:8]}", amount=Decimal("10.00"), currency="CNY",
+        timing=TIMING, revision=PAYMENT_REVISION,
+    )  # fmt: skip
+    handle = await start(client, order, task_queue)
+    await time_env.sleep(timedelta(minutes=4))
+    asked = len(provider.query_times)
+    assert asked >= 2
+    await handle.signal(PaymentWorkflow.notify, notification(order, ProviderPaymentState.PAID))
+    view = await handle.result()
+    assert view.status is TransactionStatus.SUCCEEDED and view.settled_by == "notification"
+    await time_env.sleep(timedelta(minutes=30))
+    assert len(provider.query_times) == asked  # nothing asked after the settlement
+    assert not (await handle.describe()).raw_description.pending_activities
