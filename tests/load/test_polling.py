@@ -32,8 +32,8 @@ def test_gaps_double_to_the_cap_under_any_jitter(seed: int) -> None:
         gap = next_attempt_in(elapsed, DELAY, CAP, failed=False, rng=rng)
         gaps.append(gap.total_seconds())
         elapsed += gap
-    for gap, nominal in zip(gaps, NOMINAL, strict=True):
-        assert nominal * 0.8 <= gap <= nominal * 1.2, gaps
+    for seconds, nominal in zip(gaps, NOMINAL, strict=True):
+        assert nominal * 0.8 <= seconds <= nominal * 1.2, gaps
 
 
 def test_nominal_gap_by_elapsed_time() -> None:
