@@ -398,6 +398,8 @@ async def pending_at_scale(
         settings = private.settings
         client = await connect(settings)
         pid = private.worker_pid
+        pids = private.pids()
+        cpu_before = {name: cpu_seconds(p) for name, p in pids.items()}
         peak = {"rss": rss_kib(pid)[0]}
         stop_sampling = asyncio.Event()
 
@@ -465,6 +467,7 @@ async def pending_at_scale(
         stop_sampling.set()
         await sampler
         hwm = rss_kib(pid)[1]
+        cpu = cpu_used(pids, cpu_before)
     rates = rate_figures(stats["per_second"], began, ended)
     return {
         "pending": count,
@@ -477,6 +480,9 @@ async def pending_at_scale(
         **rates,
         "pay_calls_s": paid_s,
         "settle_s": settle_s,
+        # CPU seconds over the whole run: which process the waiting costs.
+        "worker_cpu_s": cpu.get("worker", 0.0),
+        "temporal_cpu_s": cpu.get("temporal", 0.0),
     }
 
 
@@ -492,6 +498,8 @@ TABLE = (
     ("start s", "{:.1f}", "start_s"),
     ("pay calls s", "{:.1f}", "pay_calls_s"),
     ("settle s", "{:.1f}", "settle_s"),
+    ("worker CPU s", "{:.0f}", "worker_cpu_s"),
+    ("Temporal CPU s", "{:.0f}", "temporal_cpu_s"),
 )
 
 
