@@ -39,6 +39,7 @@ from tempay.bench import bench_settings, cpu_seconds, cpu_used, run_many
 from tempay.bench_workflows import BareListenerWorkflow
 from tempay.dev import Stack
 from tempay.domain import InvalidInput, SettlementTiming
+from tempay.pacing import paced_rate
 from tempay.settings import Settings
 from tempay.temporal import connect
 from tempay.transactions import build_order, settlement_timing, start_payment
@@ -388,11 +389,11 @@ async def pending_at_scale(
 ) -> dict[str, Any]:
     """One size on a fresh stack. Phases: start `count` payments; keep them waiting until
     every one has been queried at least once (or `query_window` s after the last start: by default
-    the longest first delay plus what the cap needs for `count` queries, plus 30 s); then
+    the longest first delay plus what the paced rate needs for `count` queries, plus 30 s); then
     pay each at the sandbox (immediate signed notification) and time until none is running.
     """
     if query_window is None:
-        query_window = first_query * 1.2 + count / cap + 30
+        query_window = first_query * 1.2 + count / paced_rate(cap) + 30
     env = {"TEMPAY_STATUS_QUERY_RATE_CAP": str(cap)}
     async with PrivateStack(env) as private:
         settings = private.settings

@@ -23,7 +23,7 @@ from providers.base import ProviderAdapter
 from providers.registry import build_adapters
 from tempay.bench_workflows import BareListenerWorkflow, BareSettlementWorkflow, bare_activity
 from tempay.codec import EncryptionCodec
-from tempay.pacing import Pacer, PacingInterceptor
+from tempay.pacing import Pacer, PacingInterceptor, paced_rate
 from tempay.settings import Settings, get_settings
 from tempay.temporal import connect, metrics_address, metrics_runtime
 from workflows.payment import PaymentWorkflow
@@ -50,8 +50,8 @@ WORKFLOWS = [
 class TempayWorkers:
     """The two workers of a tempay process, run together (`async with`): `main` on the task
     queue (workflows and every activity), `status` on `{task_queue}-status` (the status-query
-    activities only), which the server rate-limits to `TEMPAY_STATUS_QUERY_RATE_CAP` per
-    second across every worker polling it."""
+    activities only), which the server rate-limits to 90% of `TEMPAY_STATUS_QUERY_RATE_CAP`
+    per second across every worker polling it."""
 
     def __init__(self, main: Worker, status: Worker) -> None:
         self.main, self.status = main, status
@@ -106,15 +106,16 @@ def build_worker(
             *queries,
         ],
     )
+    # The server's limit holds for every worker together, as a sustained rate; the pacer
+    # spaces this process's queries so that its token bucket's bursts never reach the
+    # provider. Both aim 10% under the cap, for the jitter on the way (tempay/pacing.py).
+    rate = paced_rate(settings.status_query_rate_cap)
     status = Worker(
         client,
         task_queue=settings.status_query_task_queue,
         activities=queries,
-        # The server's cap holds for every worker together, as a sustained rate; the pacer
-        # spaces this process's queries so that its token bucket's bursts never reach the
-        # provider (tempay/pacing.py).
-        max_task_queue_activities_per_second=settings.status_query_rate_cap,
-        interceptors=[PacingInterceptor(Pacer(settings.status_query_rate_cap))],
+        max_task_queue_activities_per_second=rate,
+        interceptors=[PacingInterceptor(Pacer(rate))],
     )
     return TempayWorkers(main, status)
 
@@ -138,9 +139,10 @@ async def run_worker(settings: Settings | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     logging.getLogger("tempay.worker").info(
-        "worker polling task queues %r and %r (status queries, at most %s/s) on %s",
+        "worker polling task queues %r and %r (status queries paced at %g/s, cap %g/s) on %s",
         settings.task_queue,
         settings.status_query_task_queue,
+        paced_rate(settings.status_query_rate_cap),
         settings.status_query_rate_cap,
         settings.temporal_address,
     )

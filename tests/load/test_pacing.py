@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from tempay.pacing import Pacer
+from tempay.pacing import Pacer, paced_rate
 
 
 class FakeTime:
@@ -65,3 +65,9 @@ async def test_concurrent_callers_get_distinct_slots_in_arrival_order() -> None:
 def test_rate_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         Pacer(0)
+
+
+def test_workers_aim_under_the_cap() -> None:
+    # 10% headroom for the varying delay between a slot and the provider's clock.
+    assert paced_rate(50) == pytest.approx(45)
+    assert paced_rate(2.5) == pytest.approx(2.25)

@@ -99,14 +99,16 @@ async def test_status_worker_is_configured_with_the_cap(stack: Stack) -> None:
     assert main.get("max_task_queue_activities_per_second") is None
     assert main["max_cached_workflows"] == settings.worker_max_cached_workflows == 500
     assert status["task_queue"] == f"{settings.task_queue}-status"
-    assert status["max_task_queue_activities_per_second"] == 7.5
+    assert status["max_task_queue_activities_per_second"] == pytest.approx(7.5 * 0.9)
+    assert [type(i).__name__ for i in status["interceptors"]] == ["PacingInterceptor"]
+    assert status["interceptors"][0].pacer.interval == pytest.approx(1 / (7.5 * 0.9))
     assert not status.get("workflows")
     names = {a.__temporal_activity_definition.name for a in status["activities"]}  # type: ignore[attr-defined]
     assert names == {"query_payment", "poll_payment", "query_refund", "query_transfer"}
 
 
 async def test_running_status_worker_polls_with_the_cap(stack: Stack) -> None:
-    """The server sees the cap: the status queue's pollers report it as their rate."""
+    """The server sees the paced rate (90% of the cap): the status queue's pollers report it."""
     queue = TaskQueue(name=f"{stack.settings.task_queue}-status")
     for _ in range(100):
         described = await stack.client.workflow_service.describe_task_queue(
@@ -120,7 +122,8 @@ async def test_running_status_worker_polls_with_the_cap(stack: Stack) -> None:
             break
         await asyncio.sleep(0.1)
     assert described.pollers
-    assert {poller.rate_per_second for poller in described.pollers} == {CAP}
+    rates = [poller.rate_per_second for poller in described.pollers]
+    assert rates == pytest.approx([CAP * 0.9] * len(rates))
 
 
 async def test_status_queries_run_on_the_status_queue(stack: Stack) -> None:
