@@ -494,8 +494,19 @@ def main(argv: list[str] | None = None) -> None:
     except RPCError as exc:
         _fail(f"Temporal refused the request: {exc.message}")
     except httpx.HTTPError as exc:
-        _fail(f"HTTP error: {exc}")
+        _fail(f"HTTP error: {describe_http_error(exc)}")
     _exit(code)
+
+
+def describe_http_error(exc: httpx.HTTPError) -> str:
+    """What failed and where: httpx's timeouts and disconnects often carry no message."""
+    what = str(exc) or type(exc).__name__
+    try:
+        request = exc.request
+    except RuntimeError:  # an error raised before any request was built
+        return what
+    where = f"{request.method} {request.url}"
+    return what if str(request.url) in what else f"{what} ({where})"
 
 
 def _fail(message: str) -> NoReturn:

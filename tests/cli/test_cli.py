@@ -275,3 +275,20 @@ def test_dev_stops_everything_and_resumes_pending_payments(
         "is EXPIRED: only an unpaid payment (CREATED or PENDING) can be cancelled",
     )
     assert_one_line_error(tempay("cancel", "X1", "--reason", " ", env=env), "--reason must say")
+
+
+def test_http_errors_without_a_message_say_what_and_where() -> None:
+    from tempay.cli import describe_http_error
+
+    request = httpx.Request("POST", "http://127.0.0.1:9/sandbox/payments/o-1/pay")
+    assert describe_http_error(httpx.ReadTimeout("", request=request)) == (
+        "ReadTimeout (POST http://127.0.0.1:9/sandbox/payments/o-1/pay)"
+    )
+    response = httpx.Response(502, request=request)
+    status = httpx.HTTPStatusError(
+        f"Server error '502 Bad Gateway' for url '{request.url}'",
+        request=request,
+        response=response,
+    )
+    assert describe_http_error(status) == str(status)  # already names the URL
+    assert describe_http_error(httpx.ConnectError("refused")) == "refused"  # no request
