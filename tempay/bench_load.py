@@ -384,6 +384,26 @@ async def count_running(client: Client) -> int:
     return result.count
 
 
+async def pay_once(http: httpx.AsyncClient, url: str, retried: list[str]) -> httpx.Response:
+    """The payer pays, once: a call lost to a transport error (a connection reset, no
+    answer) is asked again, up to 3 times, and noted in `retried`. If the lost call had
+    gone through, the repeat finds the trade paid (409, TRADE_SUCCESS): that counts as paid."""
+    for attempt in range(4):
+        try:
+            response = await http.post(url, json={})
+        except httpx.TransportError as exc:
+            if attempt == 3:
+                raise
+            retried.append(f"{type(exc).__name__} {exc}".strip())
+            await asyncio.sleep(0.5)
+            continue
+        if attempt and response.status_code == 409:
+            if response.json().get("status") == "TRADE_SUCCESS":
+                return httpx.Response(200, json=response.json(), request=response.request)
+        return response
+    raise AssertionError("unreachable")
+
+
 async def pending_at_scale(
     count: int, concurrency: int, cap: float, first_query: float, query_window: float | None
 ) -> dict[str, Any]:
@@ -450,14 +470,20 @@ async def pending_at_scale(
             print(f"  {count}: paying all at the sandbox", flush=True)
             settle_began = time.perf_counter()
 
+            retried: list[str] = []
+
             async def pay(i: int) -> None:
-                order_id = orders[i][0]
-                response = await http.post(
-                    f"{settings.sandbox_url}/sandbox/payments/{order_id}/pay", json={}
-                )
+                url = f"{settings.sandbox_url}/sandbox/payments/{orders[i][0]}/pay"
+                response = await pay_once(http, url, retried)
                 response.raise_for_status()
 
             paid_s = await run_many(count, concurrency, pay)
+            if retried:
+                print(
+                    f"  {count}: {len(retried)} pay calls retried after a transport error "
+                    f"(first: {retried[0]})",
+                    flush=True,
+                )
             while (running := await count_running(client)) > 0:
                 if time.perf_counter() - settle_began > 1800:
                     raise RuntimeError(f"{running} payments still running after 30 min")

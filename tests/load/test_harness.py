@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import httpx
 import pytest
 
 from providers.sandbox.app import QueryCounter
@@ -15,6 +16,7 @@ from tempay.bench_load import (
     latency_figures,
     open_loop,
     parse_sizes,
+    pay_once,
     pending_table,
     percentile,
     rate_figures,
@@ -174,3 +176,37 @@ def test_a_bench_stack_takes_none_of_the_dev_stacks_ports(tmp_path: Path) -> Non
 
     taken = set(ports(dev).values())
     assert not {name for name, port in ports(bench).items() if port in taken}
+
+
+async def test_a_pay_call_lost_in_transit_is_asked_again_and_a_repeat_counts_as_paid() -> None:
+    calls: list[int] = []
+
+    def provider(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) == 1:  # it went through, but the answer was lost
+            raise httpx.ReadError("", request=request)
+        return httpx.Response(409, json={"code": "TRADE_STATUS_ERROR", "status": "TRADE_SUCCESS"})
+
+    retried: list[str] = []
+    async with httpx.AsyncClient(transport=httpx.MockTransport(provider)) as http:
+        response = await pay_once(http, "http://127.0.0.1:9/sandbox/payments/o/pay", retried)
+    assert response.status_code == 200 and len(calls) == 2
+    assert retried == ["ReadError"]
+
+
+async def test_a_pay_call_is_not_retried_on_an_answer_and_gives_up_after_three_retries() -> None:
+    def refused(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(409, json={"code": "TRADE_STATUS_ERROR", "status": "TRADE_CLOSED"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(refused)) as http:
+        response = await pay_once(http, "http://127.0.0.1:9/p", [])
+    assert response.status_code == 409  # a first answer stands: not paid
+
+    def lost(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    retried: list[str] = []
+    async with httpx.AsyncClient(transport=httpx.MockTransport(lost)) as http:
+        with pytest.raises(httpx.ConnectError):
+            await pay_once(http, "http://127.0.0.1:9/p", retried)
+    assert retried == ["ConnectError refused"] * 3
