@@ -12,7 +12,14 @@ that delay varies: spaced exactly 1/cap apart, queries arrived up to 52 in one w
 second under a cap of 50 (measured, `tempay bench --pending`). At 90%, a second at the
 provider holds more than the cap only if those delays vary by more than about 0.1 s.
 One worker then stays under the cap in every second; several stay under it as a
-sustained rate."""
+sustained rate.
+
+The gap is counted from when the previous query was actually let through, not from a slot
+planned in advance. Planned slots fall due together when the worker's event loop stalls
+(a busy process replaying histories), and every caller whose slot passed during the stall
+would wake at once: at 10,000 waiting payments the provider saw 53 in one second under a
+cap of 50 that way (`tempay bench --pending`, 29 Nov). Counted from the actual release, a
+stall only delays the queue."""
 
 from __future__ import annotations
 
@@ -36,7 +43,8 @@ def paced_rate(cap: float) -> float:
 
 
 class Pacer:
-    """Hands out start times at least `1/rate` seconds apart, first come first served."""
+    """Lets callers through one at a time, first come first served, each at least `1/rate`
+    seconds after the previous one was let through (read from the clock, not planned)."""
 
     def __init__(
         self,
@@ -48,15 +56,19 @@ class Pacer:
             raise ValueError("rate must be positive")
         self.interval = 1.0 / rate
         self._clock, self._sleep = clock, sleep
-        self._next = float("-inf")
+        self._last = float("-inf")
+        # asyncio.Lock wakes its waiters in arrival order. A caller cancelled while it
+        # waits (its payment was notified meanwhile) leaves the queue and uses no slot.
+        self._lock = asyncio.Lock()
 
     async def wait(self) -> None:
-        """Return at this caller's slot: now, or `interval` after the previous slot."""
-        now = self._clock()
-        slot = max(now, self._next)
-        self._next = slot + self.interval  # reserved before any await: no two share a slot
-        if slot > now:
-            await self._sleep(slot - now)
+        """Return when `interval` has passed since the previous caller was let through."""
+        async with self._lock:
+            now = self._clock()
+            due = self._last + self.interval
+            if now < due:
+                await self._sleep(due - now)
+            self._last = self._clock()
 
 
 class PacingInterceptor(Interceptor):
