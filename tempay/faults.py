@@ -55,6 +55,7 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
+from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError
 
 from tempay.dev import Stack, private_settings
@@ -603,6 +604,16 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
+@functools.cache
+def harness_runtime() -> Runtime:
+    """The runtime of the harness's own Temporal clients. They retry through the outages the
+    harness causes, and the SDK core would log every retry as a WARN (291 lines in one
+    restart-temporal run); the harness counts its retries itself ("harness calls retried
+    through outages"), so only the core's errors are shown."""
+    quiet = TelemetryFilter(core_level="ERROR", other_level="ERROR")
+    return Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(filter=quiet)))
+
+
 class HarnessError(RuntimeError):
     pass
 
@@ -795,7 +806,7 @@ class Run:
 
     async def _temporal_ready(self) -> bool:
         try:
-            await connect(self.settings)
+            await connect(self.settings, harness_runtime())
         except TemporalUnavailable:
             return False
         return True
@@ -1064,7 +1075,7 @@ async def run_scenario(
                 stack.start()
                 await stack.wait_ready()
                 say(f"stack up in {tmp}; {plan.size} transactions; fault: {scenario.what}")
-                client = await connect(settings)
+                client = await connect(settings, harness_runtime())
                 async with httpx.AsyncClient(base_url=settings.sandbox_url, timeout=30) as http:
                     verdict, faults = await _drive(
                         scenario, stack, client, http, plan, receiver, concurrency, say
