@@ -18,14 +18,16 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 from temporalio.client import Client, WithStartWorkflowOperation
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 
-from tempay.bench_workflows import BareSettlementWorkflow
+from tempay import search_attributes as sa
+from tempay.bench_workflows import BareFeatures, BareSettlementWorkflow
 from tempay.dev import Stack, private_settings
-from tempay.domain import InvalidInput, PaymentView, TransactionStatus
+from tempay.domain import InvalidInput, PaymentOrder, PaymentView, TransactionStatus
 from tempay.settings import Settings
 from tempay.temporal import connect
 from tempay.transactions import build_order, start_payment
@@ -116,14 +118,17 @@ class Bench:
         self.client, self.settings, self.http = client, settings, http
         self.run_id = uuid.uuid4().hex[:6]
 
-    async def payment(self, i: int, tag: str) -> None:
-        order = build_order(
+    def order(self, i: int, tag: str) -> PaymentOrder:
+        return build_order(
             self.settings,
             order_id=f"bench-{self.run_id}-{tag}-{i}",
             amount="10.00",
             currency="CNY",
             subject="bench",
         )
+
+    async def payment(self, i: int, tag: str) -> None:
+        order = self.order(i, tag)
         checkout = await start_payment(self.client, self.settings, order)
         paid = await self.http.post(
             f"{self.settings.sandbox_url}/sandbox/payments/{order.order_id}/pay", json={}
@@ -134,59 +139,100 @@ class Bench:
         if view.status is not TransactionStatus.SUCCEEDED:
             raise RuntimeError(f"{order.order_id} settled {view.status}")
 
-    async def bare(self, i: int, tag: str) -> None:
+    async def bare(self, i: int, tag: str, features: BareFeatures | None = None) -> None:
+        """A bare workflow; with `features`, asking of Temporal what they name. Without,
+        no input, update or signal body at all: the baseline is exactly as it always was."""
+        workflow_id = f"bare-{self.run_id}-{tag}-{i}"
+        f = features or BareFeatures()
+        body = ["x" * f.payload_bytes] if f.payload_bytes else []
+        options: dict[str, Any] = {}
+        if f.search_attributes:
+            options["search_attributes"] = TypedSearchAttributes(
+                [
+                    SearchAttributePair(sa.ORDER_ID, workflow_id),
+                    SearchAttributePair(sa.PROVIDER, "sandbox"),
+                    SearchAttributePair(sa.TRANSACTION_KIND, "payment"),
+                    SearchAttributePair(sa.PAYMENT_STATUS, "CREATED"),
+                ]
+            )
+        if f.payload_bytes:
+            options["static_summary"] = f"bare {workflow_id}"
         start = WithStartWorkflowOperation(
             BareSettlementWorkflow.run,
-            id=f"bare-{self.run_id}-{tag}-{i}",
+            args=[features] if features is not None else [],
+            id=workflow_id,
             task_queue=self.settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            **options,
         )
         await self.client.execute_update_with_start_workflow(
-            BareSettlementWorkflow.checkout, start_workflow_operation=start
+            BareSettlementWorkflow.checkout, args=body, start_workflow_operation=start
         )
         handle = await start.workflow_handle()
-        await handle.signal(BareSettlementWorkflow.notify)
+        await handle.signal(BareSettlementWorkflow.notify, args=body)
         await handle.result()
 
 
+def breakdown_phases(payload_bytes: int) -> dict[str, BareFeatures]:
+    """The baseline plus each thing a payment asks of Temporal beyond it, then all of them.
+    `payload_bytes`: the size of a bench order's JSON, the payment's typical body."""
+    return {
+        "+ search attributes at start": BareFeatures(search_attributes=True),
+        "+ two status upserts": BareFeatures(status_upserts=True),
+        "+ status-query timer": BareFeatures(status_timer=True),
+        f"+ {payload_bytes}-byte payloads": BareFeatures(payload_bytes=payload_bytes),
+        "+ all four": BareFeatures(True, True, True, payload_bytes),
+    }
+
+
 async def measure(
-    payments: int, concurrency: int, settings: Settings, cpu: CpuMeter
+    payments: int, concurrency: int, settings: Settings, cpu: CpuMeter, breakdown: bool = False
 ) -> dict[str, float]:
+    """Payments/s and bare workflows/s (and, with `breakdown`, each of breakdown_phases'
+    workflows/s, keyed by phase name), plus the webhook's acknowledgement latency."""
     client = await connect(settings)
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(timeout=30, limits=limits) as http:
         bench = Bench(client, settings, http)
+        phases: dict[str, Callable[..., Awaitable[None]]] = {
+            "payments": bench.payment,
+            "bare": bench.bare,
+        }
+        if breakdown:
+            order_bytes = len(bench.order(0, "size").model_dump_json())
+            for name, features in breakdown_phases(order_bytes).items():
+                phases[name] = partial(bench.bare, features=features)
         warmup = min(50, payments)
         print(f"warm-up: {warmup} payments and {warmup} bare workflows", flush=True)
         await run_many(warmup, concurrency, lambda i: bench.payment(i, "warm"))
         await run_many(warmup, concurrency, lambda i: bench.bare(i, "warm"))
+        for number, name in enumerate(list(phases)[2:]):
+            await run_many(10, concurrency, partial(phases[name], tag=f"warm{number}"))
 
-        # Interleave rounds (ABBA order) so drift on this shared machine hits both alike.
+        # Interleave rounds (ABBA order) so drift on this shared machine hits all alike.
         before = await ack_buckets(http, settings.webhook_url)
-        pay_time = bare_time = 0.0
+        elapsed = dict.fromkeys(phases, 0.0)
         for round_no in range(ROUNDS):
             count = payments // ROUNDS + (1 if round_no < payments % ROUNDS else 0)
-            tag = f"r{round_no}"
-            pay = partial(run_many, count, concurrency, partial(bench.payment, tag=tag))
-            bare = partial(run_many, count, concurrency, partial(bench.bare, tag=tag))
-            print(f"round {round_no + 1}/{ROUNDS}: {count} payments, {count} bare", flush=True)
-            if round_no % 2 == 0:
-                pay_time += await cpu.measure("payments", pay)
-                bare_time += await cpu.measure("bare", bare)
-            else:
-                bare_time += await cpu.measure("bare", bare)
-                pay_time += await cpu.measure("payments", pay)
+            order = list(phases) if round_no % 2 == 0 else list(reversed(phases))
+            print(
+                f"round {round_no + 1}/{ROUNDS}: {count} payments, {count} bare"
+                + (f", {count} of each breakdown step" if breakdown else ""),
+                flush=True,
+            )
+            for number, name in enumerate(order):
+                one = partial(phases[name], tag=f"r{round_no}p{number}")
+                elapsed[name] += await cpu.measure(name, partial(run_many, count, concurrency, one))
         after = await ack_buckets(http, settings.webhook_url)
     delta = {le: after[le] - before.get(le, 0.0) for le in after}
     return {
-        "payments_per_s": payments / pay_time,
-        "bare_per_s": payments / bare_time,
+        **{f"{name}_per_s": payments / seconds for name, seconds in elapsed.items()},
         "ack_p50_ms": quantile(delta, 0.5) * 1000,
         "ack_p99_ms": quantile(delta, 0.99) * 1000,
     }
 
 
-async def run_bench(payments: int, concurrency: int) -> int:
+async def run_bench(payments: int, concurrency: int, breakdown: bool = False) -> int:
     if payments < ROUNDS or concurrency < 1:
         raise InvalidInput(f"--payments must be at least {ROUNDS} and --concurrency at least 1")
     with tempfile.TemporaryDirectory(prefix="tempay-bench-") as tmp:
@@ -201,7 +247,7 @@ async def run_bench(payments: int, concurrency: int) -> int:
                 flush=True,
             )
             cpu = CpuMeter(stack_pids(stack))
-            figures = await measure(payments, concurrency, settings, cpu)
+            figures = await measure(payments, concurrency, settings, cpu, breakdown)
         finally:
             stack.stop()
     ratio = figures["payments_per_s"] / figures["bare_per_s"]
@@ -210,11 +256,35 @@ async def run_bench(payments: int, concurrency: int) -> int:
         f"bare Temporal baseline: {figures['bare_per_s']:.1f}/s\n"
         f"webhook ack latency: p50 {figures['ack_p50_ms']:.1f} ms, "
         f"p99 {figures['ack_p99_ms']:.1f} ms\n"
-        f"{cpu_per_transaction(cpu, payments)}\n"
-        f"ratio (payments / baseline): {ratio:.2f}",
+        f"{cpu_per_transaction(cpu, payments)}",
         flush=True,
     )
+    if breakdown:
+        print(breakdown_table(cpu, figures, payments), flush=True)
+    print(f"ratio (payments / baseline): {ratio:.2f}", flush=True)
     return 0
+
+
+def breakdown_table(cpu: CpuMeter, figures: dict[str, float], count: int) -> str:
+    """Each phase's rate and CPU per workflow, next to the baseline's, same rounds."""
+    lines = [
+        "breakdown (same rounds; CPU ms per workflow: all processes, Temporal, worker):",
+        f"  {'':32} {'per s':>6} {'vs bare':>7} {'CPU ms':>7} {'temporal':>8} {'worker':>7}",
+    ]
+    names = [name for name in cpu.spent if name not in ("payments", "bare")]
+    for name in ["bare", *names, "payments"]:
+        spent = cpu.spent[name]
+        rate = figures[f"{name}_per_s"]
+        label = "bare baseline" if name == "bare" else name
+        lines.append(
+            f"  {label:32} {rate:6.1f} {rate / figures['bare_per_s']:7.2f} "
+            f"{sum(spent.values()) / count * 1000:7.1f} "
+            f"{spent.get('temporal', 0.0) / count * 1000:8.1f} "
+            f"{spent.get('worker', 0.0) / count * 1000:7.1f}"
+        )
+    same = figures["payments_per_s"] / figures["+ all four_per_s"]
+    lines.append(f"payments / bare with all four: {same:.2f}")
+    return "\n".join(lines)
 
 
 def cpu_per_transaction(cpu: CpuMeter, count: int) -> str:

@@ -1,17 +1,46 @@
-"""The bare baseline the benchmark compares against: the same count of activities, updates
-and signals as a payment (create at the provider, notification, merchant event), with
-empty bodies and no provider, webhook or signature."""
+"""The bare baselines the benchmarks compare against.
+
+`BareSettlementWorkflow` with no input is `tempay bench --payments`'s baseline: the same
+count of activities, updates and signals as a payment (create at the provider,
+notification, merchant event), with empty bodies and no provider, webhook or signature.
+Given `BareFeatures`, it also asks of Temporal what a payment asks beyond that (search
+attributes, status updates, a status-query timer, payment-sized payloads), one at a time
+or together: `tempay bench --payments N --breakdown` measures what each costs.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import activity, workflow
 
+with workflow.unsafe.imports_passed_through():
+    from tempay import search_attributes as sa
+
+ACTIVITY_TIMEOUT = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class BareFeatures:
+    """What a payment asks of Temporal beyond the baseline. search_attributes: the four
+    custom ones, set by the starter as tempay's starters set a payment's;
+    status_upserts: PaymentStatus set when the first activity is done and again when the
+    signal comes, as a payment goes PENDING and then SUCCEEDED; status_timer: a timer
+    started with the wait and cancelled by the signal (the status-query fallback);
+    payload_bytes: every input, result, update and signal this many bytes, and each
+    activity and timer with a summary."""
+
+    search_attributes: bool = False
+    status_upserts: bool = False
+    status_timer: bool = False
+    payload_bytes: int = 0
+
 
 @activity.defn(name="bare_activity")
-async def bare_activity() -> str:
-    return ""
+async def bare_activity(body: str = "") -> str:
+    return body
 
 
 @workflow.defn
@@ -21,20 +50,40 @@ class BareSettlementWorkflow:
         self._signalled = False
 
     @workflow.run
-    async def run(self) -> str:
-        await workflow.execute_activity(bare_activity, start_to_close_timeout=timedelta(seconds=30))
+    async def run(self, features: BareFeatures | None = None) -> str:
+        f = features or BareFeatures()
+        body = "x" * f.payload_bytes
+        await self._activity(body, "first activity")
+        if f.status_upserts:
+            workflow.upsert_search_attributes([sa.PAYMENT_STATUS.value_set("PENDING")])
+        timer = None
+        if f.status_timer:
+            summary = "timer" if body else None
+            timer = asyncio.ensure_future(workflow.sleep(timedelta(minutes=1), summary=summary))
         self._started = True
         await workflow.wait_condition(lambda: self._signalled)
-        await workflow.execute_activity(bare_activity, start_to_close_timeout=timedelta(seconds=30))
-        return "done"
+        if timer is not None:
+            timer.cancel()
+        if f.status_upserts:
+            workflow.upsert_search_attributes([sa.PAYMENT_STATUS.value_set("SUCCEEDED")])
+        await self._activity(body, "second activity")
+        return body if body else "done"
+
+    async def _activity(self, body: str, summary: str) -> None:
+        if body:
+            await workflow.execute_activity(
+                bare_activity, body, start_to_close_timeout=ACTIVITY_TIMEOUT, summary=summary
+            )
+        else:
+            await workflow.execute_activity(bare_activity, start_to_close_timeout=ACTIVITY_TIMEOUT)
 
     @workflow.update
-    async def checkout(self) -> str:
+    async def checkout(self, body: str = "") -> str:
         await workflow.wait_condition(lambda: self._started)
-        return ""
+        return body
 
     @workflow.signal
-    def notify(self) -> None:
+    def notify(self, body: str = "") -> None:
         self._signalled = True
 
 

@@ -289,7 +289,7 @@ async def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         return await run_pending_bench(
             args.pending, args.concurrency, args.status_cap, args.first_query, args.query_window
         )
-    return await run_bench(args.payments, args.concurrency)
+    return await run_bench(args.payments, args.concurrency, args.breakdown)
 
 
 async def cmd_faults(args: argparse.Namespace, _: Settings) -> int:
@@ -408,6 +408,11 @@ def parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="payments/s versus bare Temporal, same run")
     bench.add_argument("--payments", type=int, default=500)
     bench.add_argument("--concurrency", type=int, default=50)
+    bench.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also run the baseline with each thing a payment asks of Temporal beyond it",
+    )
     webhook = bench.add_argument_group("webhook load (instead of --payments)")
     webhook.add_argument(
         "--webhook-rate", type=float, metavar="R", help="signed notifications per second"
