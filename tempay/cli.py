@@ -279,6 +279,8 @@ async def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.webhook_rate is not None and args.pending is not None:
         raise InvalidInput("--webhook-rate and --pending are separate benchmarks: choose one")
+    if args.breakdown and (args.webhook_rate is not None or args.pending is not None):
+        raise InvalidInput("--breakdown is for the end-to-end benchmark (--payments) only")
     if args.webhook_rate is not None:
         from tempay.bench_load import run_webhook_bench
 

@@ -14,6 +14,8 @@ from tests.cli.test_cli import assert_one_line_error, tempay
     ("args", "fragment"),
     [
         (["--webhook-rate", "5", "--pending", "10"], "separate benchmarks"),
+        (["--webhook-rate", "5", "--breakdown"], "--breakdown is for the end-to-end"),
+        (["--pending", "10", "--breakdown"], "--breakdown is for the end-to-end"),
         (["--webhook-rate", "0"], "must be positive"),
         (["--webhook-rate", "5", "--duration", "-1"], "must be positive"),
         (["--webhook-rate", "5", "--pool", "0"], "must be positive"),
