@@ -33,6 +33,7 @@ from tempay.temporal import connect
 from tempay.transactions import build_order, start_payment
 
 ROUNDS = 4
+ALL_FOUR = "+ all four"  # the breakdown's step with every one of a payment's extras
 BUCKET = re.compile(
     r'^tempay_notification_ack_seconds_bucket\{le="([^"]+)",provider="sandbox"\} (\S+)$', re.M
 )
@@ -181,7 +182,7 @@ def breakdown_phases(payload_bytes: int) -> dict[str, BareFeatures]:
         "+ two status upserts": BareFeatures(status_upserts=True),
         "+ status-query timer": BareFeatures(status_timer=True),
         f"+ {payload_bytes}-byte payloads": BareFeatures(payload_bytes=payload_bytes),
-        "+ all four": BareFeatures(True, True, True, payload_bytes),
+        ALL_FOUR: BareFeatures(True, True, True, payload_bytes),
     }
 
 
@@ -282,7 +283,7 @@ def breakdown_table(cpu: CpuMeter, figures: dict[str, float], count: int) -> str
             f"{spent.get('temporal', 0.0) / count * 1000:8.1f} "
             f"{spent.get('worker', 0.0) / count * 1000:7.1f}"
         )
-    same = figures["payments_per_s"] / figures["+ all four_per_s"]
+    same = figures["payments_per_s"] / figures[f"{ALL_FOUR}_per_s"]
     lines.append(f"payments / bare with all four: {same:.2f}")
     return "\n".join(lines)
 

@@ -15,7 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from tempay import search_attributes as sa
-from tempay.bench import Bench, CpuMeter, breakdown_phases, breakdown_table
+from tempay.bench import ALL_FOUR, Bench, CpuMeter, breakdown_phases, breakdown_table
 from tempay.bench_workflows import BareFeatures, BareSettlementWorkflow, bare_activity
 from tempay.settings import Settings
 from tempay.worker import WORKFLOW_RUNNER
@@ -116,9 +116,9 @@ def test_breakdown_table_puts_each_step_beside_the_baseline() -> None:
     cpu.spent = {
         "payments": {"temporal": 2.0, "worker": 1.0},
         "bare": {"temporal": 1.0, "worker": 0.5},
-        "+ all four": {"temporal": 1.8, "worker": 0.6},
+        ALL_FOUR: {"temporal": 1.8, "worker": 0.6},
     }
-    figures = {"payments_per_s": 6.0, "bare_per_s": 10.0, "+ all four_per_s": 7.5}
+    figures = {"payments_per_s": 6.0, "bare_per_s": 10.0, f"{ALL_FOUR}_per_s": 7.5}
     table = breakdown_table(cpu, figures, count=10).splitlines()
     assert table[2].split() == ["bare", "baseline", "10.0", "1.00", "150.0", "100.0", "50.0"]
     assert table[3].split() == ["+", "all", "four", "7.5", "0.75", "240.0", "180.0", "60.0"]
