@@ -22,12 +22,18 @@ from typing import Any
 
 import httpx
 from temporalio.client import Client, WithStartWorkflowOperation
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.common import WorkflowIDConflictPolicy
 
 from tempay import search_attributes as sa
 from tempay.bench_workflows import BareFeatures, BareSettlementWorkflow
 from tempay.dev import Stack, private_settings
-from tempay.domain import InvalidInput, PaymentOrder, PaymentView, TransactionStatus
+from tempay.domain import (
+    InvalidInput,
+    PaymentOrder,
+    PaymentView,
+    TransactionKind,
+    TransactionStatus,
+)
 from tempay.settings import Settings
 from tempay.temporal import connect
 from tempay.transactions import build_order, start_payment
@@ -148,13 +154,8 @@ class Bench:
         body = ["x" * f.payload_bytes] if f.payload_bytes else []
         options: dict[str, Any] = {}
         if f.search_attributes:
-            options["search_attributes"] = TypedSearchAttributes(
-                [
-                    SearchAttributePair(sa.ORDER_ID, workflow_id),
-                    SearchAttributePair(sa.PROVIDER, "sandbox"),
-                    SearchAttributePair(sa.TRANSACTION_KIND, "payment"),
-                    SearchAttributePair(sa.PAYMENT_STATUS, "CREATED"),
-                ]
+            options["search_attributes"] = sa.at_start(
+                workflow_id, "sandbox", str(TransactionKind.PAYMENT), str(TransactionStatus.CREATED)
             )
         if f.payload_bytes:
             options["static_summary"] = f"bare {workflow_id}"

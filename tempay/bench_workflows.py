@@ -18,6 +18,7 @@ from temporalio import activity, workflow
 
 with workflow.unsafe.imports_passed_through():
     from tempay import search_attributes as sa
+    from tempay.domain import TransactionStatus
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 
@@ -55,7 +56,9 @@ class BareSettlementWorkflow:
         body = "x" * f.payload_bytes
         await self._activity(body, "first activity")
         if f.status_upserts:
-            workflow.upsert_search_attributes([sa.PAYMENT_STATUS.value_set("PENDING")])
+            workflow.upsert_search_attributes(
+                [sa.PAYMENT_STATUS.value_set(str(TransactionStatus.PENDING))]
+            )
         timer = None
         if f.status_timer:
             summary = "timer" if body else None
@@ -65,7 +68,9 @@ class BareSettlementWorkflow:
         if timer is not None:
             timer.cancel()
         if f.status_upserts:
-            workflow.upsert_search_attributes([sa.PAYMENT_STATUS.value_set("SUCCEEDED")])
+            workflow.upsert_search_attributes(
+                [sa.PAYMENT_STATUS.value_set(str(TransactionStatus.SUCCEEDED))]
+            )
         await self._activity(body, "second activity")
         return body if body else "done"
 

@@ -17,8 +17,6 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
@@ -133,14 +131,8 @@ async def start_payment(client: Client, settings: Settings, order: PaymentOrder)
         static_summary=(
             f"{order.kind} {order.order_id}: {order.amount} {order.currency} via {order.provider}"
         ),
-        # Visible (and listable) from the start, with no update of the visibility record.
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(sa.ORDER_ID, order.order_id),
-                SearchAttributePair(sa.PROVIDER, order.provider),
-                SearchAttributePair(sa.TRANSACTION_KIND, str(order.kind)),
-                SearchAttributePair(sa.PAYMENT_STATUS, str(TransactionStatus.CREATED)),
-            ]
+        search_attributes=sa.at_start(
+            order.order_id, order.provider, str(order.kind), str(TransactionStatus.CREATED)
         ),
     )
     try:
