@@ -186,8 +186,10 @@ class SettlementTiming(BaseModel):
 # 1: merchant events and a refund window with no patch markers;
 # 2: one status-query timer per period, kept across wakeups that settle nothing;
 # 3: one timer for the first status query, then one `poll_payment` activity whose retries
-#    are the rest of the schedule (no workflow task, no history event per query).
-PAYMENT_REVISION = 3
+#    are the rest of the schedule (no workflow task, no history event per query);
+# 4: the provider create and the first merchant delivery tried once as local activities
+#    (no activity task, no second workflow task); a failed attempt goes to the activity.
+PAYMENT_REVISION = 4
 
 
 class PaymentOrder(MoneyTerms):

@@ -10,6 +10,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
+from workflows.local_first import try_locally
+
 with workflow.unsafe.imports_passed_through():
     from tempay.domain import (
         MerchantDelivery,
@@ -43,18 +45,13 @@ async def deliver_merchant_event(
     progress: MerchantEventProgress,
     retry_interval: timedelta,
     publish: Callable[[], None],
+    local_first: bool = False,
 ) -> None:
-    """Run the notify_merchant activity and record its outcome in `progress`."""
+    """Run the notify_merchant activity and record its outcome in `progress`. With
+    `local_first`, the first attempt is a local activity (workflows/local_first.py) and the
+    activity takes over only if it fails, one retry interval later, on the same schedule."""
     try:
-        delivery = await workflow.execute_activity(
-            "notify_merchant",
-            event,
-            result_type=MerchantDelivery,
-            start_to_close_timeout=ATTEMPT_TIMEOUT,
-            schedule_to_close_timeout=MERCHANT_DELIVERY_TIMEOUT,
-            retry_policy=merchant_retry(retry_interval),
-            summary="notify merchant",
-        )
+        delivery = await _deliver(event, retry_interval, local_first)
     except ActivityError as exc:
         progress.state = MerchantDeliveryState.FAILED
         progress.error = str(exc.cause or exc)
@@ -66,13 +63,49 @@ async def deliver_merchant_event(
     publish()
 
 
+async def _deliver(
+    event: MerchantEvent, retry_interval: timedelta, local_first: bool
+) -> MerchantDelivery:
+    began = workflow.now()
+    attempts_before = 0
+    initial = retry_interval
+    if local_first:
+        delivered = await try_locally(
+            "notify_merchant",
+            event,
+            result_type=MerchantDelivery,
+            start_to_close_timeout=ATTEMPT_TIMEOUT,
+            summary="notify merchant",
+        )
+        if delivered is not None:
+            return delivered
+        # The schedule a delivery has from its first attempt: the retry interval, then
+        # twice that, and so on (the activity's attempt 1 is the delivery's attempt 2).
+        await workflow.sleep(retry_interval, summary="retry merchant delivery")
+        attempts_before, initial = 1, retry_interval * 2
+    delivery = await workflow.execute_activity(
+        "notify_merchant",
+        event,
+        result_type=MerchantDelivery,
+        start_to_close_timeout=ATTEMPT_TIMEOUT,
+        schedule_to_close_timeout=MERCHANT_DELIVERY_TIMEOUT - (workflow.now() - began),
+        retry_policy=merchant_retry(initial),
+        summary="notify merchant",
+    )
+    delivery.attempt += attempts_before
+    return delivery
+
+
 class MerchantOutbox:
     """A transaction's merchant events: each is delivered in the background while the
     workflow goes on; the workflow ends only once every one is delivered (or given up)."""
 
-    def __init__(self, retry_interval: timedelta, publish: Callable[[], None]) -> None:
+    def __init__(
+        self, retry_interval: timedelta, publish: Callable[[], None], local_first: bool = False
+    ) -> None:
         self._retry_interval = retry_interval
         self._publish = publish
+        self._local_first = local_first
         self._deliveries: list[asyncio.Future[None]] = []
 
     def send(self, view: PaymentView | RefundView | WithdrawalView) -> None:
@@ -83,7 +116,9 @@ class MerchantOutbox:
         self._publish()
         self._deliveries.append(
             asyncio.ensure_future(
-                deliver_merchant_event(event, progress, self._retry_interval, self._publish)
+                deliver_merchant_event(
+                    event, progress, self._retry_interval, self._publish, self._local_first
+                )
             )
         )
 

@@ -10,6 +10,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
+from workflows.local_first import try_locally
 from workflows.merchant import MerchantOutbox, merchant_lines
 from workflows.metrics import count_settlement
 from workflows.operator import operator_lines, record
@@ -67,6 +68,9 @@ STEADY_TIMER_REVISION = 2
 # Orders at this revision or later hand the status queries after the first to one
 # `poll_payment` activity, whose server-side retries keep the schedule (tempay/polling.py).
 POLLING_REVISION = 3
+# Orders at this revision or later try the provider create and the first merchant delivery
+# once as local activities, in the workflow task that needs them (workflows/local_first.py).
+LOCAL_FIRST_REVISION = 4
 # The poll runs until the provider reports news or the order expires; its own retries
 # (ApplicationError.next_retry_delay) set every gap, this policy only bounds them.
 POLL_RETRY = RetryPolicy(
@@ -116,7 +120,11 @@ class PaymentWorkflow:
             currency=order.currency,
             account_id=order.account_id,
         )
-        self._merchant = MerchantOutbox(order.timing.merchant_retry_interval, self._publish)
+        self._merchant = MerchantOutbox(
+            order.timing.merchant_retry_interval,
+            self._publish,
+            local_first=order.revision >= LOCAL_FIRST_REVISION,
+        )
 
     # ---- interface -------------------------------------------------------------------
 
@@ -353,18 +361,15 @@ class PaymentWorkflow:
         await self._merchant.finish(lambda: bool(self._inbox), self._drain_inbox)
         if self._refund_window_opened and self._since_revision(1, REFUNDS_PATCH):
             await self._hold_open()
+        if self._order.revision >= LOCAL_FIRST_REVISION:
+            # With the provider and the merchant called locally, a payment the provider
+            # refuses can end in the workflow task that receives a checkout: answer it first.
+            await workflow.wait_condition(workflow.all_handlers_finished)
         return self._view
 
     async def _create_at_provider(self) -> bool:
         try:
-            created = await workflow.execute_activity(
-                "create_payment",
-                self._order,
-                result_type=CreatedPayment,
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=CREATE_RETRY,
-                summary="create payment at provider",
-            )
+            created = await self._create()
         except ActivityError as exc:
             self._drain_inbox()
             if not self._terminal:
@@ -376,6 +381,30 @@ class PaymentWorkflow:
         if self._status is TransactionStatus.CREATED:
             self._set_status(TransactionStatus.PENDING)
         return True
+
+    async def _create(self) -> CreatedPayment:
+        """The provider's create; at LOCAL_FIRST_REVISION, tried once locally first (the
+        payer waits for its answer: the activity takes over at once, with no pause)."""
+        if self._order.revision >= LOCAL_FIRST_REVISION:
+            created = await try_locally(
+                "create_payment",
+                self._order,
+                result_type=CreatedPayment,
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                summary="create payment at provider",
+                non_retryable_error_types=CREATE_RETRY.non_retryable_error_types,
+            )
+            if created is not None:
+                return created
+        created_later: CreatedPayment = await workflow.execute_activity(
+            "create_payment",
+            self._order,
+            result_type=CreatedPayment,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=CREATE_RETRY,
+            summary="create payment at provider",
+        )
+        return created_later
 
     async def _await_outcome(self, deadline: datetime) -> None:
         if self._order.revision >= POLLING_REVISION:

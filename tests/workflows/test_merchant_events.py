@@ -51,8 +51,8 @@ def provider() -> FakeProvider:
 
 
 @pytest.fixture
-def merchant() -> FakeMerchant:
-    return FakeMerchant()
+def merchant(time_env: WorkflowEnvironment) -> FakeMerchant:
+    return FakeMerchant(clock=time_env.get_current_time)
 
 
 @pytest.fixture
@@ -63,10 +63,17 @@ async def client(
         yield time_env.client
 
 
-@pytest.fixture
-def order(order_id: str) -> PaymentOrder:
+# Every test runs on an order from before revisions (the merchant called by the activity
+# alone) and on one built today (its first attempt a local activity, then the activity).
+@pytest.fixture(params=[0, PAYMENT_REVISION], ids=["revision0", "current"])
+def order(order_id: str, request: pytest.FixtureRequest) -> PaymentOrder:
     return PaymentOrder(
-        order_id=order_id, amount=Decimal("10.00"), currency="CNY", subject="test", timing=TIMING
+        order_id=order_id,
+        amount=Decimal("10.00"),
+        currency="CNY",
+        subject="test",
+        timing=TIMING,
+        revision=request.param,
     )
 
 
@@ -364,12 +371,14 @@ async def test_workflows_settled_before_merchant_events_replay(name: str) -> Non
 # Orders started at the current revision need no patch markers
 
 
-async def _markers(handle: WorkflowHandle) -> list[str]:
+async def _patch_markers(handle: WorkflowHandle) -> list[str]:
+    """Patch markers only: local activities record markers of their own (core_local_activity)."""
     history = await handle.fetch_history()
     return [
         e.marker_recorded_event_attributes.marker_name
         for e in history.events
         if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and e.marker_recorded_event_attributes.marker_name == "core_patch"
     ]
 
 
@@ -385,7 +394,7 @@ async def test_a_current_order_settles_with_no_patch_marker(
     view = await handle.result()
     assert view.status is TransactionStatus.SUCCEEDED
     assert [event.type for event in merchant.received] == ["payment.succeeded"]
-    markers = await _markers(handle)
+    markers = await _patch_markers(handle)
     # Revision 0: one for merchant events, one for the refund window.
     assert markers == ([] if revision >= PAYMENT_REVISION else ["core_patch"] * 2)
     await replay(await handle.fetch_history())

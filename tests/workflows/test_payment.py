@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -63,6 +63,8 @@ class FakeProvider:
     query_times: list[datetime] = field(default_factory=list)
     closes: int = 0
     refuse_create: str | None = None  # the provider refuses the order with this message
+    create_failures: int = 0  # the next creates fail as if the provider were down
+    creates: int = 0  # create calls, including failed ones
 
     def observation(self, order: PaymentOrder, source: str) -> PaymentObservation:
         paid = self.state is ProviderPaymentState.PAID
@@ -82,8 +84,12 @@ class FakeProvider:
 
     @activity.defn(name="create_payment")
     async def create_payment(self, order: PaymentOrder) -> CreatedPayment:
+        self.creates += 1
         if self.create_gate is not None:
             await self.create_gate.wait()
+        if self.create_failures > 0:
+            self.create_failures -= 1
+            raise RuntimeError("provider create: HTTP 503")
         if self.refuse_create is not None:
             raise ApplicationError(self.refuse_create, type="ProviderRejected", non_retryable=True)
         return CreatedPayment(
@@ -125,16 +131,20 @@ class FakeMerchant:
     configured: bool = True
     attempts: list[tuple[str, datetime]] = field(default_factory=list)  # (event id, when)
     received: list[MerchantEvent] = field(default_factory=list)
+    # The test server's clock. A local activity's started_time is the worker's wall clock,
+    # which the time-skipping server does not move.
+    clock: Callable[[], Awaitable[datetime]] | None = None
 
     @activity.defn(name="notify_merchant")
     async def notify_merchant(self, event: MerchantEvent) -> MerchantDelivery:
         info = activity.info()
-        self.attempts.append((event.id, info.started_time))
+        now = await self.clock() if self.clock is not None else info.started_time
+        self.attempts.append((event.id, now))
         if not self.configured:
             return MerchantDelivery(
                 event_id=event.id, state=MerchantDeliveryState.NOT_CONFIGURED, attempt=info.attempt
             )
-        if self.refuse_until is not None and info.started_time < self.refuse_until:
+        if self.refuse_until is not None and now < self.refuse_until:
             raise RuntimeError("merchant webhook answered HTTP 500")
         self.received.append(event)
         return MerchantDelivery(
