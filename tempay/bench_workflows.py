@@ -4,8 +4,9 @@
 count of activities, updates and signals as a payment (create at the provider,
 notification, merchant event), with empty bodies and no provider, webhook or signature.
 Given `BareFeatures`, it also asks of Temporal what a payment asks beyond that (search
-attributes, status updates, a status-query timer, payment-sized payloads), one at a time
-or together: `tempay bench --payments N --breakdown` measures what each costs.
+attributes, status updates, a status-query timer, payment-sized payloads) or does it the
+way a payment does (its two activities as local activities), one at a time or together:
+`tempay bench --payments N --breakdown` measures what each costs or saves.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import activity, workflow
+
+from workflows.local_first import ONE_ATTEMPT
 
 with workflow.unsafe.imports_passed_through():
     from tempay import search_attributes as sa
@@ -31,12 +34,15 @@ class BareFeatures:
     signal comes, as a payment goes PENDING and then SUCCEEDED; status_timer: a timer
     started with the wait and cancelled by the signal (the status-query fallback);
     payload_bytes: every input, result, update and signal this many bytes, and each
-    activity and timer with a summary."""
+    activity and timer with a summary; local_activities: both activities run as local
+    activities, as a payment's provider create and first merchant delivery do
+    (workflows/local_first.py)."""
 
     search_attributes: bool = False
     status_upserts: bool = False
     status_timer: bool = False
     payload_bytes: int = 0
+    local_activities: bool = False
 
 
 @activity.defn(name="bare_activity")
@@ -54,7 +60,7 @@ class BareSettlementWorkflow:
     async def run(self, features: BareFeatures | None = None) -> str:
         f = features or BareFeatures()
         body = "x" * f.payload_bytes
-        await self._activity(body, "first activity")
+        await self._activity(f, body, "first activity")
         if f.status_upserts:
             workflow.upsert_search_attributes(
                 [sa.PAYMENT_STATUS.value_set(str(TransactionStatus.PENDING))]
@@ -71,11 +77,19 @@ class BareSettlementWorkflow:
             workflow.upsert_search_attributes(
                 [sa.PAYMENT_STATUS.value_set(str(TransactionStatus.SUCCEEDED))]
             )
-        await self._activity(body, "second activity")
+        await self._activity(f, body, "second activity")
         return body if body else "done"
 
-    async def _activity(self, body: str, summary: str) -> None:
-        if body:
+    async def _activity(self, f: BareFeatures, body: str, summary: str) -> None:
+        if f.local_activities:
+            await workflow.execute_local_activity(
+                bare_activity,
+                body,
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=ONE_ATTEMPT,
+                summary=summary if body else None,
+            )
+        elif body:
             await workflow.execute_activity(
                 bare_activity, body, start_to_close_timeout=ACTIVITY_TIMEOUT, summary=summary
             )

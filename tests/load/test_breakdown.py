@@ -15,7 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from tempay import search_attributes as sa
-from tempay.bench import ALL_FOUR, Bench, CpuMeter, breakdown_phases, breakdown_table
+from tempay.bench import ALL_STEPS, Bench, CpuMeter, breakdown_phases, breakdown_table
 from tempay.bench_workflows import BareFeatures, BareSettlementWorkflow, bare_activity
 from tempay.settings import Settings
 from tempay.worker import WORKFLOW_RUNNER
@@ -65,12 +65,13 @@ async def test_the_baseline_has_no_bodies_and_no_extras(
     assert not signal.workflow_execution_signaled_event_attributes.input.payloads
 
 
-async def test_all_four_put_a_payments_extras_into_history(
+async def test_all_four_extras_go_into_history(
     dev_env: WorkflowEnvironment, task_queue: str
 ) -> None:
     features = BareFeatures(True, True, True, payload_bytes=300)
     history = await run_bare(dev_env.client, task_queue, features)
     events = kinds(history)
+    assert events[E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED] == 2
     assert events[E.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES] == 2
     assert events[E.EVENT_TYPE_TIMER_STARTED] == 1
     assert events[E.EVENT_TYPE_TIMER_CANCELED] == 1
@@ -96,19 +97,41 @@ async def test_all_four_put_a_payments_extras_into_history(
     assert len(signal.workflow_execution_signaled_event_attributes.input.payloads[0].data) == 302
 
 
-def test_each_step_adds_one_feature_and_the_last_all_four() -> None:
+async def test_local_activities_put_markers_where_the_activities_were(
+    dev_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """As a payment's create and first merchant delivery: no activity task, one workflow
+    task fewer for each, and a marker in history instead."""
+    history = await run_bare(dev_env.client, task_queue, BareFeatures(local_activities=True))
+    baseline = kinds(await run_bare(dev_env.client, task_queue, None))
+    events = kinds(history)
+    assert events[E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED] == 0
+    markers = [
+        e.marker_recorded_event_attributes.marker_name
+        for e in history.events
+        if e.event_type == E.EVENT_TYPE_MARKER_RECORDED
+    ]
+    assert markers == ["core_local_activity"] * 2
+    completed = E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+    assert events[completed] < baseline[completed]
+    assert events[E.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED] == 1
+
+
+def test_each_step_adds_one_feature_and_the_last_all_of_them() -> None:
     phases = breakdown_phases(512)
     *single, everything = phases.values()
-    assert everything == BareFeatures(True, True, True, 512)
+    assert everything == BareFeatures(True, True, True, 512, local_activities=True)
+    assert list(phases)[-1] == ALL_STEPS
     for features in single:
         switched = [
             features.search_attributes,
             features.status_upserts,
             features.status_timer,
             features.payload_bytes > 0,
+            features.local_activities,
         ]
         assert switched.count(True) == 1
-    assert "+ 512-byte payloads" in phases
+    assert "+ 512-byte payloads" in phases and "+ local activities" in phases
 
 
 def test_breakdown_table_puts_each_step_beside_the_baseline() -> None:
@@ -116,11 +139,11 @@ def test_breakdown_table_puts_each_step_beside_the_baseline() -> None:
     cpu.spent = {
         "payments": {"temporal": 2.0, "worker": 1.0},
         "bare": {"temporal": 1.0, "worker": 0.5},
-        ALL_FOUR: {"temporal": 1.8, "worker": 0.6},
+        ALL_STEPS: {"temporal": 1.8, "worker": 0.6},
     }
-    figures = {"payments_per_s": 6.0, "bare_per_s": 10.0, f"{ALL_FOUR}_per_s": 7.5}
+    figures = {"payments_per_s": 6.0, "bare_per_s": 10.0, f"{ALL_STEPS}_per_s": 7.5}
     table = breakdown_table(cpu, figures, count=10).splitlines()
     assert table[2].split() == ["bare", "baseline", "10.0", "1.00", "150.0", "100.0", "50.0"]
-    assert table[3].split() == ["+", "all", "four", "7.5", "0.75", "240.0", "180.0", "60.0"]
+    assert table[3].split() == ["+", "all", "of", "them", "7.5", "0.75", "240.0", "180.0", "60.0"]
     assert table[4].split() == ["payments", "6.0", "0.60", "300.0", "200.0", "100.0"]
-    assert table[-1] == "payments / bare with all four: 0.80"
+    assert table[-1] == "payments / bare with all of them: 0.80"
