@@ -88,7 +88,10 @@ async def _deliver(
         event,
         result_type=MerchantDelivery,
         start_to_close_timeout=ATTEMPT_TIMEOUT,
-        schedule_to_close_timeout=MERCHANT_DELIVERY_TIMEOUT - (workflow.now() - began),
+        # What is left of the delivery's three days, and never less than one attempt.
+        schedule_to_close_timeout=max(
+            MERCHANT_DELIVERY_TIMEOUT - (workflow.now() - began), ATTEMPT_TIMEOUT
+        ),
         retry_policy=merchant_retry(initial),
         summary="notify merchant",
     )

@@ -20,6 +20,7 @@ from workflows.status_query import ACTIVITY_TIMEOUT, NoAnswer, jittered, query_w
 with workflow.unsafe.imports_passed_through():
     from tempay import search_attributes as sa
     from tempay.domain import (
+        PAYMENT_REVISION,
         CheckoutInfo,
         CloseOutcome,
         CreatedPayment,
@@ -339,6 +340,14 @@ class PaymentWorkflow:
 
     @workflow.run
     async def run(self, order: PaymentOrder) -> PaymentView:
+        if order.revision > PAYMENT_REVISION:
+            # Started by newer code than this worker's (starters upgraded first, or a
+            # rollback): fail the workflow task, not the payment, so a worker that knows
+            # the revision takes it up; running it as an older revision would not replay.
+            raise RuntimeError(
+                f"order {order.order_id} is at revision {order.revision}; this worker runs "
+                f"PaymentWorkflow up to revision {PAYMENT_REVISION}: upgrade the worker"
+            )
         timing = order.timing
         if workflow.info().typed_search_attributes.get(sa.ORDER_ID) is None:
             # Started without them (tempay's starters set them at the start).

@@ -4,12 +4,13 @@ attempt hands over to the regular activity and its schedule; a refusal is final 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from tempay.domain import (
@@ -172,3 +173,25 @@ async def test_a_refused_first_delivery_waits_then_goes_to_the_activity(
     assert scheduled == ["notify_merchant"]
     assert '"retry merchant delivery"' in timers
     await replay(await handle.fetch_history())
+
+
+async def test_an_order_from_newer_code_waits_for_a_worker_that_knows_it(
+    client: Client, order_id: str, task_queue: str, provider: FakeProvider
+) -> None:
+    """A worker older than the starter fails the workflow task (retried), not the
+    payment, and calls nobody: a newer worker takes the payment up where it stands."""
+    order = order_at(order_id, revision=PAYMENT_REVISION + 1)
+    handle = await client.start_workflow(
+        PaymentWorkflow.run, order, id=order.workflow_id, task_queue=task_queue
+    )
+    failure = None
+    async with asyncio.timeout(10):
+        while failure is None:
+            async for event in handle.fetch_history_events():
+                if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+                    failure = event.workflow_task_failed_event_attributes.failure.message
+            await asyncio.sleep(0.05)
+    assert f"revision {PAYMENT_REVISION + 1}" in failure and "upgrade the worker" in failure
+    assert (await handle.describe()).status is WorkflowExecutionStatus.RUNNING
+    assert provider.creates == 0
+    await handle.terminate("test done")
