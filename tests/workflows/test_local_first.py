@@ -20,6 +20,7 @@ from tempay.domain import (
     ProviderPaymentState,
     TransactionStatus,
 )
+from tests.conftest import start_time_skipping
 from tests.workflows.test_merchant_events import replay
 from tests.workflows.test_payment import (
     TIMING,
@@ -176,22 +177,30 @@ async def test_a_refused_first_delivery_waits_then_goes_to_the_activity(
 
 
 async def test_an_order_from_newer_code_waits_for_a_worker_that_knows_it(
-    client: Client, order_id: str, task_queue: str, provider: FakeProvider
+    order_id: str, task_queue: str, provider: FakeProvider, merchant: FakeMerchant
 ) -> None:
     """A worker older than the starter fails the workflow task (retried), not the
-    payment, and calls nobody: a newer worker takes the payment up where it stands."""
-    order = order_at(order_id, revision=PAYMENT_REVISION + 1)
-    handle = await client.start_workflow(
-        PaymentWorkflow.run, order, id=order.workflow_id, task_queue=task_queue
-    )
-    failure = None
-    async with asyncio.timeout(10):
-        while failure is None:
-            async for event in handle.fetch_history_events():
-                if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
-                    failure = event.workflow_task_failed_event_attributes.failure.message
-            await asyncio.sleep(0.05)
-    assert f"revision {PAYMENT_REVISION + 1}" in failure and "upgrade the worker" in failure
-    assert (await handle.describe()).status is WorkflowExecutionStatus.RUNNING
-    assert provider.creates == 0
-    await handle.terminate("test done")
+    payment, and calls nobody: a newer worker takes the payment up where it stands.
+    On a test server of its own: the shared one stops skipping time after it."""
+    env = await start_time_skipping()
+    try:
+        async with payment_worker(env, task_queue, provider, merchant):
+            order = order_at(order_id, revision=PAYMENT_REVISION + 1)
+            handle = await env.client.start_workflow(
+                PaymentWorkflow.run, order, id=order.workflow_id, task_queue=task_queue
+            )
+            failure = None
+            async with asyncio.timeout(10):
+                while failure is None:
+                    async for event in handle.fetch_history_events():
+                        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+                            attributes = event.workflow_task_failed_event_attributes
+                            failure = attributes.failure.message
+                    await asyncio.sleep(0.05)
+            assert f"revision {PAYMENT_REVISION + 1}" in failure
+            assert "upgrade the worker" in failure
+            assert (await handle.describe()).status is WorkflowExecutionStatus.RUNNING
+            assert provider.creates == 0
+            await handle.terminate("test done")
+    finally:
+        await env.shutdown()
