@@ -37,7 +37,8 @@ MINOR_UNITS: dict[str, int] = {
     "VND": 0,
 }
 
-ORDER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+# Matched whole (fullmatch): with `$`, "X\n" would pass as a second order id beside "X".
+ORDER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 
 
 class InvalidInput(ValueError):
@@ -78,7 +79,7 @@ def format_amount(amount: Decimal, currency: str) -> str:
 
 
 def parse_order_id(order_id: str) -> str:
-    if not ORDER_ID_PATTERN.match(order_id):
+    if not isinstance(order_id, str) or not ORDER_ID_PATTERN.fullmatch(order_id):
         raise InvalidInput(
             f"order id {order_id!r} must be 1-64 characters of letters, digits, '_', '-' or '.'"
         )

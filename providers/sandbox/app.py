@@ -397,7 +397,7 @@ def close(sandbox: Sandbox, out_trade_no: str) -> Trade:
 
 
 def _merchant_no(value: str, field: str) -> str:
-    if not ORDER_ID_PATTERN.match(value):
+    if not ORDER_ID_PATTERN.fullmatch(value):
         raise InvalidInput(
             f"{field} {value!r} must be 1-64 characters of letters, digits, '_', '-' or '.'"
         )

@@ -82,8 +82,8 @@ CHANNELS: dict[str, tuple[str, str]] = {
 }
 
 # WeChat Pay's out_trade_no: 6-32 of digits, letters, _ - *.
-OUT_TRADE_NO = re.compile(r"^[0-9A-Za-z_\-*]{6,32}$")
-OUT_REFUND_NO = re.compile(r"^[0-9A-Za-z_\-|*@]{1,64}$")
+OUT_TRADE_NO = re.compile(r"[0-9A-Za-z_\-*]{6,32}")
+OUT_REFUND_NO = re.compile(r"[0-9A-Za-z_\-|*@]{1,64}")
 
 # httpx errors raised before a request left: nothing reached WeChat Pay.
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
@@ -319,7 +319,7 @@ class WechatPayAdapter(ProviderAdapter):
 
     @staticmethod
     def _out_trade_no(order_id: str) -> str:
-        if not OUT_TRADE_NO.match(order_id):
+        if not OUT_TRADE_NO.fullmatch(order_id):
             raise ProviderRejected(
                 f"order id {order_id!r} is not a WeChat Pay out_trade_no "
                 "(6-32 of letters, digits, '_', '-', '*')"
@@ -415,7 +415,7 @@ class WechatPayAdapter(ProviderAdapter):
     # Refunds
 
     async def create_refund(self, request: RefundRequest) -> RefundObservation:
-        if not OUT_REFUND_NO.match(request.refund_id):
+        if not OUT_REFUND_NO.fullmatch(request.refund_id):
             raise ProviderRejected(
                 f"refund id {request.refund_id!r} is not a WeChat Pay out_refund_no "
                 "(1-64 of letters, digits, '_', '-', '|', '*', '@')"
