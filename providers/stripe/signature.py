@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Sequence
 
@@ -18,6 +19,9 @@ from pydantic import SecretStr
 SIGNATURE_HEADER = "Stripe-Signature"
 SCHEME = "v1"
 DEFAULT_TOLERANCE = 300.0
+# Unix seconds in ASCII digits only: int() alone also takes "+1", " 1", "1_0", "١" and
+# raises ValueError past 4,300 digits; twelve digits reach the year 33658.
+TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 
 class SignatureError(Exception):
@@ -56,8 +60,10 @@ def parse_header(header: str | None) -> tuple[int, list[str]]:
             timestamps.append(value)
         elif key == SCHEME:
             signatures.append(value)
-    if len(timestamps) != 1 or not timestamps[0].isascii() or not timestamps[0].isdigit():
-        raise SignatureError(f"{SIGNATURE_HEADER} header needs exactly one numeric t=")
+    if len(timestamps) != 1 or not TIMESTAMP.fullmatch(timestamps[0]):
+        raise SignatureError(
+            f"{SIGNATURE_HEADER} header needs exactly one numeric t= (unix seconds)"
+        )
     if not signatures:
         raise SignatureError(f"{SIGNATURE_HEADER} header has no {SCHEME} signature")
     return int(timestamps[0]), signatures

@@ -212,3 +212,13 @@ async def test_webhook_answers(
     body, header = fake.signed(other)
     ignored = await webhook.post("/notify/stripe", content=body, headers=headers(header))
     assert ignored.status_code == 200 and ignored.json()["received"] is True
+
+
+async def test_webhook_answers_a_huge_timestamp_with_401(
+    webhook: httpx.AsyncClient, fake: FakeStripe
+) -> None:
+    # 5,000 digits: past Python's 4,300-digit int() limit, which used to answer 500.
+    body, header = fake.signed(fake.event("checkout.session.expired", {"id": "cs_1"}))
+    huge = "t=" + "9" * 5000 + "," + header.split(",", 1)[1]
+    answer = await webhook.post("/notify/stripe", content=body, headers=headers(huge))
+    assert answer.status_code == 401 and "error" in answer.json()

@@ -7,6 +7,8 @@ import time
 
 import pytest
 import stripe
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from providers.stripe.signature import (
@@ -123,3 +125,46 @@ def test_errors_never_show_the_secret() -> None:
     with pytest.raises(SignatureError) as caught:
         verify(BODY, sdk_header(BODY, "whsec_other"), [SECRET])
     assert SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "t",
+    [
+        "9" * 5000,  # int() refuses over 4,300 digits with a ValueError
+        "9" * 13,  # beyond any sane unix time
+        "١٧٠٠٠٠٠٠٠٠",  # Arabic-Indic digits: str.isdigit() and int() accept them
+        "+1700000000",
+        "-1",
+        " 1700000000",
+        "1_700_000_000",
+        "²",
+    ],
+)
+def test_a_timestamp_that_is_not_plain_ascii_digits_is_a_signature_error(t: str) -> None:
+    header = f"t={t},v1={compute_signature(BODY, int(time.time()), SECRET)}"
+    with pytest.raises(SignatureError, match="numeric t=") as caught:
+        verify(BODY, header, [SECRET])
+    assert len(str(caught.value)) < 100  # the hostile value is not echoed
+
+
+# Numbers, signs, spaces and digits of every script, in the shape of a header.
+_HEADER_PIECES = st.one_of(
+    st.text(st.characters(categories=["Nd", "No", "Zs"]) | st.sampled_from("0+-_,= v1t")),
+    st.integers(min_value=-(10**20), max_value=10**20).map(str),
+    st.integers(4290, 4400).map(lambda n: "9" * n),
+)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    header=st.one_of(
+        st.text(),
+        st.tuples(_HEADER_PIECES, _HEADER_PIECES).map(lambda p: f"t={p[0]},v1={p[1]}"),
+    ),
+    body=st.binary(max_size=64),
+)
+def test_any_header_is_a_signature_error_or_verifies(header: str, body: bytes) -> None:
+    try:
+        verify(body, header, [SECRET])
+    except SignatureError:
+        pass
