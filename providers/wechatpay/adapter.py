@@ -473,10 +473,7 @@ class WechatPayAdapter(ProviderAdapter):
     def _check_fresh(self, timestamp: str) -> None:
         """A signed message (answer or notification) from too long ago, or from the future,
         may be a replay: not believed."""
-        try:
-            sent_at = int(timestamp)
-        except ValueError:
-            raise crypto.SignatureError(f"{crypto.TIMESTAMP_HEADER} is not a number") from None
+        sent_at = crypto.parse_timestamp(timestamp)
         if abs(time.time() - sent_at) > self._tolerance.total_seconds():
             raise crypto.SignatureError(
                 f"{crypto.TIMESTAMP_HEADER} {sent_at} is outside the {self._tolerance} tolerance"

@@ -32,6 +32,9 @@ SERIAL_HEADER = "Wechatpay-Serial"
 SIGNATURE_TYPE_HEADER = "Wechatpay-Signature-Type"
 
 _AUTH_PARAM = re.compile(r'(\w+)="([^"]*)"')
+# Unix seconds in ASCII digits only: int() alone also takes "+1", " 1", "1_0", "١" and
+# raises past 4,300 digits; a float of a longer one overflows. Twelve reach the year 33658.
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 
 class SignatureError(Exception):
@@ -137,6 +140,13 @@ def signed_headers(headers: Mapping[str, str]) -> SignedHeaders:
         nonce=lower[NONCE_HEADER.lower()],
         serial=lower[SERIAL_HEADER.lower()],
     )
+
+
+def parse_timestamp(value: str) -> int:
+    """A `Wechatpay-Timestamp` as unix seconds; anything but 1-12 ASCII digits is refused."""
+    if not _TIMESTAMP.fullmatch(value):
+        raise SignatureError(f"{TIMESTAMP_HEADER} is not unix seconds")
+    return int(value)
 
 
 def verify_signed(

@@ -286,6 +286,15 @@ async def test_stale_answers_are_not_believed(
         await adapter.create_payment(order())
 
 
+async def test_a_signed_answer_with_a_400_digit_timestamp_is_not_believed(
+    adapter: WechatPayAdapter, fake: FakeWechatPay
+) -> None:
+    # Signed correctly; its age used to overflow float (OverflowError, not a ProviderError).
+    fake.answer_clock_offset = 10**400
+    with pytest.raises(ProviderError, match="Wechatpay-Timestamp"):
+        await adapter.create_payment(order())
+
+
 async def test_server_errors_are_retryable(adapter: WechatPayAdapter, fake: FakeWechatPay) -> None:
     fake.fail_status, fake.fail_times = 500, 1
     with pytest.raises(ProviderError) as caught:

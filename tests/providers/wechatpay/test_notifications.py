@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from wechatpayv3.core import Core
 from wechatpayv3.utils import build_authorization, rsa_sign
 
@@ -231,6 +234,60 @@ def test_timestamp_within_tolerance(
 ) -> None:
     headers, body = notify(platform_key, timestamp=int(time.time()) - 200)
     assert wechat.parse_notification(headers, body).state is ProviderPaymentState.PAID
+
+
+ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        lambda now: "9" * 400,  # an int, but too large for the float the age is computed in
+        lambda now: "9" * 5000,  # past int()'s 4,300-digit limit
+        lambda now: now.translate(ARABIC_INDIC),  # the time now, in digits int() also reads
+        lambda now: f"+{now}",
+        lambda now: f" {now}",
+        lambda now: f"{now[0]}_{now[1:]}",
+        lambda now: f"{now}.0",
+        lambda now: "²",
+    ],
+    ids=["400-digits", "5000-digits", "arabic-indic", "plus", "space", "underscore", "dot", "sup"],
+)
+def test_a_timestamp_that_is_not_plain_ascii_digits_is_refused(
+    wechat: WechatPayAdapter, platform_key: rsa.RSAPrivateKey, stamp: Callable[[str], str]
+) -> None:
+    headers, body = notify(platform_key)
+    headers["Wechatpay-Timestamp"] = stamp(str(int(time.time())))
+    # Signed over the odd timestamp with WeChat Pay's own key: only the timestamp is wrong.
+    with pytest.raises(UnverifiedNotification, match="Wechatpay-Timestamp") as caught:
+        wechat.parse_notification(resign(platform_key, headers, body), body)
+    assert len(str(caught.value)) < 120  # the hostile value is not echoed
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    stamp=st.one_of(
+        st.text(min_size=1),
+        st.text(
+            st.characters(categories=["Nd", "No", "Zs"]) | st.sampled_from("+-_.e"), min_size=1
+        ),
+        st.integers(min_value=-(10**500), max_value=10**500).map(str),
+    )
+)
+def test_any_timestamp_is_refused_or_believed_never_an_error(
+    wechat: WechatPayAdapter, platform_key: rsa.RSAPrivateKey, stamp: str
+) -> None:
+    headers, body = notify(platform_key)
+    headers["Wechatpay-Timestamp"] = stamp
+    try:
+        wechat.parse_notification(headers, body)
+    except UnverifiedNotification:
+        pass
 
 
 @pytest.mark.parametrize(
