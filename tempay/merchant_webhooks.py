@@ -17,6 +17,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,10 @@ DEFAULT_TOLERANCE = timedelta(minutes=5)
 ID_HEADER = "webhook-id"
 TIMESTAMP_HEADER = "webhook-timestamp"
 SIGNATURE_HEADER = "webhook-signature"
+
+# Unix seconds in ASCII digits only: str.isdigit() also says yes to "²" and "١", and int()
+# raises ValueError past 4,300 digits; twelve digits reach the year 33658.
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 
 class InvalidSecret(ValueError):
@@ -79,6 +84,23 @@ def _as_bytes(body: bytes | str) -> bytes:
     return body.encode("utf-8") if isinstance(body, str) else body
 
 
+def parse_timestamp(value: str) -> int:
+    """A `webhook-timestamp` value as unix seconds; anything but 1-12 ASCII digits fails."""
+    value = value.strip()
+    if not _TIMESTAMP.fullmatch(value):
+        shown = value if len(value) <= 20 else value[:20] + "..."
+        raise WebhookVerificationError(f"{TIMESTAMP_HEADER} {shown!r} is not unix seconds")
+    return int(value)
+
+
+def _utf8_encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> bytes:
     signed = f"{msg_id}.{timestamp}.".encode() + body
     return hmac.new(key, signed, hashlib.sha256).digest()
@@ -119,11 +141,7 @@ def verify(
         if not lowered.get(name):
             raise WebhookVerificationError(f"missing {name} header")
     msg_id = lowered[ID_HEADER]
-
-    raw_timestamp = lowered[TIMESTAMP_HEADER].strip()
-    if not raw_timestamp.isdigit():
-        raise WebhookVerificationError(f"{TIMESTAMP_HEADER} {raw_timestamp!r} is not unix seconds")
-    timestamp = int(raw_timestamp)
+    timestamp = parse_timestamp(lowered[TIMESTAMP_HEADER])
     current = (now or datetime.now(UTC)).timestamp()
     limit = tolerance.total_seconds()
     if timestamp < current - limit:
@@ -137,6 +155,11 @@ def verify(
             f"{limit:.0f} s tolerance (a clock that is off)"
         )
 
+    # Text with a lone surrogate has no UTF-8 form (UnicodeEncodeError): nothing signed it.
+    if not _utf8_encodable(msg_id):
+        raise WebhookVerificationError(f"{ID_HEADER} is not UTF-8 text")
+    if isinstance(body, str) and not _utf8_encodable(body):
+        raise WebhookVerificationError("body is not UTF-8 text (pass the raw bytes received)")
     expected = _signature(key, msg_id, timestamp, _as_bytes(body))
     matched = False
     for entry in lowered[SIGNATURE_HEADER].split():

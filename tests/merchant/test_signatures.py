@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import standardwebhooks
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tempay.merchant_webhooks import (
     InvalidSecret,
@@ -90,6 +92,76 @@ def test_missing_header_fails(missing: str) -> None:
 def test_malformed_timestamp_fails() -> None:
     with pytest.raises(WebhookVerificationError, match="not unix seconds"):
         verify(SECRET, {**headers(), "webhook-timestamp": "2026-01-02T03:04:05Z"}, BODY, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        "²",  # str.isdigit() says yes, int() says no
+        "9" * 4301,  # past int()'s 4,300-digit limit
+        "9" * 13,  # no unix time for thousands of years
+        str(TS).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")),  # Arabic-Indic digits
+        f"+{TS}",
+        f"{TS}.0",
+        f"{str(TS)[0]}_{str(TS)[1:]}",
+    ],
+)
+def test_a_timestamp_that_is_not_plain_ascii_digits_fails(timestamp: str) -> None:
+    with pytest.raises(WebhookVerificationError, match="not unix seconds") as caught:
+        verify(SECRET, {**headers(), "webhook-timestamp": timestamp}, BODY, now=NOW)
+    assert len(str(caught.value)) < 200  # a huge header is not echoed back whole
+
+
+def test_text_that_is_not_utf8_encodable_fails() -> None:
+    # A lone surrogate cannot be encoded; in the id or a str body it used to raise
+    # UnicodeEncodeError (a ValueError).
+    with pytest.raises(WebhookVerificationError, match="webhook-id"):
+        verify(SECRET, {**headers(), "webhook-id": "evt_\ud800"}, BODY, now=NOW)
+    with pytest.raises(WebhookVerificationError, match="body"):
+        verify(SECRET, headers(), "{\ud800}", now=NOW)
+
+
+# Header values as a hostile sender could make them: any text (surrogates too), digits of
+# every script, numbers of any size, and base64-looking signatures.
+_ANY_TEXT = st.text(st.characters(exclude_categories=[]), max_size=40)
+_NUMBERS = st.one_of(
+    st.integers(min_value=-(10**30), max_value=10**30).map(str),
+    st.integers(4290, 4400).map(lambda n: "9" * n),
+    st.text(st.characters(categories=["Nd", "No", "Zs"]) | st.sampled_from("+-_."), max_size=20),
+    st.just(str(TS)),
+)
+_SIGNATURES = st.one_of(
+    _ANY_TEXT,
+    st.lists(
+        st.tuples(st.sampled_from(["v1", "v2", "", "v1a"]), st.binary(max_size=40)).map(
+            lambda entry: f"{entry[0]},{base64.b64encode(entry[1]).decode()}"
+        ),
+        max_size=3,
+    ).map(" ".join),
+    st.text("v1,=+/ abcABC019\u00e9\u00b2", max_size=60),
+)
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(
+    sent=st.fixed_dictionaries(
+        {},
+        optional={
+            "webhook-id": st.one_of(_ANY_TEXT, st.just(MSG_ID)),
+            "Webhook-Timestamp": st.one_of(_ANY_TEXT, _NUMBERS),
+            "webhook-signature": _SIGNATURES,
+            "x-other": _ANY_TEXT,
+        },
+    ),
+    body=st.one_of(st.binary(max_size=80), _ANY_TEXT, st.just(BODY)),
+)
+def test_verify_on_any_input_raises_only_its_own_error(
+    sent: dict[str, str], body: bytes | str
+) -> None:
+    try:
+        verify(SECRET, sent, body, now=NOW)
+    except WebhookVerificationError:
+        pass
 
 
 def test_several_signatures_one_matching_passes_during_rotation() -> None:
