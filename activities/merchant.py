@@ -3,19 +3,23 @@
 Signed by the Standard Webhooks scheme (tempay.merchant_webhooks). Every attempt carries the
 event id as `webhook-id` and a fresh timestamp and signature; anything but a 2xx answer
 raises, so Temporal retries it on the workflow's schedule until the merchant takes it.
+
+The merchant's URL may carry credentials (`user:password@`, `?token=`): it is shown only
+through redact_url, in logs, errors (which Temporal keeps in history) and httpx's own log.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from tempay.domain import MerchantDelivery, MerchantDeliveryState, MerchantEvent
-from tempay.merchant_webhooks import signed_headers
+from tempay.merchant_webhooks import REDACTED, redact_url, redact_urls, signed_headers
 from tempay.settings import Settings
 
 log = logging.getLogger("tempay.merchant")
@@ -24,6 +28,48 @@ HTTP_TIMEOUT = httpx.Timeout(10.0)
 USER_AGENT = "tempay-webhooks/1"
 BODY_EXCERPT = 200  # characters of a refusing answer kept in the retry's error
 DELIVERIES = "tempay_merchant_deliveries"
+
+
+class _RedactMerchantUrls(logging.Filter):
+    """httpx logs every request's full URL at INFO ("HTTP Request: POST <url> ..."), and
+    `python worker.py` logs INFO: the merchant URL's password and token would be in each line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redact_url(str(arg))
+                if isinstance(arg, httpx.URL) and str(arg) in self.urls
+                else arg
+                for arg in record.args
+            )
+        return True
+
+
+_HTTPX_LOG_FILTER = _RedactMerchantUrls()
+
+
+def _hide_in_httpx_log(url: str) -> None:
+    try:
+        _HTTPX_LOG_FILTER.urls.add(str(httpx.URL(url)))
+    except httpx.InvalidURL:
+        return  # httpx cannot send to it either: each attempt fails, its error scrubbed
+    httpx_log = logging.getLogger("httpx")
+    if _HTTPX_LOG_FILTER not in httpx_log.filters:
+        httpx_log.addFilter(_HTTPX_LOG_FILTER)
+
+
+def _url_secrets(url: str) -> list[str]:
+    """The password, the query and each query value of `url`, as written and decoded, longest
+    first; values under 4 characters (`v=1`) are no secret and would blot out every digit."""
+    parts = urlsplit(url)
+    raw = [parts.password or "", parts.query]
+    raw += [value for _, value in parse_qsl(parts.query, keep_blank_values=True)]
+    found = {text for item in raw for text in (item, unquote(item)) if len(text) >= 4}
+    return sorted(found, key=len, reverse=True)
 
 
 def _count(outcome: str) -> None:
@@ -43,6 +89,19 @@ class MerchantActivities:
         self._secret = settings.merchant_webhook_secret
         self._transport = transport  # tests may swap the network out
         self._said_not_configured = False
+        # Where deliveries go, as logs and errors show it: no password, no query.
+        self._shown_url = redact_url(self._url) if self._url else ""
+        self._hidden = _url_secrets(self._url) if self._url else []
+        if self._url and self._shown_url != self._url:
+            _hide_in_httpx_log(self._url)
+
+    def _scrubbed(self, text: str) -> str:
+        """Text from elsewhere (an httpx error, the merchant's answer) without the URL's
+        credentials, which it may echo whole or in part."""
+        text = redact_urls(text)
+        for secret in self._hidden:
+            text = text.replace(secret, REDACTED)
+        return text
 
     @activity.defn(name="notify_merchant")
     async def notify_merchant(self, event: MerchantEvent) -> MerchantDelivery:
@@ -67,17 +126,19 @@ class MerchantActivities:
                 timeout=HTTP_TIMEOUT, transport=self._transport, follow_redirects=False
             ) as http:
                 response = await http.post(self._url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            # httpx's message may hold the URL (exc.request.url is the whole of it).
+            reason = f"{type(exc).__name__}: {self._scrubbed(str(exc))}"
             log.warning(
                 "merchant event %s, attempt %d: %s unreachable: %s",
                 event.id,
                 attempt,
-                self._url,
-                type(exc).__name__,
+                self._shown_url,
+                reason,
             )
             _count("failed_attempt")
             raise ApplicationError(
-                f"merchant webhook {self._url} unreachable: {type(exc).__name__}: {exc}",
+                f"merchant webhook {self._shown_url} unreachable: {reason}",
                 type="MerchantUnreachable",
             ) from None
         if not response.is_success:
@@ -85,13 +146,14 @@ class MerchantActivities:
                 "merchant event %s, attempt %d: %s answered HTTP %d",
                 event.id,
                 attempt,
-                self._url,
+                self._shown_url,
                 response.status_code,
             )
             _count("failed_attempt")
             raise ApplicationError(
-                f"merchant webhook answered HTTP {response.status_code}: "
-                f"{response.text[:BODY_EXCERPT]}",
+                f"merchant webhook {self._shown_url} answered HTTP {response.status_code}: "
+                # Scrubbed, then cut: a credential cut in half would no longer be recognised.
+                f"{self._scrubbed(response.text[: BODY_EXCERPT * 100])[:BODY_EXCERPT]}",
                 type="MerchantRefused",
             )
         log.info("merchant event %s delivered on attempt %d", event.id, attempt)

@@ -21,6 +21,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit, urlunsplit
 
 SECRET_PREFIX = "whsec_"
 SIGNATURE_VERSION = "v1"
@@ -30,6 +31,10 @@ DEFAULT_TOLERANCE = timedelta(minutes=5)
 ID_HEADER = "webhook-id"
 TIMESTAMP_HEADER = "webhook-timestamp"
 SIGNATURE_HEADER = "webhook-signature"
+
+REDACTED = "***"
+# A URL inside a message (an httpx error, a merchant's error page), up to whitespace or quotes.
+_URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 
 # Unix seconds in ASCII digits only: str.isdigit() also says yes to "²" and "١", and int()
 # raises ValueError past 4,300 digits; twelve digits reach the year 33658.
@@ -42,6 +47,32 @@ class InvalidSecret(ValueError):
 
 class WebhookVerificationError(Exception):
     """A delivery did not verify; the message says which check failed."""
+
+
+def redact_url(url: str) -> str:
+    """`url` as it may be shown (logs, errors, workflow history, the Temporal UI):
+    scheme://host:port/path, with a user:password and a query, where tokens travel, as ***.
+    `https://shop:pw@merchant.example/hooks?token=t` -> `https://***@merchant.example/hooks?***`
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return REDACTED  # unparseable: nothing of it is safe to show
+    userinfo, at, host = parts.netloc.rpartition("@")
+    return urlunsplit(
+        (
+            parts.scheme,
+            f"{REDACTED}@{host}" if at else host,
+            parts.path,
+            REDACTED if parts.query else "",
+            REDACTED if parts.fragment else "",
+        )
+    )
+
+
+def redact_urls(text: str) -> str:
+    """`text` with every URL in it passed through redact_url."""
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match.group()), text)
 
 
 def generate_secret() -> str:

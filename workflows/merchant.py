@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         WithdrawalView,
         merchant_event,
     )
+    from tempay.merchant_webhooks import redact_urls
 
 ATTEMPT_TIMEOUT = timedelta(seconds=30)
 # Retried until the merchant answers 2xx: the first retry after the order's
@@ -54,7 +55,8 @@ async def deliver_merchant_event(
         delivery = await _deliver(event, retry_interval, local_first)
     except ActivityError as exc:
         progress.state = MerchantDeliveryState.FAILED
-        progress.error = str(exc.cause or exc)
+        # The activity redacts the merchant URL; an error recorded before it did still has it.
+        progress.error = redact_urls(str(exc.cause or exc))
         workflow.logger.error("merchant event %s never acknowledged: %s", event.id, progress.error)
     else:
         progress.state = delivery.state
