@@ -25,6 +25,11 @@ def build_alipay_adapter(settings: Settings, alipay: AlipaySettings) -> AlipayAd
         if path is None:
             raise AlipayConfigError(f"{setting} is required when TEMPAY_ALIPAY_APP_ID is set")
         keys[setting] = path
+    if alipay.seller_id is None:
+        raise AlipayConfigError(
+            "TEMPAY_ALIPAY_SELLER_ID is required when TEMPAY_ALIPAY_APP_ID is set: the "
+            "merchant's Alipay user id (2088...), which every notification's seller_id must match"
+        )
     try:
         private_key = load_private_key(
             keys["TEMPAY_ALIPAY_PRIVATE_KEY_FILE"], "TEMPAY_ALIPAY_PRIVATE_KEY_FILE"
@@ -43,6 +48,7 @@ def build_alipay_adapter(settings: Settings, alipay: AlipaySettings) -> AlipayAd
         seller_id=alipay.seller_id,
         timeout=timeout.total_seconds(),
         notification_max_age=alipay.notification_max_age,
+        notification_tolerance=settings.notification_tolerance,
     )
 
 

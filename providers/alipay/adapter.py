@@ -163,9 +163,10 @@ class AlipayAdapter(ProviderAdapter):
         private_key: rsa.RSAPrivateKey,
         alipay_public_key: rsa.RSAPublicKey,
         gateway: str = "https://openapi.alipay.com/gateway.do",
-        seller_id: str | None = None,
+        seller_id: str,
         timeout: float = 10.0,
         notification_max_age: timedelta | None = timedelta(hours=48),
+        notification_tolerance: timedelta = timedelta(minutes=5),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._app_id = app_id
@@ -175,6 +176,7 @@ class AlipayAdapter(ProviderAdapter):
         self._seller_id = seller_id
         self._timeout = timeout
         self._max_age = notification_max_age
+        self._tolerance = notification_tolerance
         self._clock = clock
         self._http: httpx.AsyncClient | None = None
 
@@ -505,7 +507,7 @@ class AlipayAdapter(ProviderAdapter):
             raise UnverifiedNotification("sign does not verify with Alipay's public key")
         if data.get("app_id") != self._app_id:
             raise UnverifiedNotification(f"app_id {data.get('app_id')!r} is not this application")
-        if self._seller_id and data.get("seller_id") != self._seller_id:
+        if data.get("seller_id") != self._seller_id:
             raise UnverifiedNotification(f"seller_id {data.get('seller_id')!r} is not ours")
         self._check_age(data)
         return data
@@ -514,13 +516,22 @@ class AlipayAdapter(ProviderAdapter):
         """Alipay resends a notification for about 25 hours; whether each resend carries a
         fresh notify_time is not documented, so only notifications older than the whole
         resend schedule (with margin) are refused. Replays within it change nothing: the
-        notify_id is the same on every resend, and the workflow ignores repeats."""
+        notify_id is the same on every resend, and the workflow ignores repeats. Alipay dates
+        a notification when it sends it, so one from the future is refused beyond the
+        clock difference the other schemes allow (TEMPAY_NOTIFICATION_TOLERANCE)."""
         notify_time = _time(data.get("notify_time"), "notify_time")
         if notify_time is None:
             raise MalformedNotification("missing field notify_time")
-        if self._max_age is not None and self._clock() - notify_time > self._max_age:
+        age = self._clock() - notify_time
+        if self._max_age is not None and age > self._max_age:
             raise UnverifiedNotification(
                 f"notify_time {data['notify_time']} is older than {self._max_age}"
+            )
+        if -age > self._tolerance:
+            raise UnverifiedNotification(
+                f"notify_time {data['notify_time']} (Beijing time) is "
+                f"{-age.total_seconds():.0f} s ahead of this server's clock, over the "
+                f"{self._tolerance.total_seconds():g} s tolerance (a clock that is off)"
             )
 
     def acknowledgement(self) -> Acknowledgement:

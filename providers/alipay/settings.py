@@ -24,12 +24,14 @@ class AlipaySettings(BaseSettings):
     # Alipay's public key for this application (not the application's own public key).
     public_key_file: Path | None = None
     gateway: str = "https://openapi.alipay.com/gateway.do"
-    # When set, a notification's seller_id must equal it (Alipay's advice for notify checks).
+    # The merchant's Alipay user id (2088...): every notification's seller_id must equal it
+    # (Alipay's advice for notify checks). Required with APP_ID (build_alipay_adapter says so).
     seller_id: str | None = None
     # A gateway call's answer counts as lost after this; unset: TEMPAY_PROVIDER_TIMEOUT.
     timeout: Duration | None = None
     # Notifications whose notify_time is older than this are refused (401). Alipay resends a
-    # notification for about 25 hours, so this must stay well above that.
+    # notification for about 25 hours, so this must stay well above that. One dated ahead by
+    # more than TEMPAY_NOTIFICATION_TOLERANCE is refused too.
     notification_max_age: Duration = Field(default=timedelta(hours=48))
 
     @field_validator("app_id", "seller_id", mode="before")

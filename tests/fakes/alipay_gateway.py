@@ -40,6 +40,9 @@ METHODS = (
     "alipay.trade.fastpay.refund.query",
 )
 PAGE_METHODS = ("alipay.trade.page.pay", "alipay.trade.wap.pay")
+# The merchant's Alipay user id (PID) this fake signs into every notification; tempay must be
+# configured with the same one (TEMPAY_ALIPAY_SELLER_ID).
+SELLER_ID = "2088101122136241"
 
 
 def china_now() -> str:
@@ -114,7 +117,7 @@ def business_error(sub_code: str, sub_msg: str) -> AlipayError:
 
 
 class FakeAlipayGateway:
-    def __init__(self, app_id: str, merchant_public_pem: str, seller_id: str = "2088101122136241"):
+    def __init__(self, app_id: str, merchant_public_pem: str, seller_id: str = SELLER_ID):
         self.app_id = app_id
         self.seller_id = seller_id
         self.merchant_public_pem = merchant_public_pem

@@ -18,7 +18,14 @@ from tempay.domain import (
     ProviderRefundState,
     RefundObservation,
 )
-from tests.fakes.alipay_gateway import FakeAlipayGateway, rsa_pem_pair, sign_notification
+from tests.fakes.alipay_gateway import (
+    SELLER_ID,
+    FakeAlipayGateway,
+    FakeTrade,
+    china_now,
+    rsa_pem_pair,
+    sign_notification,
+)
 from tests.providers.alipay.conftest import APP_ID, MerchantKeys, make_adapter
 
 HEADERS = {"content-type": "application/x-www-form-urlencoded; charset=utf-8"}
@@ -38,7 +45,7 @@ def paid_params(**overrides: str) -> dict[str, str]:
         "version": "1.0",
         "trade_no": "2013112011001004330000121536",
         "out_trade_no": "A1001",
-        "seller_id": "2088101122136241",
+        "seller_id": SELLER_ID,
         "trade_status": "TRADE_SUCCESS",
         "total_amount": "10.00",
         "receipt_amount": "10.00",
@@ -214,15 +221,47 @@ def test_wrong_app_id_is_refused(fake: FakeAlipayGateway, notified: AlipayAdapte
         notified.parse_notification(HEADERS, body)
 
 
-def test_wrong_seller_id_is_refused_when_configured(
+def test_seller_id_must_be_ours(fake: FakeAlipayGateway, notified: AlipayAdapter) -> None:
+    # Alipay's advice: check seller_id, so money paid to another merchant never counts here.
+    bad = form(sdk_signed(fake.private_pem, paid_params(seller_id="2088000000000000")))
+    with pytest.raises(UnverifiedNotification, match="seller_id") as caught:
+        notified.parse_notification(HEADERS, bad)
+    assert caught.value.http_status == 401
+    params = paid_params()
+    del params["seller_id"]
+    with pytest.raises(UnverifiedNotification, match="seller_id"):
+        notified.parse_notification(HEADERS, form(sdk_signed(fake.private_pem, params)))
+
+
+def test_the_fake_gateway_sends_the_configured_seller_id(
     fake: FakeAlipayGateway, merchant_keys: MerchantKeys
 ) -> None:
-    adapter = make_adapter(fake, merchant_keys, seller_id="2088101122136241")
-    good = form(sdk_signed(fake.private_pem, paid_params()))
-    assert adapter.parse_notification(HEADERS, good).state is ProviderPaymentState.PAID
-    bad = form(sdk_signed(fake.private_pem, paid_params(seller_id="2088000000000000")))
-    with pytest.raises(UnverifiedNotification, match="seller_id"):
-        adapter.parse_notification(HEADERS, bad)
+    other = FakeAlipayGateway(APP_ID, merchant_keys.public_pem, seller_id="2088999988887777")
+    adapter = make_adapter(other, merchant_keys)
+    trade = FakeTrade("A1001", "2026112811001004330000000001", Decimal("10.00"), "s", "")
+    params = other.notification(trade, trade_status="TRADE_SUCCESS", gmt_payment=china_now())
+    assert params["seller_id"] == "2088999988887777"
+    assert adapter.parse_notification(HEADERS, form(params)).state is ProviderPaymentState.PAID
+
+
+@pytest.mark.parametrize("ahead", [timedelta(minutes=6), timedelta(hours=1), timedelta(days=3)])
+def test_notification_dated_ahead_of_the_tolerance_is_refused(
+    fake: FakeAlipayGateway, notified: AlipayAdapter, ahead: timedelta
+) -> None:
+    body = form(sdk_signed(fake.private_pem, paid_params(notify_time=now_in_china(ahead))))
+    with pytest.raises(UnverifiedNotification, match="ahead") as caught:
+        notified.parse_notification(HEADERS, body)
+    assert caught.value.http_status == 401
+
+
+def test_notification_dated_a_little_ahead_is_accepted(
+    fake: FakeAlipayGateway, notified: AlipayAdapter
+) -> None:
+    # Clocks differ by a little: up to TEMPAY_NOTIFICATION_TOLERANCE (5 min by default).
+    body = form(
+        sdk_signed(fake.private_pem, paid_params(notify_time=now_in_china(timedelta(minutes=4))))
+    )
+    assert notified.parse_notification(HEADERS, body).state is ProviderPaymentState.PAID
 
 
 def test_notification_older_than_the_resend_schedule_is_refused(
