@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from fastapi import FastAPI, Request
@@ -197,7 +198,9 @@ class DeliverOneEvent:
         return progress
 
 
-async def deliver(env: WorkflowEnvironment, activity_fn: object) -> tuple[object, str]:
+async def deliver(
+    env: WorkflowEnvironment, activity_fn: Callable[..., Any]
+) -> tuple[MerchantEventProgress, str]:
     task_queue = f"tq-{uuid.uuid4().hex[:8]}"
     async with Worker(
         env.client, task_queue=task_queue, workflows=[DeliverOneEvent], activities=[activity_fn]
@@ -223,7 +226,6 @@ async def test_history_and_details_hide_credentials(
         progress, history = await deliver(time_env, activities_for(url).notify_merchant)
     finally:
         closed.close()
-    assert isinstance(progress, MerchantEventProgress)
     assert progress.state is MerchantDeliveryState.FAILED
     assert progress.error and redact_url(url) in progress.error
     assert "ACTIVITY_TASK_FAILED" in history and redact_url(url) in history
@@ -245,7 +247,6 @@ async def test_an_error_recorded_before_redaction_is_redacted_in_details(
     time_env: WorkflowEnvironment,
 ) -> None:
     progress, _ = await deliver(time_env, leaky_notify_merchant)
-    assert isinstance(progress, MerchantEventProgress)
     assert progress.error == (
         "MerchantUnreachable: merchant webhook http://***@127.0.0.1:9/hooks?*** unreachable"
     )
