@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -37,11 +37,17 @@ from tempay.domain import (
 )
 from tempay.settings import Settings, get_settings
 from tempay.temporal import TemporalUnavailable, connect
+from webhook import server
 from webhook.api import create_api_router
 from webhook.codec import create_codec_app
 from webhook.metrics import ACK_LATENCY, NOTIFICATIONS
+from webhook.server import BufferedBody, Listener, ListenError
 
 log = logging.getLogger("tempay.webhook")
+
+# Largest body of any route but /notify (notification_max_bytes) and /codec (CODEC_MAX_BYTES):
+# the /api requests are a few hundred bytes.
+REQUEST_MAX_BYTES = 64 * 1024
 
 
 class BodyTooLarge(Exception):
@@ -105,31 +111,105 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def create_public_app(
+    settings: Settings, adapters: dict[str, ProviderAdapter], temporal: TemporalConnection
+) -> FastAPI:
+    """What providers call: `POST /notify/{provider}` and `GET /healthz`, nothing else (no
+    /api, /codec, /metrics, nor an OpenAPI document). The caller closes the adapters."""
+    app = FastAPI(title="tempay webhook", openapi_url=None, docs_url=None, redoc_url=None)
+    _add_healthz(app)
+    _add_notify(app, settings, adapters, temporal)
+    _buffer_bodies(app, settings)
+    return app
+
+
+def create_internal_app(
+    settings: Settings, adapters: dict[str, ProviderAdapter], temporal: TemporalConnection
+) -> FastAPI:
+    """For the merchant's systems and operators: /api, /codec, /metrics and /healthz. The
+    caller closes the adapters."""
+    app = FastAPI(title="tempay webhook (internal)")
+    _add_healthz(app)
+    _add_internal(app, settings, adapters, temporal)
+    _buffer_bodies(app, settings)
+    return app
+
+
+def _create_combined_app(
+    settings: Settings,
+    adapters: dict[str, ProviderAdapter],
+    temporal: TemporalConnection,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+) -> FastAPI:
+    app = FastAPI(title="tempay webhook", lifespan=lifespan)
+    _add_internal(app, settings, adapters, temporal)
+    _add_healthz(app)
+    _add_notify(app, settings, adapters, temporal)
+    _buffer_bodies(app, settings)
+    return app
+
+
 def create_app(
     settings: Settings | None = None, adapters: dict[str, ProviderAdapter] | None = None
 ) -> FastAPI:
+    """Every route in one app (TEMPAY_INTERNAL_ON_WEBHOOK_PORT, as under `tempay dev`); it
+    closes the adapters when it stops."""
     settings = settings or get_settings()
     providers = adapters if adapters is not None else build_adapters(settings)
-    temporal = TemporalConnection(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        for adapter in providers.values():
-            await adapter.aclose()
+        await close_adapters(providers)
 
-    app = FastAPI(title="tempay webhook", lifespan=lifespan)
-    app.include_router(create_api_router(settings, temporal, providers))  # /api (webhook/api.py)
+    return _create_combined_app(settings, providers, TemporalConnection(settings), lifespan)
+
+
+async def close_adapters(adapters: dict[str, ProviderAdapter]) -> None:
+    for adapter in adapters.values():
+        await adapter.aclose()
+
+
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _add_healthz(app: FastAPI) -> None:
+    app.add_api_route("/healthz", healthz, methods=["GET"])
+
+
+def _add_internal(
+    app: FastAPI,
+    settings: Settings,
+    adapters: dict[str, ProviderAdapter],
+    temporal: TemporalConnection,
+) -> None:
+    app.include_router(create_api_router(settings, temporal, adapters))  # /api (webhook/api.py)
     app.mount("/codec", create_codec_app(settings))  # Temporal UI/CLI codec (webhook/codec.py)
+    app.add_api_route("/metrics", metrics, methods=["GET"])
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+def _buffer_bodies(app: FastAPI, settings: Settings) -> None:
+    """Every body is in memory before its route runs (webhook/server.py), except those of
+    /notify (read_body: refusals shaped per provider) and /codec (its own cap, inside CORS)."""
+    app.add_middleware(
+        BufferedBody,
+        max_bytes=REQUEST_MAX_BYTES,
+        timeout=settings.notification_read_timeout.total_seconds(),
+        exempt=("/notify/", "/codec/"),
+    )
 
+
+def _add_notify(
+    app: FastAPI,
+    settings: Settings,
+    providers: dict[str, ProviderAdapter],
+    temporal: TemporalConnection,
+) -> None:
     @app.post("/notify/{provider}")
     async def notify(provider: str, request: Request) -> Response:
         started = time.perf_counter()
@@ -236,20 +316,50 @@ def create_app(
         log.info("notification for settled %s acknowledged; nothing changes", workflow_id)
         return _acknowledge(adapter), "already_settled"
 
-    return app
+
+def webhook_listeners(settings: Settings, adapters: dict[str, ProviderAdapter]) -> list[Listener]:
+    """What `tempay webhook` serves: the public listener (webhook host and port) and the
+    internal one, or a single listener with every route when TEMPAY_INTERNAL_ON_WEBHOOK_PORT
+    is set. The caller closes the adapters once they stop."""
+    temporal = TemporalConnection(settings)
+    public = (settings.webhook_host, settings.webhook_port)
+    if settings.internal_on_webhook_port:
+        return [Listener("webhook", _create_combined_app(settings, adapters, temporal), *public)]
+    internal = (settings.internal_host, settings.internal_port)
+    if internal == public:
+        raise ListenError(
+            f"TEMPAY_INTERNAL_PORT is the webhook's own address ({internal[0]}:{internal[1]}): "
+            "choose another, or set TEMPAY_INTERNAL_ON_WEBHOOK_PORT=true to serve /api, "
+            "/codec and /metrics to whoever can reach the notification URL"
+        )
+    return [
+        Listener("public", create_public_app(settings, adapters, temporal), *public),
+        Listener("internal", create_internal_app(settings, adapters, temporal), *internal),
+    ]
+
+
+async def serve_webhook(settings: Settings) -> None:
+    adapters = build_adapters(settings)
+    try:
+        await server.serve(webhook_listeners(settings, adapters), settings)
+    finally:
+        await close_adapters(adapters)
 
 
 def main() -> None:
-    import uvicorn
-
     settings = get_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run(
-        create_app(settings),
-        host=settings.webhook_host,
-        port=settings.webhook_port,
-        log_level="warning",
-    )
+    try:
+        asyncio.run(serve_webhook(settings))
+    except ListenError as exc:
+        raise SystemExit(f"tempay: error: {exc}") from None
 
 
-__all__ = ["create_app", "main"]
+__all__ = [
+    "create_app",
+    "create_internal_app",
+    "create_public_app",
+    "main",
+    "serve_webhook",
+    "webhook_listeners",
+]
