@@ -65,6 +65,8 @@ from tests.providers.wechatpay.conftest import (
     write_keys,
 )
 from tests.stack import Stack, bound_socket, running_stack, serve, url_of
+from tests.webhook.serving import serve_listeners
+from webhook.app import close_adapters, webhook_listeners
 from webhook.app import create_app as create_webhook_app
 from workflows.payment import PaymentWorkflow
 
@@ -396,6 +398,22 @@ class FuzzStack:
             yield url
         finally:
             self.run(served.__aexit__(None, None, None))
+
+    @contextlib.contextmanager
+    def listeners(self, **changes: Any) -> Iterator[dict[str, str]]:
+        """The webhook as `tempay webhook` serves it (webhook/server.py: header timeout,
+        connection limit, body deadlines; public and internal listeners, or one with
+        TEMPAY_INTERNAL_ON_WEBHOOK_PORT), with every provider, on these settings changed,
+        from the stack's loop; yields {listener name: URL}."""
+        settings = self.stack.settings.model_copy(update=changes)
+        adapters = {**build_adapters(settings), **self.extra_adapters()}
+        served = serve_listeners(webhook_listeners(settings, adapters), settings)
+        urls = self.run(served.__aenter__())
+        try:
+            yield urls
+        finally:
+            self.run(served.__aexit__(None, None, None))
+            self.run(close_adapters(adapters))
 
     async def start(self, provider: str) -> Target:
         kit = self.kits[provider]
