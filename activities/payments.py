@@ -41,7 +41,8 @@ class PaymentActivities:
 
     @activity.defn(name="query_payment")
     async def query_payment(self, order: PaymentOrder) -> PaymentObservation:
-        return await self._adapter(order.provider).query_payment(order)
+        found = await self._adapter(order.provider).query_payment(order)
+        return found.reported_by(order.provider)
 
     @activity.defn(name="poll_payment")
     async def poll_payment(self, poll: PaymentPoll) -> PolledPayment:
@@ -52,6 +53,9 @@ class PaymentActivities:
     @activity.defn(name="close_payment")
     async def close_payment(self, order: PaymentOrder) -> CloseOutcome:
         try:
-            return await self._adapter(order.provider).close_payment(order)
+            outcome = await self._adapter(order.provider).close_payment(order)
         except ProviderRejected as exc:
             raise ApplicationError(str(exc), type="ProviderRejected", non_retryable=True) from exc
+        if outcome.observation is not None:
+            outcome.observation = outcome.observation.reported_by(order.provider)
+        return outcome

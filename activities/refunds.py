@@ -34,7 +34,7 @@ class RefundActivities:
     @activity.defn(name="create_refund")
     async def create_refund(self, order: RefundOrder) -> RefundObservation:
         try:
-            return await self._adapter(order.provider).create_refund(order.refund_request())
+            answer = await self._adapter(order.provider).create_refund(order.refund_request())
         except ProviderRefused as exc:
             raise ApplicationError(
                 str(exc), {"code": exc.code, **exc.details}, type=REJECTED, non_retryable=True
@@ -42,11 +42,13 @@ class RefundActivities:
         except ProviderRejected as exc:
             raise ApplicationError(str(exc), type=REJECTED, non_retryable=True) from exc
         # Any other ProviderError (unreachable, 5xx, answer lost) is retried: same refund id.
+        return answer.reported_by(order.provider)
 
     @activity.defn(name="query_refund")
     async def query_refund(self, order: RefundOrder) -> RefundObservation | None:
         """None: the provider has no refund with this id, so nothing was refunded."""
         try:
-            return await self._adapter(order.provider).query_refund(order.refund_request())
+            found = await self._adapter(order.provider).query_refund(order.refund_request())
         except ProviderRejected as exc:
             raise ApplicationError(str(exc), type=REJECTED, non_retryable=True) from exc
+        return None if found is None else found.reported_by(order.provider)

@@ -44,7 +44,7 @@ class TransferActivities:
     async def create_transfer(self, order: WithdrawalOrder) -> TransferObservation:
         adapter = self._adapter(order.provider)
         try:
-            return await adapter.create_transfer(order.transfer_request())
+            answer = await adapter.create_transfer(order.transfer_request())
         except ProviderOutcomeUnknown as exc:
             raise ApplicationError(str(exc), type=OUTCOME_UNKNOWN, non_retryable=True) from exc
         except ProviderRefused as exc:
@@ -56,11 +56,13 @@ class TransferActivities:
         except ProviderError as exc:
             # The connection was never made: nothing reached the provider.
             raise ApplicationError(str(exc), type=NOT_SENT) from exc
+        return answer.reported_by(order.provider)
 
     @activity.defn(name="query_transfer")
     async def query_transfer(self, order: WithdrawalOrder) -> TransferObservation | None:
         """None: the provider never received the transfer, so no money moved."""
         try:
-            return await self._adapter(order.provider).query_transfer(order.transfer_request())
+            found = await self._adapter(order.provider).query_transfer(order.transfer_request())
         except ProviderRejected as exc:
             raise ApplicationError(str(exc), type=REJECTED, non_retryable=True) from exc
+        return None if found is None else found.reported_by(order.provider)

@@ -68,6 +68,13 @@ class UnverifiedNotification(NotificationError):
     http_status = 401
 
 
+class VerificationUnavailable(NotificationError):
+    """The signature cannot be checked now (our key is missing or unreadable): the
+    provider is told to send it again later."""
+
+    http_status = 503
+
+
 @dataclass(frozen=True)
 class Acknowledgement:
     """The exact answer a provider expects once a notification is safely held."""

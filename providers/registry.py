@@ -16,15 +16,16 @@ class UnknownProvider(LookupError):
 
 
 def build_adapters(settings: Settings) -> dict[str, ProviderAdapter]:
-    adapters: dict[str, ProviderAdapter] = {
-        "sandbox": SandboxAdapter(
+    adapters: dict[str, ProviderAdapter] = {**alipay_adapters(settings)}
+    # The sandbox signs whatever anyone asks it to (it is a simulator): it exists only
+    # where it is switched on (`tempay dev`, TEMPAY_SANDBOX=true), never by default.
+    if settings.sandbox_enabled:
+        adapters["sandbox"] = SandboxAdapter(
             settings.sandbox_url,
             public_key_file=settings.sandbox_public_key_file,
             tolerance=settings.notification_tolerance,
             timeout=settings.provider_timeout.total_seconds(),
-        ),
-        **alipay_adapters(settings),
-    }
+        )
     # Offered only with TEMPAY_STRIPE_API_KEY; then a missing webhook secret stops startup.
     stripe_settings = StripeSettings()
     if stripe_settings.enabled:
@@ -34,4 +35,8 @@ def build_adapters(settings: Settings) -> dict[str, ProviderAdapter]:
     # Only when TEMPAY_WECHATPAY_MCHID is set; a bad configuration stops startup.
     if (wechatpay := wechatpay_from_env(settings.notification_tolerance)) is not None:
         adapters["wechatpay"] = wechatpay
+    # The webhook routes by this key and stamps the adapter's name on what it verified.
+    for name, adapter in adapters.items():
+        if name != adapter.name:
+            raise RuntimeError(f"provider {name!r} is served by an adapter named {adapter.name!r}")
     return adapters

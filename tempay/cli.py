@@ -341,7 +341,7 @@ def parser() -> argparse.ArgumentParser:
     withdraw.add_argument("--currency", required=True, help="ISO 4217 code, e.g. CNY")
     withdraw.add_argument("--payee-account", required=True, help="the payee's account")
     withdraw.add_argument("--payee-name", default="", help="the payee's name")
-    withdraw.add_argument("--provider", default="sandbox")
+    withdraw.add_argument("--provider", help=PROVIDER_HELP)
     withdraw.set_defaults(run=cmd_withdraw)
 
     refund = commands.add_parser(
@@ -463,13 +463,16 @@ def _operator_arguments(command: argparse.ArgumentParser, refund_or_withdrawal: 
     command.add_argument("--operator", default=None, help="who acts (default: your user name)")
 
 
+PROVIDER_HELP = "the provider; default TEMPAY_DEFAULT_PROVIDER, or sandbox under `tempay dev`"
+
+
 def _order_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--order-id", required=True, help="the merchant's order number")
     command.add_argument("--amount", required=True, help='decimal string, e.g. "10.00"')
     command.add_argument("--currency", required=True, help="ISO 4217 code, e.g. CNY")
     command.add_argument("--channel", default="alipay_wap")
     command.add_argument("--subject", default="")
-    command.add_argument("--provider", default="sandbox")
+    command.add_argument("--provider", help=PROVIDER_HELP)
     command.add_argument("--return-url", default="")
 
 

@@ -26,7 +26,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from providers.sandbox.keys import ensure_keypair
 from tempay import search_attributes as sa
 from tempay.codec import ensure_key_file
-from tempay.settings import Settings
+from tempay.settings import SANDBOX_MARKER, Settings
 from tempay.temporal import TemporalUnavailable, connect, find_binary, metrics_address
 
 STOP_GRACE_SECONDS = 10.0
@@ -59,12 +59,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def dev_settings(settings: Settings) -> Settings:
+    """`settings` as a stack on one machine runs them: the sandbox provider on (it is the
+    default provider there), and /api, /codec and /metrics on the webhook port beside
+    /notify, since everything listens on 127.0.0.1 only."""
+    return settings.model_copy(update={"sandbox": True, "internal_on_webhook_port": True})
+
+
 def private_settings(data_dir: Path, **overrides: Any) -> Settings:
     """Settings for a stack of its own (benchmarks, fault scenarios): its data in `data_dir`
     and every listening port a fresh one, so it runs beside a `tempay dev` or another such
     stack. `overrides` are further Settings fields."""
     webhook_port = free_port()
-    return Settings(
+    settings = Settings(
         temporal_address=f"127.0.0.1:{free_port()}",
         data_dir=data_dir,
         webhook_port=webhook_port,
@@ -74,6 +81,7 @@ def private_settings(data_dir: Path, **overrides: Any) -> Settings:
         worker_metrics_port=free_port(),
         **overrides,
     )
+    return dev_settings(settings)
 
 
 @dataclass
@@ -157,6 +165,8 @@ class Stack:
                 "TEMPAY_SANDBOX_URL": s.sandbox_url,
                 "TEMPAY_SANDBOX_PORT": str(self.sandbox_port),
                 "TEMPAY_SANDBOX_PUBLIC_URL": s.sandbox_url,
+                "TEMPAY_SANDBOX": "true" if s.sandbox_enabled else "false",
+                "TEMPAY_INTERNAL_ON_WEBHOOK_PORT": str(s.internal_on_webhook_port).lower(),
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -205,6 +215,12 @@ class Stack:
             )
         logs = self.data_dir / "logs"
         ensure_keypair(self.data_dir / "sandbox")
+        if self.settings.sandbox_enabled:
+            # CLI commands on this data dir (another shell) then see the sandbox as on.
+            (self.data_dir / SANDBOX_MARKER).write_text(
+                "Written by `tempay dev`: the sandbox provider is on for this data dir "
+                "(TEMPAY_SANDBOX=false turns it off).\n"
+            )
         if self.settings.codec_keys is None:
             # Every child (and CLI commands on this data dir) reads this file: payloads of the
             # embedded stack are encrypted by default.
@@ -314,6 +330,7 @@ async def supervise(stack: Stack, stop: asyncio.Event) -> None:
 async def run_dev(settings: Settings, demo: bool = False) -> int:
     from tempay.demo import run_demo
 
+    settings = dev_settings(settings)
     stack = Stack(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -9,9 +9,9 @@ import re
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # ISO 4217 minor units for the currencies tempay accepts.
 MINOR_UNITS: dict[str, int] = {
@@ -76,6 +76,20 @@ def parse_amount(text: str | Decimal, currency: str) -> Decimal:
 
 def format_amount(amount: Decimal, currency: str) -> str:
     return str(amount.quantize(Decimal(1).scaleb(-MINOR_UNITS[currency])))
+
+
+def canonical_amount(amount: Decimal, currency: str | None) -> Decimal:
+    """`amount` in its currency's minor units ("1E1" CNY -> 10.00) when that is exact. An
+    amount with more places than the currency has (a provider's error) keeps every digit,
+    so that comparing it with the order still shows the difference."""
+    places = MINOR_UNITS.get(currency or "")
+    if places is None or not amount.is_finite():
+        return amount
+    try:
+        exact = amount.quantize(Decimal(1).scaleb(-places))
+    except InvalidOperation:  # more digits than the context holds: nobody's real amount
+        return amount
+    return exact if exact == amount else amount
 
 
 def parse_order_id(order_id: str) -> str:
@@ -202,7 +216,7 @@ class PaymentOrder(MoneyTerms):
     amount: Decimal
     currency: str
     kind: TransactionKind = TransactionKind.PAYMENT
-    provider: str = "sandbox"
+    provider: str  # no default: outside `tempay dev` the caller always names one
     channel: str = "alipay_wap"
     subject: str = ""
     notify_url: str = ""
@@ -233,15 +247,37 @@ class CreatedPayment(BaseModel):
     payment_url: str
 
 
-class PaymentObservation(BaseModel):
+class Observation(BaseModel):
+    """What every observation (notification, status answer, create answer) carries.
+
+    `provider` is who reported it: the webhook stamps the provider whose signature it
+    verified, an activity the provider it asked. A transaction takes an observation only from
+    its own provider (workflows/trust.py)."""
+
+    provider: str | None = None
+    amount: Decimal | None = None
+    currency: str | None = None
+
+    def reported_by(self, provider: str) -> Self:
+        """This observation, named as `provider`'s: the one whose key verified it, or the
+        one asked. Set by the core, never taken from what a provider's message says."""
+        return self.model_copy(update={"provider": provider})
+
+    @model_validator(mode="after")
+    def _canonical_amount(self) -> Observation:
+        # A provider's "1E1" reaches views and merchant events as "10.00", never "1E+1".
+        if self.amount is not None:
+            self.amount = canonical_amount(self.amount, self.currency)
+        return self
+
+
+class PaymentObservation(Observation):
     """One thing the provider told us about a payment: a notification or a status answer."""
 
     order_id: str
     provider: str
     state: ProviderPaymentState
     provider_trade_no: str | None = None
-    amount: Decimal | None = None
-    currency: str | None = None
     occurred_at: datetime | None = None
     source: Literal["notification", "status_query", "close"] = "notification"
     notification_id: str | None = None
@@ -315,6 +351,10 @@ class PaymentView(BaseModel):
     account_id: str | None = None
     notifications_received: int = 0
     duplicate_notifications: int = 0
+    # Observations refused at the trust boundary (another provider's, or about another
+    # provider-side id): they changed nothing. The last one's reason, for operators.
+    refused_observations: int = 0
+    last_refused: str | None = None
     status_queries: int = 0
     last_status_query_at: datetime | None = None
     next_status_query_at: datetime | None = None
@@ -488,14 +528,13 @@ class RefundRequest(MoneyTerms):
         return parse_order_id(value)
 
 
-class RefundObservation(BaseModel):
-    """One thing the provider told us about a refund: its answer, a notification or a query."""
+class RefundObservation(Observation):
+    """One thing the provider told us about a refund: its answer, a notification or a query.
+    (`provider` is None only in histories recorded before observations named it.)"""
 
     refund_id: str
     order_id: str
     state: ProviderRefundState
-    amount: Decimal | None = None
-    currency: str | None = None
     provider_refund_no: str | None = None
     occurred_at: datetime | None = None
     source: Literal["create", "notification", "status_query"] = "notification"
@@ -586,6 +625,10 @@ class RefundView(BaseModel):
     refund_requests: int = 0
     notifications_received: int = 0
     duplicate_notifications: int = 0
+    # Observations refused at the trust boundary (another provider's, or about another
+    # provider-side id): they changed nothing. The last one's reason, for operators.
+    refused_observations: int = 0
+    last_refused: str | None = None
     status_queries: int = 0
     last_status_query_at: datetime | None = None
     next_status_query_at: datetime | None = None
@@ -639,13 +682,12 @@ class TransferRequest(MoneyTerms):
         return parse_order_id(value)
 
 
-class TransferObservation(BaseModel):
-    """One thing the provider told us about a transfer: its answer, a notification or a query."""
+class TransferObservation(Observation):
+    """One thing the provider told us about a transfer: its answer, a notification or a query.
+    (`provider` is None only in histories recorded before observations named it.)"""
 
     withdrawal_id: str
     state: ProviderTransferState
-    amount: Decimal | None = None
-    currency: str | None = None
     provider_transfer_no: str | None = None
     fail_reason: str | None = None
     occurred_at: datetime | None = None
@@ -671,7 +713,7 @@ class WithdrawalOrder(MoneyTerms):
     currency: str
     payee_account: str = Field(min_length=1, max_length=128)
     payee_name: str = Field(default="", max_length=128)
-    provider: str = "sandbox"
+    provider: str
     notify_url: str = ""
     timing: SettlementTiming = Field(default_factory=SettlementTiming)
 
@@ -726,6 +768,10 @@ class WithdrawalView(BaseModel):
     outcome_checks: int = 0  # queries made because a create call's outcome was unknown
     notifications_received: int = 0
     duplicate_notifications: int = 0
+    # Observations refused at the trust boundary (another provider's, or about another
+    # provider-side id): they changed nothing. The last one's reason, for operators.
+    refused_observations: int = 0
+    last_refused: str | None = None
     status_queries: int = 0
     last_status_query_at: datetime | None = None
     next_status_query_at: datetime | None = None

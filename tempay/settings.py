@@ -33,6 +33,9 @@ def _seconds(value: Any) -> Any:
 
 Duration = Annotated[timedelta, BeforeValidator(_seconds)]
 
+# Written by `tempay dev` into its data dir: the sandbox provider is on there.
+SANDBOX_MARKER = Path("sandbox") / "enabled-by-tempay-dev"
+
 # The backend API's bearer key: long enough that guessing it is hopeless.
 API_KEY_MIN_LENGTH = 16
 
@@ -55,11 +58,27 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".tempay")
 
     temporal_ui_port: int = 8233
+    # The public listener: what providers call (POST /notify/{provider}) and GET /healthz.
     webhook_host: str = "127.0.0.1"
     webhook_port: int = 8000
+    # The internal listener: /api, /codec and /metrics, for the merchant's own systems and
+    # operators, apart from the public one so that whoever can reach notify_url cannot
+    # reach them (and /healthz). `tempay dev` (everything on 127.0.0.1) serves both on
+    # the webhook port instead (TEMPAY_INTERNAL_ON_WEBHOOK_PORT=true): a deliberate choice.
+    internal_host: str = "127.0.0.1"
+    internal_port: int = Field(default=8002, ge=1, le=65535)
+    internal_on_webhook_port: bool = False
     # Base URL providers POST notifications to; notify_url = {webhook_url}/notify/{provider}.
     webhook_url: str = "http://127.0.0.1:8000"
+    # The sandbox provider exists only where it is switched on: its adapter, its
+    # notification route and the default provider. TEMPAY_SANDBOX=true|false decides; unset,
+    # it is on only for a data dir that `tempay dev` made (it leaves SANDBOX_MARKER there,
+    # so CLI commands beside a running `tempay dev` see it too).
+    sandbox: bool | None = None
     sandbox_url: str = "http://127.0.0.1:8001"
+    # The provider `tempay pay/recharge/withdraw` and /api use when the caller names none.
+    # Unset: "sandbox" where the sandbox is on; elsewhere a provider must always be named.
+    default_provider: str | None = None
     # The worker's Prometheus endpoint (the Temporal SDK's worker metrics and tempay's
     # settlements and merchant deliveries): http://{host}:{port}/metrics; port 0 turns it off.
     worker_metrics_host: str = "127.0.0.1"
@@ -91,6 +110,11 @@ class Settings(BaseSettings):
     # The whole notification body must arrive within this (slow or stalled senders: 408).
     notification_read_timeout: Duration = timedelta(seconds=10)
     signal_timeout: Duration = timedelta(seconds=5)
+    # HTTP limits of both listeners (webhook/server.py): a request's headers must arrive
+    # within http_header_timeout (else 408 and the connection closes); at most
+    # http_max_connections connections at once per listener (more: 503 at once).
+    http_header_timeout: Duration = timedelta(seconds=10)
+    http_max_connections: int = Field(default=256, ge=1)
 
     # The merchant's application: settled payments are POSTed there, signed by the Standard
     # Webhooks scheme with this `whsec_...` secret. Unset: nothing is sent.
@@ -197,6 +221,19 @@ class Settings(BaseSettings):
     @property
     def sandbox_public_key_file(self) -> Path:
         return self.data_dir / "sandbox" / "notify_public.pem"
+
+    @property
+    def sandbox_enabled(self) -> bool:
+        if self.sandbox is not None:
+            return self.sandbox
+        return (self.data_dir / SANDBOX_MARKER).is_file()
+
+    @property
+    def provider_default(self) -> str | None:
+        """The provider used when none is named; None: the caller must name one."""
+        if self.default_provider:
+            return self.default_provider
+        return "sandbox" if self.sandbox_enabled else None
 
 
 @lru_cache

@@ -86,13 +86,29 @@ def settlement_timing(settings: Settings) -> SettlementTiming:
     )
 
 
+def chosen_provider(settings: Settings, provider: str | None) -> str:
+    """The provider named, else the deployment's default; never a silent guess: outside
+    `tempay dev` (where the sandbox is the default) a provider must be named or configured."""
+    chosen = provider or settings.provider_default
+    if not chosen:
+        raise InvalidInput(
+            'name the provider (--provider, or "provider" in /api): this deployment has no '
+            "default (TEMPAY_DEFAULT_PROVIDER; the sandbox is the default only under `tempay dev`)"
+        )
+    if not PROVIDER_NAME.fullmatch(chosen):
+        raise InvalidInput(
+            f"provider {chosen!r} must be 1-64 characters of letters, digits, '_', '-' or '.'"
+        )
+    return chosen
+
+
 def build_order(
     settings: Settings,
     *,
     order_id: str,
     amount: str | Decimal,
     currency: str,
-    provider: str = "sandbox",
+    provider: str | None = None,
     channel: str = "alipay_wap",
     subject: str = "",
     return_url: str = "",
@@ -102,9 +118,11 @@ def build_order(
 ) -> PaymentOrder:
     """Validate a merchant's order; raises InvalidInput with a message a user can act on."""
     currency = parse_currency(currency)
+    order_id, amount = parse_order_id(order_id), parse_amount(amount, currency)
+    provider = chosen_provider(settings, provider)  # after the terms: their errors come first
     return PaymentOrder(
-        order_id=parse_order_id(order_id),
-        amount=parse_amount(amount, currency),
+        order_id=order_id,
+        amount=amount,
         currency=currency,
         kind=kind,
         provider=provider,
@@ -194,7 +212,7 @@ def build_withdrawal(
     currency: str,
     payee_account: str,
     payee_name: str = "",
-    provider: str = "sandbox",
+    provider: str | None = None,
     timing: SettlementTiming | None = None,
 ) -> WithdrawalOrder:
     """Validate a withdrawal; raises InvalidInput with a message a user can act on."""
@@ -211,9 +229,11 @@ def build_withdrawal(
         raise InvalidInput("--payee-account must name the payee's account (1-128 characters)")
     if len(payee_name) > 128:
         raise InvalidInput("--payee-name must be at most 128 characters")
+    amount = parse_amount(amount, currency)
+    provider = chosen_provider(settings, provider)
     return WithdrawalOrder(
         withdrawal_id=withdrawal_id,
-        amount=parse_amount(amount, currency),
+        amount=amount,
         currency=currency,
         payee_account=payee_account,
         payee_name=payee_name,

@@ -216,7 +216,8 @@ def stack_settings(
         signal_timeout=timedelta(seconds=5),
         merchant_webhook_url=merchant_webhook_url,
         merchant_webhook_secret=merchant_webhook_secret,
-        **{**TEST_TIMINGS, **overrides},
+        # Wired the way `tempay dev` wires it: the sandbox on, every route on one listener.
+        **{"sandbox": True, "internal_on_webhook_port": True, **TEST_TIMINGS, **overrides},
     )
 
 

@@ -59,6 +59,7 @@ from tempay.transactions import (
     WorkerUnavailable,
     build_order,
     build_withdrawal,
+    chosen_provider,
     payment_view,
     refund_view,
     start_payment,
@@ -160,7 +161,8 @@ class PaymentIn(Body):
     order_id: Id
     amount: Money
     currency: Currency
-    provider: Provider = "sandbox"
+    # Unset: TEMPAY_DEFAULT_PROVIDER, or the sandbox under `tempay dev`; else 422.
+    provider: Provider | None = None
     channel: str = Field(default="alipay_wap", max_length=64)
     subject: str = Field(default="", max_length=256)
     return_url: str = Field(default="", max_length=2048)
@@ -183,7 +185,8 @@ class WithdrawalIn(Body):
     currency: Currency
     payee_account: str = Field(min_length=1, max_length=128)
     payee_name: str = Field(default="", max_length=128)
-    provider: Provider = "sandbox"
+    # Unset: TEMPAY_DEFAULT_PROVIDER, or the sandbox under `tempay dev`; else 422.
+    provider: Provider | None = None
 
 
 class ErrorOut(BaseModel):
@@ -327,7 +330,8 @@ def create_api_router(
             # Cancelled at the timeout, an update call raises the latter instead.
             raise ApiError(504, f"no answer within {seconds:g} s; {late}") from None
 
-    def provider(name: str) -> str:
+    def provider(named: str | None) -> str:
+        name = chosen_provider(settings, named)
         if name not in providers:
             raise InvalidInput(
                 f"unknown provider {name!r}: one of {', '.join(sorted(providers)) or 'none'}"

@@ -239,7 +239,10 @@ def _add_notify(
             # Nobody is left to read an answer; counted, and not an error of ours.
             return _refuse(adapter, 400, "client disconnected mid-body"), "disconnected"
         try:
-            observation = adapter.parse_any_notification(request.headers, body)
+            # Named by the route whose key verified it, never by what the body claims.
+            observation = adapter.parse_any_notification(request.headers, body).reported_by(
+                adapter.name
+            )
             if isinstance(observation, TransferObservation):
                 workflow_id = withdrawal_workflow_id(parse_order_id(observation.withdrawal_id))
             elif isinstance(observation, RefundObservation):
@@ -252,7 +255,7 @@ def _add_notify(
                 log.info("%s notification ignored: %s", adapter.name, exc)
                 return _refuse(adapter, exc.http_status, str(exc)), "ignored"
             log.warning("%s notification refused: %s", adapter.name, exc)
-            outcome = "bad_signature" if exc.http_status == 401 else "malformed"
+            outcome = {401: "bad_signature", 503: "unverifiable"}.get(exc.http_status, "malformed")
             return _refuse(adapter, exc.http_status, str(exc)), outcome
         except (ValidationError, InvalidInput) as exc:
             return _refuse(adapter, 400, f"malformed notification: {exc}"), "malformed"
@@ -295,7 +298,18 @@ def _add_notify(
             return _refuse(
                 adapter, 503, "Temporal unavailable, retry later"
             ), "temporal_unavailable"
-        status = description.typed_search_attributes.get(sa.PAYMENT_STATUS)
+        attributes = description.typed_search_attributes
+        made_with = attributes.get(sa.PROVIDER)
+        if made_with != adapter.name:
+            # Another provider's transaction: this one has nothing to say about it.
+            log.warning(
+                "%s notification for %s, a %s transaction, refused",
+                adapter.name,
+                workflow_id,
+                made_with,
+            )
+            return _refuse(adapter, 404, f"unknown order ({workflow_id})"), "other_provider"
+        status = attributes.get(sa.PAYMENT_STATUS)
         if (
             isinstance(observation, PaymentObservation)
             and observation.state is ProviderPaymentState.PAID

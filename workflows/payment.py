@@ -16,6 +16,7 @@ from workflows.metrics import count_settlement
 from workflows.operator import operator_lines, record
 from workflows.refund import RefundWorkflow
 from workflows.status_query import ACTIVITY_TIMEOUT, NoAnswer, jittered, query_while_listening
+from workflows.trust import refusal_lines, refuse, untrusted
 
 with workflow.unsafe.imports_passed_through():
     from tempay import search_attributes as sa
@@ -386,7 +387,8 @@ class PaymentWorkflow:
             return False
         self._created = created
         self._view.payment_url = created.payment_url
-        self._view.provider_trade_no = created.provider_trade_no
+        # Alipay and WeChat Pay name their trade only in its first notification or answer.
+        self._view.provider_trade_no = created.provider_trade_no or self._view.provider_trade_no
         if self._status is TransactionStatus.CREATED:
             self._set_status(TransactionStatus.PENDING)
         return True
@@ -837,6 +839,18 @@ class PaymentWorkflow:
 
     def _apply(self, observation: PaymentObservation) -> None:
         """The only place an observation changes the status: settles at most once."""
+        problem = untrusted(
+            self._order.provider,
+            self._view.provider_trade_no,
+            observation.provider,
+            observation.provider_trade_no,
+        )
+        if problem is not None:
+            refuse(self._view, self._order.kind, *problem, observation.source)
+            self._publish()
+            return
+        if observation.provider_trade_no and not self._view.provider_trade_no:
+            self._view.provider_trade_no = observation.provider_trade_no  # known from now on
         if observation.notification_id is not None:
             if observation.notification_id in self._seen_notifications:
                 self._view.duplicate_notifications += 1
@@ -930,6 +944,7 @@ class PaymentWorkflow:
             f"- status: **{v.status}**" + (f" ({v.review_reason})" if v.review_reason else ""),
             f"- notifications received: {v.notifications_received}"
             f" (duplicates: {v.duplicate_notifications})",
+            *refusal_lines(v),
             f"- status queries: {v.status_queries}"
             + (f", last at {v.last_status_query_at:%H:%M:%S}" if v.last_status_query_at else ""),
         ]

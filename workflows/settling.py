@@ -24,6 +24,7 @@ from workflows.operator import (
     review_problem,
 )
 from workflows.status_query import NoAnswer, jittered, query_while_listening
+from workflows.trust import refusal_lines, refuse, untrusted
 
 with workflow.unsafe.imports_passed_through():
     from tempay import search_attributes as sa
@@ -172,6 +173,16 @@ class SettlesByProvider:
 
     def _apply(self, observation: Any) -> None:
         """The only place an observation changes the status: settles at most once."""
+        problem = untrusted(
+            self._order.provider,
+            getattr(self._view, self.PROVIDER_NO_FIELD),
+            observation.provider,
+            getattr(observation, self.PROVIDER_NO_FIELD),
+        )
+        if problem is not None:
+            refuse(self._view, self._view.kind, *problem, observation.source)
+            self._publish()
+            return
         if self._duplicate(observation.notification_id):
             return
         if getattr(observation, self.ID_FIELD) != getattr(self._order, self.ID_FIELD):
@@ -276,6 +287,7 @@ class SettlesByProvider:
             *self._headline(),
             f"- notifications received: {v.notifications_received}"
             f" (duplicates: {v.duplicate_notifications})",
+            *refusal_lines(v),
             f"- status queries: {v.status_queries}"
             + (f", last at {v.last_status_query_at:%H:%M:%S}" if v.last_status_query_at else ""),
         ]

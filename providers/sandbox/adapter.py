@@ -26,6 +26,7 @@ from providers.base import (
     ProviderRefused,
     ProviderRejected,
     UnverifiedNotification,
+    VerificationUnavailable,
 )
 from providers.sandbox.keys import load_public_key
 from providers.sandbox.signature import SIGNATURE_HEADER, SignatureError, verify_body
@@ -275,7 +276,14 @@ class SandboxAdapter(ProviderAdapter):
         if self._public_key is None:
             if self._public_key_file is None:
                 raise UnverifiedNotification("no sandbox public key configured")
-            self._public_key = load_public_key(self._public_key_file)
+            try:
+                self._public_key = load_public_key(self._public_key_file)
+            except (OSError, ValueError) as exc:
+                # Ours to fix, not the sender's: 503, so a notification is sent again later.
+                raise VerificationUnavailable(
+                    f"sandbox public key {self._public_key_file} unreadable "
+                    f"({type(exc).__name__}); is the sandbox running?"
+                ) from None
         return self._public_key
 
     def parse_notification(self, headers: Mapping[str, str], body: bytes) -> PaymentObservation:

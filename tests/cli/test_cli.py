@@ -154,6 +154,7 @@ def test_bad_input_is_one_clear_line(env: dict[str, str]) -> None:
 def test_bad_withdrawal_input_is_one_clear_line(env: dict[str, str]) -> None:
     def withdraw(*args: str) -> subprocess.CompletedProcess[str]:
         terms = {"--withdrawal-id": "W1", "--amount": "10.00", "--currency": "CNY"}
+        terms |= {"--provider": "sandbox"}  # no `tempay dev` here: no default provider
         terms |= {"--payee-account": "payee@example.com"}
         terms |= dict(zip(args[::2], args[1::2], strict=True))
         return tempay("withdraw", *[x for kv in terms.items() for x in kv], env=env)
@@ -172,12 +173,26 @@ def test_bad_withdrawal_input_is_one_clear_line(env: dict[str, str]) -> None:
 
 
 def test_unreachable_server_is_one_clear_line(env: dict[str, str]) -> None:
+    pay = ("pay", "--order-id", "A1", "--amount", "1.00", "--currency", "CNY")
     assert_one_line_error(tempay("status", "A1", env=env), "cannot reach Temporal")
     assert_one_line_error(
-        tempay("pay", "--order-id", "A1", "--amount", "1.00", "--currency", "CNY", env=env),
+        tempay(*pay, "--provider", "sandbox", env=env),
         "cannot reach Temporal",
     )
     assert_one_line_error(tempay("list", env=env), "cannot reach Temporal")
+
+
+def test_outside_dev_a_provider_must_be_named(env: dict[str, str]) -> None:
+    """No `tempay dev` made this data dir: no provider is picked silently (issue 18)."""
+    pay = ("pay", "--order-id", "A1", "--amount", "1.00", "--currency", "CNY")
+    assert_one_line_error(tempay(*pay, env=env), "name the provider")
+    withdraw = ("withdraw", "--withdrawal-id", "W1", "--amount", "1.00", "--currency", "CNY")
+    assert_one_line_error(
+        tempay(*withdraw, "--payee-account", "p@example.com", env=env), "name the provider"
+    )
+    # A deliberate default is not a silent one.
+    chosen = {**env, "TEMPAY_DEFAULT_PROVIDER": "alipay"}
+    assert_one_line_error(tempay(*pay, env=chosen), "cannot reach Temporal")
 
 
 @pytest.mark.e2e

@@ -117,6 +117,7 @@ def worker_env(stack: Stack, metrics_port: int) -> dict[str, str]:
         "TEMPAY_TASK_QUEUE": s.task_queue,
         "TEMPAY_DATA_DIR": str(s.data_dir),
         "TEMPAY_SANDBOX_URL": s.sandbox_url,
+        "TEMPAY_SANDBOX": "true",
         "TEMPAY_WEBHOOK_URL": s.webhook_url,
         "TEMPAY_MERCHANT_WEBHOOK_URL": s.merchant_webhook_url,
         "TEMPAY_MERCHANT_WEBHOOK_SECRET": s.merchant_webhook_secret.get_secret_value(),

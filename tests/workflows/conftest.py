@@ -124,4 +124,5 @@ async def client(
 
 @pytest.fixture
 def settings(task_queue: str) -> Settings:
-    return Settings(task_queue=task_queue)
+    # The workflow tests' fake provider is named "sandbox": the default provider there.
+    return Settings(task_queue=task_queue, sandbox=True)

@@ -53,6 +53,7 @@ async def client(
 
 def order_at(order_id: str, revision: int = PAYMENT_REVISION) -> PaymentOrder:
     return PaymentOrder(
+        provider="sandbox",
         order_id=order_id,
         amount=Decimal("10.00"),
         currency="CNY",

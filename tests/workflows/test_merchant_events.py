@@ -68,6 +68,7 @@ async def client(
 @pytest.fixture(params=[0, PAYMENT_REVISION], ids=["revision0", "current"])
 def order(order_id: str, request: pytest.FixtureRequest) -> PaymentOrder:
     return PaymentOrder(
+        provider="sandbox",
         order_id=order_id,
         amount=Decimal("10.00"),
         currency="CNY",

@@ -49,6 +49,7 @@ async def started(
     client: Client, task_queue: str, timing=TIMING, revision: int = PAYMENT_REVISION
 ) -> tuple[PaymentOrder, WorkflowHandle[PaymentWorkflow, PaymentView]]:
     order = PaymentOrder(
+        provider="sandbox",
         order_id=f"op-{uuid.uuid4().hex[:10]}",
         amount=Decimal("10.00"),
         currency="CNY",

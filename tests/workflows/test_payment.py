@@ -65,6 +65,7 @@ class FakeProvider:
     refuse_create: str | None = None  # the provider refuses the order with this message
     create_failures: int = 0  # the next creates fail as if the provider were down
     creates: int = 0  # create calls, including failed ones
+    trade_no_at_create: bool = True  # False: like Alipay's and WeChat Pay's redirect creates
 
     def observation(self, order: PaymentOrder, source: str) -> PaymentObservation:
         paid = self.state is ProviderPaymentState.PAID
@@ -93,7 +94,7 @@ class FakeProvider:
         if self.refuse_create is not None:
             raise ApplicationError(self.refuse_create, type="ProviderRejected", non_retryable=True)
         return CreatedPayment(
-            provider_trade_no="T-" + order.order_id,
+            provider_trade_no="T-" + order.order_id if self.trade_no_at_create else "",
             payment_url=f"http://provider.test/checkout/T-{order.order_id}",
         )
 
@@ -197,6 +198,7 @@ async def client(
 )
 def order(order_id: str, request: pytest.FixtureRequest) -> PaymentOrder:
     return PaymentOrder(
+        provider="sandbox",
         order_id=order_id,
         amount=Decimal("10.00"),
         currency="CNY",
@@ -551,6 +553,7 @@ async def test_a_waiting_payment_is_polled_with_no_workflow_task_per_query(
     `poll_payment` activity: its retries ask the provider (60 s, then 120, 240, 480 s ...),
     and the workflow's history does not grow with them."""
     order = PaymentOrder(
+        provider="sandbox",
         order_id=f"poll-{uuid.uuid4().hex[:8]}", amount=Decimal("10.00"), currency="CNY",
         timing=TIMING, revision=PAYMENT_REVISION,
     )  # fmt: skip
@@ -584,6 +587,7 @@ async def test_a_notification_stops_the_poll(
     client: Client, task_queue: str, provider: FakeProvider, time_env: WorkflowEnvironment
 ) -> None:
     order = PaymentOrder(
+        provider="sandbox",
         order_id=f"poll-{uuid.uuid4().hex[:8]}", amount=Decimal("10.00"), currency="CNY",
         timing=TIMING, revision=PAYMENT_REVISION,
     )  # fmt: skip
@@ -597,3 +601,89 @@ async def test_a_notification_stops_the_poll(
     await time_env.sleep(timedelta(minutes=30))
     assert len(provider.query_times) == asked  # nothing asked after the settlement
     assert not (await handle.describe()).raw_description.pending_activities
+
+
+# The trust boundary: a transaction takes news only from its own provider, about its own trade.
+
+
+async def test_another_providers_notification_changes_nothing(
+    client: Client, order: PaymentOrder, task_queue: str
+) -> None:
+    """A sandbox-signed PAID for an Alipay order (issue 18): refused, counted, visible; the
+    order's own notification with the same notification id still settles it."""
+    alipay_order = order.model_copy(update={"provider": "alipay"})
+    handle = await client.start_workflow(
+        PaymentWorkflow.run, alipay_order, id=order.workflow_id, task_queue=task_queue
+    )
+    await handle.execute_update(PaymentWorkflow.checkout, alipay_order)
+    forged = notification(order, ProviderPaymentState.PAID, notification_id="n-1")
+    assert forged.provider == "sandbox"
+    await handle.signal(PaymentWorkflow.notify, forged)
+    view = await handle.query(PaymentWorkflow.details)
+    assert view.status is TransactionStatus.PENDING
+    assert (view.refused_observations, view.notifications_received) == (1, 0)
+    assert view.last_refused is not None and "sandbox" in view.last_refused
+    assert view.paid_amount is None
+
+    real = forged.model_copy(update={"provider": "alipay"})
+    await handle.signal(PaymentWorkflow.notify, real)
+    view = await handle.result()
+    assert view.status is TransactionStatus.SUCCEEDED
+    assert (view.notifications_received, view.duplicate_notifications) == (1, 0)
+    assert view.refused_observations == 1
+    assert await status_upserts(handle) == ["CREATED", "PENDING", "SUCCEEDED"]
+
+
+async def test_a_notification_about_another_trade_changes_nothing(
+    client: Client, order: PaymentOrder, task_queue: str
+) -> None:
+    """The provider's trade number is known from the create: news naming another trade of
+    the same provider (a trade someone else opened with this order number) is refused."""
+    handle = await start(client, order, task_queue)
+    other = notification(order, ProviderPaymentState.PAID).model_copy(
+        update={"provider_trade_no": "T-someone-else"}
+    )
+    await handle.signal(PaymentWorkflow.notify, other)
+    view = await handle.query(PaymentWorkflow.details)
+    assert (view.status, view.refused_observations) == (TransactionStatus.PENDING, 1)
+    assert view.provider_trade_no == "T-" + order.order_id
+    mine = notification(order, ProviderPaymentState.PAID).model_copy(
+        update={"provider_trade_no": "T-" + order.order_id}
+    )
+    await handle.signal(PaymentWorkflow.notify, mine)
+    assert (await handle.result()).status is TransactionStatus.SUCCEEDED
+
+
+async def test_a_trade_named_first_by_a_notification_is_kept(
+    client: Client, order: PaymentOrder, task_queue: str, provider: FakeProvider
+) -> None:
+    """Alipay and WeChat Pay answer a create without their trade number: the first news
+    naming one pins it, and news about another trade is refused from then on."""
+    provider.trade_no_at_create = False
+    handle = await start(client, order, task_queue)
+    assert (await handle.query(PaymentWorkflow.details)).provider_trade_no is None
+    first = notification(order, ProviderPaymentState.PENDING).model_copy(
+        update={"provider_trade_no": "T-" + order.order_id}
+    )
+    other = notification(order, ProviderPaymentState.FAILED).model_copy(
+        update={"provider_trade_no": "T-other"}
+    )
+    await handle.signal(PaymentWorkflow.notify, first)
+    await handle.signal(PaymentWorkflow.notify, other)
+    view = await handle.query(PaymentWorkflow.details)
+    assert (view.status, view.refused_observations) == (TransactionStatus.PENDING, 1)
+    assert view.provider_trade_no == "T-" + order.order_id
+    await handle.signal(PaymentWorkflow.notify, notification(order, ProviderPaymentState.PAID))
+    assert (await handle.result()).status is TransactionStatus.SUCCEEDED
+
+
+async def test_a_provider_amount_in_exponent_form_is_shown_in_minor_units(
+    client: Client, order: PaymentOrder, task_queue: str
+) -> None:
+    handle = await start(client, order, task_queue)
+    await handle.signal(
+        PaymentWorkflow.notify, notification(order, ProviderPaymentState.PAID, amount="1E1")
+    )
+    view = await handle.result()
+    assert view.status is TransactionStatus.SUCCEEDED
+    assert str(view.paid_amount) == "10.00"

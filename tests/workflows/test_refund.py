@@ -48,6 +48,7 @@ async def paid_payment(
     client: Client, task_queue: str, amount: str = "10.00", timing: SettlementTiming = TIMING
 ) -> tuple[PaymentOrder, WorkflowHandle[PaymentWorkflow, PaymentView]]:
     order = PaymentOrder(
+        provider="sandbox",
         order_id=f"o-{uuid.uuid4().hex[:10]}",
         amount=Decimal(amount),
         currency="CNY",
@@ -292,6 +293,7 @@ async def test_bad_refunds_change_nothing(
 
     # A payment that is not paid takes no refund.
     pending = PaymentOrder(
+        provider="sandbox",
         order_id=f"p-{uuid.uuid4().hex[:8]}", amount=Decimal("10.00"), currency="CNY", timing=TIMING
     )
     handle = await client.start_workflow(
@@ -465,3 +467,34 @@ async def test_no_refund_window_ends_the_payment_at_settlement(
         await start_refund(
             client, settings, order_id=order.order_id, refund_id="n-" + order.order_id, amount="1"
         )
+
+
+async def test_another_providers_refund_notification_changes_nothing(
+    client: Client, task_queue: str, settings: Settings
+) -> None:
+    """A FAILED signed by another provider (or about another refund number) neither fails
+    the refund nor gives its amount back to the ledger, so no second refund fits in."""
+    order, payment = await paid_payment(client, task_queue)
+    refund_id = "a-" + order.order_id
+    await start_refund(client, settings, order_id=order.order_id, refund_id=refund_id, amount="10")
+    handle = refund_handle(client, refund_id)
+    failed = refund_notification(order, refund_id, "10.00", state=ProviderRefundState.FAILED)
+    for forged in (
+        failed.reported_by("alipay"),
+        failed.reported_by("sandbox").model_copy(update={"provider_refund_no": "R-other"}),
+    ):
+        await handle.signal(RefundWorkflow.notify, forged)
+    view = await handle.query(RefundWorkflow.details)
+    assert (view.status, view.refused_observations) == (TransactionStatus.PENDING, 2)
+    assert view.notifications_received == 0
+    ledger = await payment.query(PaymentWorkflow.details)
+    assert (ledger.refunding_amount, ledger.refundable_amount) == (Decimal("10.00"), Decimal(0))
+    with pytest.raises(RefundRefused, match="exceeds what remains refundable"):
+        await start_refund(
+            client, settings, order_id=order.order_id, refund_id="b-" + order.order_id, amount="10"
+        )
+    mine = refund_notification(order, refund_id, "10.00").reported_by("sandbox")
+    await handle.signal(RefundWorkflow.notify, mine)
+    assert (await handle.result()).status is TransactionStatus.SUCCEEDED
+    view = await wait_for(payment, lambda v: v.status is TransactionStatus.REFUNDED)
+    assert view.refunded_amount == Decimal("10.00")

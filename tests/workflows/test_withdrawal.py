@@ -127,6 +127,7 @@ async def client(
 @pytest.fixture
 def order() -> WithdrawalOrder:
     return WithdrawalOrder(
+        provider="sandbox",
         withdrawal_id=f"wd-{uuid.uuid4().hex[:10]}",
         amount=Decimal("25.00"),
         currency="CNY",
@@ -330,4 +331,21 @@ async def test_same_withdrawal_id_with_other_terms_is_refused(
             await handle.execute_update(WithdrawalWorkflow.submitted, other)
         assert "already exists with different terms" in str(refused.value.cause)
     await handle.signal(WithdrawalWorkflow.notify, notification(order))
+    assert (await handle.result()).status is TransactionStatus.SUCCEEDED
+
+
+async def test_another_providers_transfer_notification_changes_nothing(
+    client: Client, order: WithdrawalOrder, task_queue: str
+) -> None:
+    handle = await start(client, order, task_queue)
+    failed = notification(order, ProviderTransferState.FAILED)
+    await handle.signal(WithdrawalWorkflow.notify, failed.reported_by("stripe"))
+    await handle.signal(
+        WithdrawalWorkflow.notify,
+        failed.reported_by("sandbox").model_copy(update={"provider_transfer_no": "SBT-other"}),
+    )
+    view = await handle.query(WithdrawalWorkflow.details)
+    assert (view.status, view.refused_observations) == (TransactionStatus.PENDING, 2)
+    assert view.last_refused is not None and "SBT-other" in view.last_refused
+    await handle.signal(WithdrawalWorkflow.notify, notification(order).reported_by("sandbox"))
     assert (await handle.result()).status is TransactionStatus.SUCCEEDED
