@@ -138,7 +138,7 @@ async def test_a_busy_codec_answers_503_at_once_and_the_loop_stays_free(
     adapters: dict[str, Any] = {
         "stripe": StripeAdapter("sk_test_codec", ["whsec_codec"], api_base="http://127.0.0.1:1")
     }
-    body = {"payloads": []}
+    body: dict[str, list[Any]] = {"payloads": []}
     try:
         async with (
             serve_listeners(webhook_listeners(settings, adapters), settings) as urls,
