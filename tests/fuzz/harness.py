@@ -134,6 +134,25 @@ class ProviderKit:
     # A stale notification: how old (seconds) is certainly too old, signed with the right key.
     stale_after: float = 300.0
 
+    def __init__(self) -> None:
+        # The provider's trade number for each order: the create's, or one made up on first
+        # use (for providers that name it only in notifications), so that every notification
+        # about an order names the trade its payment knows (a payment refuses another's).
+        self.trade_nos: dict[str, str] = {}
+
+    def trade_no(self, order_id: str) -> str:
+        return self.trade_nos.setdefault(order_id, f"T{uuid.uuid4().hex[:20].upper()}")
+
+    def about_another_trade(self, order_id: str, amount: str = "10.00") -> Notification:
+        """A valid notification about `order_id` that names a trade its payment never had."""
+        known = self.trade_nos.pop(order_id, None)
+        try:
+            return self.valid(order_id, amount)
+        finally:
+            self.trade_nos.pop(order_id, None)
+            if known is not None:
+                self.trade_nos[order_id] = known
+
 
 class SandboxKit(ProviderKit):
     name = "sandbox"
@@ -141,6 +160,7 @@ class SandboxKit(ProviderKit):
     required_headers = signature_headers
 
     def __init__(self, key: rsa.RSAPrivateKey) -> None:
+        super().__init__()
         self.key = key
         self.wrong = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
@@ -151,7 +171,7 @@ class SandboxKit(ProviderKit):
             "notify_time": utc_iso(now),
             "notify_type": "trade_status_sync",
             "out_trade_no": order_id,
-            "trade_no": f"SBX{uuid.uuid4().hex[:20].upper()}",
+            "trade_no": self.trade_no(order_id),
             "trade_status": "TRADE_SUCCESS",
             "total_amount": "10.00",
             "receipt_amount": amount,
@@ -175,6 +195,7 @@ class AlipayKit(ProviderKit):
     stale_after = 48 * 3600.0  # TEMPAY_ALIPAY_NOTIFICATION_MAX_AGE; future times are allowed
 
     def __init__(self, fake: FakeAlipayGateway) -> None:
+        super().__init__()
         self.fake = fake
         self.wrong_pem, _ = rsa_pem_pair()
 
@@ -189,7 +210,7 @@ class AlipayKit(ProviderKit):
             "app_id": self.fake.app_id,
             "charset": "utf-8",
             "version": "1.0",
-            "trade_no": f"2026{secrets.randbelow(10**24):024d}",
+            "trade_no": self.trade_no(order_id),
             "out_trade_no": order_id,
             "seller_id": self.fake.seller_id,
             "trade_status": "TRADE_SUCCESS",
@@ -228,6 +249,7 @@ class WechatKit(ProviderKit):
     required_headers = signature_headers[:4]
 
     def __init__(self, fake: FakeWechatPay) -> None:
+        super().__init__()
         self.fake = fake
         self.wrong = new_key()
 
@@ -241,7 +263,7 @@ class WechatKit(ProviderKit):
             "trade_state": "SUCCESS",
             "trade_state_desc": "支付成功",
             "attach": "",
-            "transaction_id": f"4200{secrets.randbelow(10**24):024d}",
+            "transaction_id": self.trade_no(order_id),
             "bank_type": "OTHERS",
             "success_time": (datetime.now(UTC) + timedelta(hours=8)).strftime(
                 "%Y-%m-%dT%H:%M:%S+08:00"
@@ -290,6 +312,7 @@ class StripeKit(ProviderKit):
     required_headers = signature_headers
 
     def __init__(self, fake: FakeStripe) -> None:
+        super().__init__()
         self.fake = fake
 
     def payload(self, order_id: str, amount: str = "10.00", age: float = 0.0) -> Any:
@@ -297,7 +320,7 @@ class StripeKit(ProviderKit):
         event = self.fake.event(
             "checkout.session.completed",
             {
-                "id": f"cs_test_{uuid.uuid4().hex}",
+                "id": self.trade_no(order_id),
                 "object": "checkout.session",
                 "client_reference_id": order_id,
                 "metadata": {"order_id": order_id},
@@ -431,6 +454,8 @@ class FuzzStack:
         )
         checkout = await transactions.start_payment(self.client, self.stack.settings, order)
         assert checkout.status is TransactionStatus.PENDING, checkout
+        if checkout.provider_trade_no:
+            kit.trade_nos[order_id] = checkout.provider_trade_no
         handle: WorkflowHandle[PaymentWorkflow, PaymentView] = self.client.get_workflow_handle(
             order.workflow_id, result_type=PaymentView
         )

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from tempay.domain import TransactionStatus
 from tests.fuzz.harness import (
     BELIEVED,
     PROVIDERS,
@@ -29,6 +30,7 @@ from tests.fuzz.harness import (
     terminate,
 )
 from tests.fuzz.tally import TALLY
+from workflows.payment import PaymentWorkflow
 
 # Strategies
 
@@ -392,3 +394,46 @@ def test_garbage_signed_with_the_right_key_is_refused(
             assert response.json()["ignored"]
 
     check()
+
+
+def test_signed_news_about_another_providers_order_changes_nothing(
+    fuzz: FuzzStack, http: httpx.Client
+) -> None:
+    """The trust boundary (issue 18): a notification validly signed by one provider about an
+    order made with another, or by the order's own provider about another trade, is
+    acknowledged or refused (never a 5xx) and changes nothing: the order stays PENDING with
+    no notification received, and each one that reached it is counted as refused."""
+    victims = {provider: fuzz.run(fuzz.start(provider)) for provider in PROVIDERS}
+    # Alipay and WeChat Pay name their trade only in its first notification: until then
+    # any trade of theirs is the order's, so "another trade" applies to sandbox and Stripe.
+    trade_known = {p for p in PROVIDERS if fuzz.kits[p].trade_nos.get(victims[p].order_id)}
+    assert trade_known == {"sandbox", "stripe"}, trade_known
+    pairs = [(s, v) for s in PROVIDERS for v in PROVIDERS if s != v or v in trade_known]
+
+    @given(st.sampled_from(pairs), st.sampled_from(["10.00", "0.01", "25000.00"]))
+    def check(pair: tuple[str, str], amount: str) -> None:
+        signer, victim = pair
+        target = victims[victim]
+        kit = fuzz.kits[signer]
+        before = fuzz.run(target.handle.query(PaymentWorkflow.details))
+        notification = (
+            kit.about_another_trade(target.order_id, amount)
+            if signer == victim
+            else kit.valid(target.order_id, amount)
+        )
+        response = post(http, signer, notification.body, notification.headers)
+        assert response.status_code < 500, (pair, response.status_code, response.text)
+        after = fuzz.run(target.handle.query(PaymentWorkflow.details))
+        assert (after.status, after.notifications_received) == (TransactionStatus.PENDING, 0)
+        assert after.paid_amount is None
+        reached = 1 if response.is_success else 0
+        assert after.refused_observations == before.refused_observations + reached, pair
+
+    try:
+        check()
+        for provider, target in victims.items():
+            view = fuzz.run(target.handle.query(PaymentWorkflow.details))
+            assert view.refused_observations > 0, provider  # the cases did reach each order
+    finally:
+        for target in victims.values():
+            fuzz.run(terminate(target, "trust boundary cases done"))
