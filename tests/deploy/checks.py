@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import importlib
 import io
+import ipaddress
 import json
 import pkgutil
 import re
@@ -23,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
-from pydantic import AliasChoices
+from pydantic import AliasChoices, TypeAdapter, ValidationError
 from pydantic_settings import BaseSettings
 
 from providers.sandbox.settings import SandboxSettings
@@ -82,20 +83,58 @@ def argv_of(service: dict[str, Any]) -> list[str]:
 class Port:
     host: int | None  # None: not published on the host
     container: int
+    host_ip: str | None = None  # None: every interface of the host
+
+    @property
+    def where(self) -> str:
+        if not self.host_ip:
+            return f"every interface (port {self.host})"
+        return (
+            f"[{self.host_ip}]:{self.host}"
+            if ":" in self.host_ip
+            else f"{self.host_ip}:{self.host}"
+        )
 
 
 def ports_of(service: dict[str, Any]) -> list[Port]:
+    """Published ports, from the long form or `[HOST_IP:][HOST:]CONTAINER[/PROTO]` (an IPv6
+    HOST_IP in brackets)."""
     ports = []
     for entry in service.get("ports") or []:
         if isinstance(entry, dict):
             published = entry.get("published")
-            ports.append(Port(int(published) if published else None, int(entry["target"])))
+            host_ip = str(entry["host_ip"]) if entry.get("host_ip") else None
+            ports.append(Port(int(published) if published else None, int(entry["target"]), host_ip))
             continue
-        parts = str(entry).split("/")[0].split(":")
+        spec = str(entry).split("/")[0]
+        if spec.startswith("["):
+            ip, _, rest = spec[1:].partition("]")
+            parts = [ip, *rest.removeprefix(":").split(":")]
+        else:
+            parts = spec.rsplit(":", 2)
         container = int(parts[-1])
         host = int(parts[-2]) if len(parts) >= 2 and parts[-2] else None
-        ports.append(Port(host, container))
+        host_ip = parts[-3] if len(parts) == 3 and parts[-3] else None
+        ports.append(Port(host, container, host_ip))
     return ports
+
+
+def loopback(host_ip: str | None) -> bool:
+    """Whether a published port's host address is the host's loopback (None: every one)."""
+    if not host_ip:
+        return False
+    try:
+        return ipaddress.ip_address(host_ip.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def depends_on(service: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """depends_on in its long form (the short form is `condition: service_started`)."""
+    value = service.get("depends_on") or {}
+    if isinstance(value, list):
+        return {str(name): {"condition": "service_started"} for name in value}
+    return {str(name): dict(spec or {}) for name, spec in value.items()}
 
 
 def host_port(service: dict[str, Any], container: int) -> int | None:
@@ -147,6 +186,12 @@ def by_image(compose: dict[str, Any], image: str) -> dict[str, dict[str, Any]]:
 def running(compose: dict[str, Any], subcommand: str) -> dict[str, dict[str, Any]]:
     """Built services whose command is `tempay SUBCOMMAND ...`."""
     return {name: s for name, s in built(compose).items() if argv_of(s)[1:2] == [subcommand]}
+
+
+def talking_to_temporal(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The webhook and worker services: the processes that talk to Temporal and hold the
+    provider adapters."""
+    return {**running(compose, "webhook"), **running(compose, "worker")}
 
 
 def one(services: dict[str, dict[str, Any]], what: str) -> tuple[str, dict[str, Any]]:
@@ -213,6 +258,17 @@ def known_settings() -> set[str]:
 
 def default(cls: type[BaseSettings], field: str) -> Any:
     return cls.model_fields[field].default
+
+
+def as_setting(cls: type[BaseSettings], field: str, raw: str | None) -> Any:
+    """What the settings class makes of an environment value, as its field's type reads it;
+    ValueError when it reads none (e.g. "maybe" for a bool)."""
+    annotation = cls.model_fields[field].annotation
+    assert annotation is not None, f"{cls.__name__}.{field} has no type"
+    try:
+        return TypeAdapter(annotation).validate_python(raw)
+    except ValidationError as exc:
+        raise ValueError(f"{raw!r} is not a value of {field}") from exc
 
 
 # --- checks ------------------------------------------------------------------------------
@@ -382,22 +438,25 @@ def port_problems(compose: dict[str, Any]) -> list[str]:
     return problems
 
 
+def internal_port_of(service: dict[str, Any]) -> int:
+    return int(env_of(service).get("TEMPAY_INTERNAL_PORT", default(Settings, "internal_port")))
+
+
 def codec_problems(compose: dict[str, Any]) -> list[str]:
-    """The UI's codec endpoint is the webhook's published /codec (the browser calls it), and
-    the webhook lets the UI's published origin call it."""
+    """The UI's codec endpoint is the webhook's internal listener's /codec as published on
+    the host (the operator's browser calls it), and the webhook lets the UI's published
+    origin call it."""
     ui_name, ui = one(by_image(compose, UI_IMAGE), UI_IMAGE)
     hook, hook_service = one(running(compose, "webhook"), "`tempay webhook`")
     problems = []
-    hook_port = int(
-        env_of(hook_service).get("TEMPAY_WEBHOOK_PORT", default(Settings, "webhook_port"))
-    )
-    hook_host_port = host_port(hook_service, hook_port)
-    problems += _url_problem(
-        ui_name,
-        "TEMPORAL_CODEC_ENDPOINT",
-        env_of(ui).get("TEMPORAL_CODEC_ENDPOINT"),
-        f"http://localhost:{hook_host_port}/codec",
-    )
+    internal_host_port = host_port(hook_service, internal_port_of(hook_service))
+    if internal_host_port is not None:  # (else internal_listener_problems says so)
+        problems += _url_problem(
+            ui_name,
+            "TEMPORAL_CODEC_ENDPOINT",
+            env_of(ui).get("TEMPORAL_CODEC_ENDPOINT"),
+            f"http://localhost:{internal_host_port}/codec",
+        )
     ui_port = int(env_of(ui).get("TEMPORAL_UI_PORT", UI_PORT_DEFAULT))
     ui_host_port = host_port(ui, ui_port)
     if ui_host_port != UI_PORT_DEFAULT:
@@ -413,6 +472,123 @@ def codec_problems(compose: dict[str, Any]) -> list[str]:
             problems.append(f"{name}: no TEMPAY_CODEC_KEYS (payloads must be encrypted)")
         elif keys is not None and interpolated(keys) != {"TEMPAY_CODEC_KEYS"}:
             problems.append(f"{name}: TEMPAY_CODEC_KEYS must come from .env, not this file")
+    return problems
+
+
+def internal_listener_problems(compose: dict[str, Any]) -> list[str]:
+    """/api, /codec and /metrics are on the webhook's internal listener, apart from the
+    public one providers reach: it listens on every interface inside the container (the UI's
+    browser through the host, Prometheus in the network) and is published on the host's
+    loopback only, on the port the docs and the code name."""
+    name, service = one(running(compose, "webhook"), "`tempay webhook`")
+    env = env_of(service)
+    problems = []
+    combined = env.get("TEMPAY_INTERNAL_ON_WEBHOOK_PORT")
+    if combined is not None:
+        try:
+            combined_on = as_setting(Settings, "internal_on_webhook_port", combined)
+        except ValueError:
+            combined_on = True  # not a boolean: report it, whatever it was meant to be
+        if combined_on is not False:
+            problems.append(
+                f"{name}: TEMPAY_INTERNAL_ON_WEBHOOK_PORT={combined} puts /api, /codec and "
+                "/metrics on the public port"
+            )
+    port_default = int(default(Settings, "internal_port"))
+    port = internal_port_of(service)
+    if port != port_default:
+        problems.append(
+            f"{name}: TEMPAY_INTERNAL_PORT={port}, the code's default is {port_default}"
+        )
+    if env.get("TEMPAY_INTERNAL_HOST") != "0.0.0.0":
+        problems.append(
+            f"{name}: TEMPAY_INTERNAL_HOST must be 0.0.0.0 in a container (its default "
+            f"{default(Settings, 'internal_host')} is the container's own loopback)"
+        )
+    published = [p for p in ports_of(service) if p.container == port and p.host is not None]
+    if not published:
+        problems.append(f"{name}: internal port {port} is not published on 127.0.0.1")
+    for entry in published:
+        if not loopback(entry.host_ip):
+            problems.append(
+                f"{name}: internal port {port} published on {entry.where}, not on the "
+                "host's loopback only: /api, /codec and /metrics open to the network"
+            )
+        elif entry.host != port:
+            problems.append(
+                f"{name}: internal port published on {entry.host}, not {port} as the docs "
+                "and CLI say"
+            )
+    return problems
+
+
+SANDBOX_SWITCH = "TEMPAY_SANDBOX"
+_DEFAULTED = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*):-([^}]*)\}$")
+
+
+def sandbox_problems(compose: dict[str, Any]) -> list[str]:
+    """The sandbox signs whatever it is asked to, so it exists only where switched on: its
+    service runs only under a profile and is published on the host's loopback only; the
+    webhook and worker wait for it when it runs, and take its adapter only when .env says
+    TEMPAY_SANDBOX=true (`${TEMPAY_SANDBOX:-false}`: unset or empty is off)."""
+    box, service = one(running(compose, "sandbox"), "`tempay sandbox`")
+    problems = []
+    if not service.get("profiles"):
+        problems.append(f"{box}: no profiles, so it runs by default (it must be switched on)")
+    for entry in ports_of(service):
+        if entry.host is not None and not loopback(entry.host_ip):
+            problems.append(
+                f"{box}: port {entry.container} published on {entry.where}, not on the "
+                "host's loopback only"
+            )
+    for name, other in talking_to_temporal(compose).items():
+        wait = depends_on(other).get(box)
+        if wait is None or wait.get("condition") != "service_healthy":
+            problems.append(f"{name}: does not wait for {box} to be healthy when it runs")
+        raw = env_of(other).get(SANDBOX_SWITCH)
+        match = _DEFAULTED.match(raw or "")
+        if match is None or match.group(1) != SANDBOX_SWITCH:
+            said = f"{SANDBOX_SWITCH}={raw}" if raw is not None else f"no {SANDBOX_SWITCH}"
+            problems.append(
+                f"{name}: {said}; it must come from .env with a false default "
+                f"(${{{SANDBOX_SWITCH}:-false}})"
+            )
+            continue
+        try:
+            on_by_default = as_setting(Settings, "sandbox", match.group(2)) is not False
+        except ValueError:
+            on_by_default = True
+        if on_by_default:
+            problems.append(
+                f"{name}: {SANDBOX_SWITCH} defaults to {match.group(2)!r}, not false: "
+                "the sandbox must be off unless .env turns it on"
+            )
+    return problems
+
+
+def profile_problems(compose: dict[str, Any]) -> list[str]:
+    """The worker and webhook run without a profile, and a service that runs without one
+    starts without the profiled services it depends on: such a depends_on says
+    `required: false` (the Compose spec calls a model invalid whose depends_on names a
+    service its profiles leave out; `required: false` only warns)."""
+    services = compose["services"]
+    problems = []
+    for name, service in talking_to_temporal(compose).items():
+        if service.get("profiles"):
+            problems.append(f"{name}: under profiles {service['profiles']}, not started by default")
+    for name, service in services.items():
+        if service.get("profiles"):
+            continue
+        for target, spec in depends_on(service).items():
+            if target not in services:
+                problems.append(f"{name}: depends on {target}, which is not a service")
+                continue
+            profiles = services[target].get("profiles")
+            if profiles and spec.get("required", True) is not False:
+                problems.append(
+                    f"{name}: depends on {target} (profiles {profiles}) without "
+                    "`required: false`, so it cannot start without that profile"
+                )
     return problems
 
 
@@ -453,7 +629,7 @@ def search_attribute_problems(compose: dict[str, Any]) -> list[str]:
         problems.append(f"{name}: registers {sorted(args[1:])}, tempay needs {expected}")
     for dependant, other in compose["services"].items():
         if role_of(other) in ("worker", "webhook"):
-            condition = (other.get("depends_on") or {}).get(name, {}).get("condition")
+            condition = depends_on(other).get(name, {}).get("condition")
             if condition != "service_completed_successfully":
                 problems.append(f"{dependant}: does not wait for {name} to complete")
     return problems
@@ -480,32 +656,83 @@ def mount_problems(compose: dict[str, Any]) -> list[str]:
     return problems
 
 
-_INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
+_INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(:?-)?")
 
 
 def interpolated(text: str) -> set[str]:
     """Variables compose substitutes (`${VAR}`, `${VAR:-x}`, ...; `$${` is a literal `$`)."""
-    return set(_INTERPOLATION.findall(text))
+    return {name for name, _ in _INTERPOLATION.findall(text)}
 
 
-def env_file_names(text: str) -> dict[str, str]:
+def defaulted(text: str) -> set[str]:
+    """Variables every substitution of which has a default (`${VAR:-x}`, `${VAR-x}`)."""
+    found = _INTERPOLATION.findall(text)
+    return {name for name, _ in found} - {name for name, dash in found if not dash}
+
+
+_ENV_LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)$")
+
+
+def env_file_names(text: str, commented: bool = False) -> dict[str, str]:
+    """NAME=value lines of an env file; with `commented`, the commented-out ones
+    (`# NAME=value`), which document an optional variable without setting it."""
     names = {}
     for line in text.splitlines():
         line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            names[key.removeprefix("export ").strip()] = value.strip()
+        if line.startswith("#") != commented:
+            continue
+        match = _ENV_LINE.match(line.lstrip("#").strip() if commented else line)
+        if match:
+            names[match.group(1)] = match.group(2).strip()
     return names
 
 
 def env_example_problems(compose_text: str, example_text: str) -> list[str]:
+    """Every variable docker-compose.yml substitutes is listed; one with a default there may
+    be listed commented out instead."""
     listed = env_file_names(example_text)
+    shown = set(listed) | (
+        set(env_file_names(example_text, commented=True)) & defaulted(compose_text)
+    )
     problems = [
         f".env.example does not list {name}, which docker-compose.yml uses"
-        for name in sorted(interpolated(compose_text) - set(listed))
+        for name in sorted(interpolated(compose_text) - shown)
     ]
     if listed.get("TEMPAY_CODEC_KEYS"):
         problems.append(".env.example must not carry a codec key (each install makes its own)")
+    return problems
+
+
+def env_example_sandbox_problems(compose: dict[str, Any], example_text: str) -> list[str]:
+    """.env.example shows how to switch the sandbox on (COMPOSE_PROFILES naming its profile
+    and TEMPAY_SANDBOX=true, together) and leaves it off (both commented out)."""
+    _, service = one(running(compose, "sandbox"), "`tempay sandbox`")
+    profiles = {str(p) for p in service.get("profiles") or []}
+    if not profiles:
+        return []  # (sandbox_problems says so)
+
+    def profile_chosen(names: dict[str, str]) -> bool:
+        return bool(profiles & {p.strip() for p in names.get("COMPOSE_PROFILES", "").split(",")})
+
+    def switched_on(names: dict[str, str]) -> bool:
+        try:
+            return as_setting(Settings, "sandbox", names.get(SANDBOX_SWITCH)) is True
+        except ValueError:
+            return False
+
+    problems = []
+    active = env_file_names(example_text)
+    if profile_chosen(active) or switched_on(active):
+        problems.append(
+            ".env.example switches the sandbox on (COMPOSE_PROFILES or TEMPAY_SANDBOX): "
+            "it must stay off unless the operator turns it on"
+        )
+    documented = env_file_names(example_text, commented=True)
+    if not (profile_chosen(documented) and switched_on(documented)):
+        problems.append(
+            f".env.example does not show COMPOSE_PROFILES={min(profiles)} with "
+            f"{SANDBOX_SWITCH}=true (commented out), which switch the sandbox on"
+        )
     return problems
 
 

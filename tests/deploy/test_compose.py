@@ -76,8 +76,20 @@ def test_ports_hosts_and_urls_agree_with_the_settings() -> None:
     assert checks.port_problems(COMPOSE) == []
 
 
-def test_ui_codec_endpoint_is_the_webhook_and_the_webhook_allows_the_ui() -> None:
+def test_ui_codec_endpoint_is_the_internal_listener_and_the_webhook_allows_the_ui() -> None:
     assert checks.codec_problems(COMPOSE) == []
+
+
+def test_internal_listener_is_published_on_the_hosts_loopback_only() -> None:
+    assert checks.internal_listener_problems(COMPOSE) == []
+
+
+def test_sandbox_runs_only_when_switched_on() -> None:
+    assert checks.sandbox_problems(COMPOSE) == []
+
+
+def test_webhook_and_worker_start_without_the_sandbox_profile() -> None:
+    assert checks.profile_problems(COMPOSE) == []
 
 
 def test_workers_scale() -> None:
@@ -98,6 +110,10 @@ def test_env_example_lists_every_interpolated_variable() -> None:
     assert checks.env_example_problems(text, checks.ENV_EXAMPLE.read_text()) == []
 
 
+def test_env_example_shows_how_to_switch_the_sandbox_on_and_leaves_it_off() -> None:
+    assert checks.env_example_sandbox_problems(COMPOSE, checks.ENV_EXAMPLE.read_text()) == []
+
+
 def test_dockerfile_is_pinned_non_root_and_copies_what_it_installs() -> None:
     assert checks.dockerfile_problems(checks.DOCKERFILE.read_text()) == []
 
@@ -111,6 +127,8 @@ def test_env_file_stays_out_of_git_and_images() -> None:
 def test_settings_and_subcommands_come_from_the_code() -> None:
     known = checks.known_settings()
     assert {"TEMPORAL_ADDRESS", "TEMPAY_WEBHOOK_PORT", "TEMPAY_SANDBOX_PUBLIC_URL"} <= known
+    assert {"TEMPAY_INTERNAL_HOST", "TEMPAY_INTERNAL_PORT", "TEMPAY_SANDBOX"} <= known
+    assert checks.default(checks.Settings, "internal_port") == 8002
     assert "TEMPAY_DATA_DIR" in known
     assert {"worker", "webhook", "sandbox", "pay"} <= checks.subcommands()
 
@@ -144,6 +162,14 @@ def drop_env(name: str, key: str) -> Callable[[dict[str, Any]], None]:
     return lambda c: env(c, name).pop(key)
 
 
+def set_ports(name: str, *ports: str | dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    return lambda c: svc(c, name).__setitem__("ports", list(ports))
+
+
+def set_key(name: str, key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda c: svc(c, name).__setitem__(key, value)
+
+
 def all_problems(compose: dict[str, Any]) -> list[str]:
     known = checks.known_settings()
     scripts, names = checks.console_scripts(), checks.subcommands()
@@ -157,6 +183,9 @@ def all_problems(compose: dict[str, Any]) -> list[str]:
     for check in (
         checks.temporal_address_problems,
         checks.port_problems,
+        checks.internal_listener_problems,
+        checks.sandbox_problems,
+        checks.profile_problems,
         checks.codec_problems,
         checks.scaling_problems,
         checks.search_attribute_problems,
@@ -235,13 +264,162 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("sandbox url", drop_env("webhook", "TEMPAY_SANDBOX_URL"), "TEMPAY_SANDBOX_URL unset"),
     (
         "codec inside",
-        set_env("temporal-ui", "TEMPORAL_CODEC_ENDPOINT", "http://webhook:8000/codec"),
-        "expected http://localhost:8000/codec",
+        set_env("temporal-ui", "TEMPORAL_CODEC_ENDPOINT", "http://webhook:8002/codec"),
+        "expected http://localhost:8002/codec",
     ),
     (
         "codec path",
-        set_env("temporal-ui", "TEMPORAL_CODEC_ENDPOINT", "http://localhost:8000"),
-        "expected http://localhost:8000/codec",
+        set_env("temporal-ui", "TEMPORAL_CODEC_ENDPOINT", "http://localhost:8002"),
+        "expected http://localhost:8002/codec",
+    ),
+    (
+        "codec public",
+        set_env("temporal-ui", "TEMPORAL_CODEC_ENDPOINT", "http://localhost:8000/codec"),
+        "expected http://localhost:8002/codec",
+    ),
+    (
+        "codec remapped",
+        set_ports("webhook", "8000:8000", "127.0.0.1:18002:8002"),
+        "expected http://localhost:18002/codec",
+    ),
+    # The internal listener: 0.0.0.0 inside, the host's loopback outside, the public port
+    # never.
+    (
+        "internal everywhere",
+        set_ports("webhook", "8000:8000", "8002:8002"),
+        "internal port 8002 published on every interface",
+    ),
+    (
+        "internal 0.0.0.0",
+        set_ports("webhook", "8000:8000", "0.0.0.0:8002:8002"),
+        "internal port 8002 published on 0.0.0.0:8002",
+    ),
+    (
+        "internal also ipv6",
+        set_ports("webhook", "8000:8000", "127.0.0.1:8002:8002", "[::]:8002:8002"),
+        "internal port 8002 published on [::]:8002",
+    ),
+    ("internal unpublished", set_ports("webhook", "8000:8000"), "8002 is not published"),
+    (
+        "internal long form",
+        set_ports("webhook", "8000:8000", {"target": 8002, "published": "8002"}),
+        "internal port 8002 published on every interface",
+    ),
+    (
+        "internal long form 0.0.0.0",
+        set_ports(
+            "webhook", "8000:8000", {"target": 8002, "published": 8002, "host_ip": "0.0.0.0"}
+        ),
+        "internal port 8002 published on 0.0.0.0:8002",
+    ),
+    (
+        "internal behind the public port",
+        set_ports("webhook", "8000:8000", "127.0.0.1:8002:8002", "8001:8002"),
+        "internal port 8002 published on every interface",
+    ),
+    (
+        "internal remapped",
+        set_ports("webhook", "8000:8000", "127.0.0.1:18002:8002"),
+        "internal port published on 18002",
+    ),
+    ("internal bind", drop_env("webhook", "TEMPAY_INTERNAL_HOST"), "TEMPAY_INTERNAL_HOST must"),
+    (
+        "internal loopback bind",
+        set_env("webhook", "TEMPAY_INTERNAL_HOST", "127.0.0.1"),
+        "TEMPAY_INTERNAL_HOST must be 0.0.0.0",
+    ),
+    (
+        "internal port",
+        set_env("webhook", "TEMPAY_INTERNAL_PORT", "9002"),
+        "the code's default is 8002",
+    ),
+    (
+        "everything public",
+        set_env("webhook", "TEMPAY_INTERNAL_ON_WEBHOOK_PORT", "true"),
+        "puts /api, /codec and /metrics on the public port",
+    ),
+    # The sandbox: only under its profile, on the host's loopback, on only from .env.
+    ("sandbox by default", lambda c: svc(c, "sandbox").pop("profiles"), "runs by default"),
+    ("sandbox no profiles", set_key("sandbox", "profiles", []), "runs by default"),
+    (
+        "sandbox everywhere",
+        set_ports("sandbox", "8001:8001"),
+        "sandbox: port 8001 published on every interface",
+    ),
+    (
+        "sandbox 0.0.0.0",
+        set_ports("sandbox", "0.0.0.0:8001:8001"),
+        "sandbox: port 8001 published on 0.0.0.0:8001",
+    ),
+    (
+        "sandbox long form",
+        set_ports("sandbox", {"target": 8001, "published": "8001"}),
+        "sandbox: port 8001 published on every interface",
+    ),
+    ("sandbox on", set_env("worker", "TEMPAY_SANDBOX", "true"), "must come from .env"),
+    (
+        "sandbox on by default",
+        set_env("webhook", "TEMPAY_SANDBOX", "${TEMPAY_SANDBOX:-true}"),
+        "defaults to 'true'",
+    ),
+    (
+        "sandbox empty default",
+        set_env("worker", "TEMPAY_SANDBOX", "${TEMPAY_SANDBOX:-}"),
+        "defaults to ''",
+    ),
+    (
+        "sandbox empty from .env",
+        set_env("worker", "TEMPAY_SANDBOX", "${TEMPAY_SANDBOX-false}"),
+        "must come from .env with a false default",
+    ),
+    (
+        "sandbox other variable",
+        set_env("webhook", "TEMPAY_SANDBOX", "${SANDBOX:-false}"),
+        "must come from .env with a false default",
+    ),
+    (
+        "sandbox unsaid",
+        drop_env("worker", "TEMPAY_SANDBOX"),
+        "worker: no TEMPAY_SANDBOX; it must come from .env",
+    ),
+    (
+        "sandbox required",
+        lambda c: svc(c, "webhook")["depends_on"]["sandbox"].pop("required"),
+        "webhook: depends on sandbox (profiles ['sandbox']) without `required: false`",
+    ),
+    (
+        "sandbox required true",
+        lambda c: svc(c, "worker")["depends_on"]["sandbox"].__setitem__("required", True),
+        "worker: depends on sandbox (profiles ['sandbox']) without `required: false`",
+    ),
+    (
+        "short depends_on",
+        set_key("worker", "depends_on", ["temporal-setup", "sandbox"]),
+        "worker: depends on sandbox (profiles ['sandbox']) without `required: false`",
+    ),
+    (
+        "sandbox not awaited",
+        lambda c: svc(c, "webhook")["depends_on"].pop("sandbox"),
+        "webhook: does not wait for sandbox",
+    ),
+    (
+        "sandbox started only",
+        lambda c: svc(c, "worker")["depends_on"]["sandbox"].__setitem__(
+            "condition", "service_started"
+        ),
+        "worker: does not wait for sandbox to be healthy",
+    ),
+    (
+        "webhook under a profile",
+        set_key("webhook", "profiles", ["sandbox"]),
+        "webhook: under profiles ['sandbox']",
+    ),
+    (
+        "missing dependency",
+        lambda c: svc(c, "postgresql").__setitem__(
+            "depends_on", {"nowhere": {"condition": "service_started"}}
+        ),
+        "depends on nowhere, which is not a service",
     ),
     (
         "cors",
@@ -323,6 +501,86 @@ def test_env_example_problems_are_reported() -> None:
     assert any("NEW_VARIABLE" in p for p in problems), problems
     assert any("must not carry a codec key" in p for p in problems), problems
     assert checks.env_example_problems(compose_text, "TEMPAY_CODEC_KEYS=\nNEW_VARIABLE=\n") == []
+    # A variable with a default may be shown commented out; a required one may not.
+    assert checks.env_example_problems(compose_text, "TEMPAY_CODEC_KEYS=\n# NEW_VARIABLE=x\n") == []
+    problems = checks.env_example_problems(compose_text, "# TEMPAY_CODEC_KEYS=\nNEW_VARIABLE=\n")
+    assert any("does not list TEMPAY_CODEC_KEYS" in p for p in problems), problems
+    both = "a: ${MAYBE:-}\nb: ${MAYBE}\n"
+    assert checks.defaulted(both) == set()
+    assert checks.env_example_problems(both, "# MAYBE=x\n") != []
+
+
+ENV_EXAMPLE = checks.ENV_EXAMPLE.read_text()
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (
+            lambda t: t.replace("# COMPOSE_PROFILES=sandbox", "COMPOSE_PROFILES=sandbox"),
+            "switches the sandbox on",
+        ),
+        (
+            lambda t: t.replace("# TEMPAY_SANDBOX=true", "TEMPAY_SANDBOX=true"),
+            "switches the sandbox on",
+        ),
+        (lambda t: t.replace("# COMPOSE_PROFILES=sandbox\n", ""), "does not show"),
+        (
+            lambda t: t.replace("# COMPOSE_PROFILES=sandbox", "# COMPOSE_PROFILES=dev"),
+            "does not show",
+        ),
+        (lambda t: t.replace("# TEMPAY_SANDBOX=true", "# TEMPAY_SANDBOX=false"), "does not show"),
+        (lambda t: t.replace("# TEMPAY_SANDBOX=true\n", ""), "does not show"),
+    ],
+    ids=["profile on", "switch on", "no profile", "other profile", "switch off", "no switch"],
+)
+def test_a_broken_env_example_sandbox_is_reported(
+    edit: Callable[[str], str], expected: str
+) -> None:
+    broken = edit(ENV_EXAMPLE)
+    assert broken != ENV_EXAMPLE, "the edit must change .env.example"
+    problems = checks.env_example_sandbox_problems(COMPOSE, broken)
+    assert any(expected in problem for problem in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("entry", "port"),
+    [
+        ("8000:8000", checks.Port(8000, 8000)),
+        ("8000", checks.Port(None, 8000)),
+        ("127.0.0.1:8002:8002", checks.Port(8002, 8002, "127.0.0.1")),
+        ("127.0.0.1::8002", checks.Port(None, 8002, "127.0.0.1")),
+        ("[::1]:8002:8002/tcp", checks.Port(8002, 8002, "::1")),
+        ("::1:8002:8002", checks.Port(8002, 8002, "::1")),
+        (
+            {"target": 8002, "published": "8002", "host_ip": "127.0.0.1"},
+            checks.Port(8002, 8002, "127.0.0.1"),
+        ),
+    ],
+)
+def test_published_ports_are_read_with_their_host_address(
+    entry: str | dict[str, Any], port: checks.Port
+) -> None:
+    assert checks.ports_of({"ports": [entry]}) == [port]
+
+
+@pytest.mark.parametrize(
+    ("host_ip", "is_loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("::1", True),
+        ("[::1]", True),
+        (None, False),
+        ("", False),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.5", False),
+        ("localhost", False),
+    ],
+)
+def test_loopback_host_addresses(host_ip: str | None, is_loopback: bool) -> None:
+    assert checks.loopback(host_ip) is is_loopback
 
 
 DOCKERFILE = checks.DOCKERFILE.read_text()
