@@ -171,14 +171,17 @@ class SettlesByProvider:
             return
         self._apply(observation)
 
-    def _apply(self, observation: Any) -> None:
-        """The only place an observation changes the status: settles at most once."""
-        problem = untrusted(
+    def _untrusted(self, observation: Any) -> tuple[str, str] | None:
+        return untrusted(
             self._order.provider,
             getattr(self._view, self.PROVIDER_NO_FIELD),
             observation.provider,
             getattr(observation, self.PROVIDER_NO_FIELD),
         )
+
+    def _apply(self, observation: Any) -> None:
+        """The only place an observation changes the status: settles at most once."""
+        problem = self._untrusted(observation)
         if problem is not None:
             refuse(self._view, self._view.kind, *problem, observation.source)
             self._publish()

@@ -16,6 +16,10 @@ from typing import Protocol
 from temporalio import workflow
 
 REFUSED_OBSERVATIONS = "tempay_refused_observations"
+# Histories recorded before the boundary may hold an observation it refuses (an attack that
+# landed): replaying them takes it as they did, so they replay; every run since refuses.
+# The marker is recorded only by a run that refuses something.
+TRUST_PATCH = "trust-boundary"
 
 
 class HasRefusals(Protocol):
@@ -33,11 +37,14 @@ def untrusted(
     """(reason label, message) when an observation must not change a transaction made with
     `provider` whose provider-side id is `known_id`; None when it may. `reported_by` is None
     only in histories recorded before observations named their provider."""
+    problem = None
     if reported_by is not None and reported_by != provider:
-        return "other_provider", f"reported by {reported_by}; this transaction is with {provider}"
-    if known_id and reported_id and reported_id != known_id:
-        return "other_provider_id", f"names {provider} id {reported_id}; this one is {known_id}"
-    return None
+        problem = "other_provider", f"reported by {reported_by}; made with {provider}"
+    elif known_id and reported_id and reported_id != known_id:
+        problem = "other_provider_id", f"names {provider} id {reported_id}; this one is {known_id}"
+    if problem is None or not workflow.patched(TRUST_PATCH):
+        return None  # (not patched: replaying a history from before the boundary)
+    return problem
 
 
 def refuse(view: HasRefusals, kind: str, reason: str, message: str, source: str) -> None:

@@ -172,7 +172,7 @@ class WithdrawalWorkflow(SettlesByProvider):
                 if self._terminal:
                     return False
                 if observation is None:
-                    if self._inbox:
+                    if any(self._untrusted(news) is None for news in self._inbox):
                         break  # the provider notified us about it meanwhile
                     workflow.logger.warning(
                         "transfer %s never reached the provider; creating it again",

@@ -11,14 +11,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory, WorkflowUpdateFailedError
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
 from tempay import search_attributes as sa
 from tempay.domain import (
@@ -687,3 +689,14 @@ async def test_a_provider_amount_in_exponent_form_is_shown_in_minor_units(
     view = await handle.result()
     assert view.status is TransactionStatus.SUCCEEDED
     assert str(view.paid_amount) == "10.00"
+
+
+async def test_a_payment_settled_by_another_provider_before_the_boundary_replays() -> None:
+    """Recorded with the code before the trust boundary: a sandbox-reported PAID settled an
+    Alipay order. Its history still replays (the refusal is behind a patch), so upgrading
+    does not wedge the workflows an attack already reached; operators find them by their
+    PaymentStatus and Provider and review them by hand."""
+    path = Path(__file__).parent / "histories" / "pre_trust_boundary_foreign_paid.json"
+    history = WorkflowHistory.from_json("payment-pre-trust-foreign-paid", path.read_text())
+    replayer = Replayer(workflows=[PaymentWorkflow], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(history)

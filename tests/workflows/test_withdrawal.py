@@ -3,6 +3,7 @@ activity names. Above all: money never leaves twice, whatever happens to a trans
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ class FakeTransferProvider:
     create_faults: list[str] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     creates_received: int = 0  # creates that reached the provider
+    query_gate: asyncio.Event | None = None  # held: status queries wait for it
 
     def observation(self, order: WithdrawalOrder, source: str) -> TransferObservation:
         done = self.state is ProviderTransferState.SUCCEEDED
@@ -89,6 +91,8 @@ class FakeTransferProvider:
     @activity.defn(name="query_transfer")
     async def query_transfer(self, order: WithdrawalOrder) -> TransferObservation | None:
         self.calls.append("query")
+        if self.query_gate is not None:
+            await self.query_gate.wait()
         if not self.held:
             return None
         return self.observation(order, "status_query")
@@ -349,3 +353,31 @@ async def test_another_providers_transfer_notification_changes_nothing(
     assert view.last_refused is not None and "SBT-other" in view.last_refused
     await handle.signal(WithdrawalWorkflow.notify, notification(order).reported_by("sandbox"))
     assert (await handle.result()).status is TransactionStatus.SUCCEEDED
+
+
+async def calls_reach(provider: FakeTransferProvider, calls: list[str]) -> None:
+    for _ in range(500):
+        if provider.calls == calls:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"calls {provider.calls}, expected {calls}")
+
+
+async def test_a_foreign_notification_does_not_stand_for_the_providers_answer(
+    client: Client, order: WithdrawalOrder, task_queue: str, provider: FakeTransferProvider
+) -> None:
+    """After an unknown outcome the provider says it never got the transfer; a notification
+    from another provider that arrived meanwhile is no sign that it did: created again."""
+    provider.create_faults = ["lost_request"]
+    provider.query_gate = asyncio.Event()
+    handle = await client.start_workflow(
+        WithdrawalWorkflow.run, order, id=order.workflow_id, task_queue=task_queue
+    )
+    await calls_reach(provider, ["create", "query"])
+    await handle.signal(WithdrawalWorkflow.notify, notification(order).reported_by("stripe"))
+    provider.query_gate.set()
+    await calls_reach(provider, ["create", "query", "create"])
+    await handle.signal(WithdrawalWorkflow.notify, notification(order).reported_by("sandbox"))
+    view = await handle.result()
+    assert view.status is TransactionStatus.SUCCEEDED
+    assert (view.refused_observations, provider.creates_received) == (1, 1)
