@@ -87,6 +87,7 @@ def _order(
 
 
 async def cmd_pay(args: argparse.Namespace, settings: Settings) -> int:
+    settings = settings.beside_tempay_dev()
     await _start_and_print(_order(args, settings, TransactionKind.PAYMENT), settings)
     return 0
 
@@ -96,6 +97,7 @@ async def cmd_recharge(args: argparse.Namespace, settings: Settings) -> int:
     if not account_id:
         raise InvalidInput("--account-id must name the account to top up")
     args.subject = args.subject or f"Top up {account_id}"
+    settings = settings.beside_tempay_dev()
     order = _order(args, settings, TransactionKind.RECHARGE, account_id=account_id)
     await _start_and_print(order, settings)
     return 0
@@ -116,6 +118,7 @@ async def _start_and_print(order: PaymentOrder, settings: Settings) -> None:
 
 
 async def cmd_withdraw(args: argparse.Namespace, settings: Settings) -> int:
+    settings = settings.beside_tempay_dev()
     order = build_withdrawal(
         settings,
         withdrawal_id=args.withdrawal_id,

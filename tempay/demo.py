@@ -133,6 +133,7 @@ async def run_scenario(
         order_id=order_id,
         amount="10.00",
         currency="CNY",
+        provider="sandbox",  # the demo pays and declines on the sandbox's own pages
         subject=f"tempay demo: {scenario.name}",
         timing=DEMO_TIMING.model_copy(
             update={"status_query_task_queue": settings.status_query_task_queue}

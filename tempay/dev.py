@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import ipaddress
 import os
 import signal
 import socket
@@ -62,7 +63,16 @@ def free_port() -> int:
 def dev_settings(settings: Settings) -> Settings:
     """`settings` as a stack on one machine runs them: the sandbox provider on (it is the
     default provider there), and /api, /codec and /metrics on the webhook port beside
-    /notify, since everything listens on 127.0.0.1 only."""
+    /notify, since everything listens on 127.0.0.1 only (StackError for another host)."""
+    host = settings.webhook_host
+    with contextlib.suppress(ValueError):
+        host = "localhost" if ipaddress.ip_address(host).is_loopback else host
+    if host != "localhost":
+        raise StackError(
+            f"TEMPAY_WEBHOOK_HOST={settings.webhook_host}: `tempay dev` serves the sandbox, "
+            "/api, /codec and /metrics on the webhook port, so it listens on 127.0.0.1 only; "
+            "run `tempay webhook` (two listeners) to take notifications from elsewhere"
+        )
     return settings.model_copy(update={"sandbox": True, "internal_on_webhook_port": True})
 
 
@@ -330,7 +340,11 @@ async def supervise(stack: Stack, stop: asyncio.Event) -> None:
 async def run_dev(settings: Settings, demo: bool = False) -> int:
     from tempay.demo import run_demo
 
-    settings = dev_settings(settings)
+    try:
+        settings = dev_settings(settings)
+    except StackError as exc:
+        print(f"tempay dev: error: {exc}", file=sys.stderr, flush=True)
+        return 1
     stack = Stack(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -71,9 +71,9 @@ class Settings(BaseSettings):
     # Base URL providers POST notifications to; notify_url = {webhook_url}/notify/{provider}.
     webhook_url: str = "http://127.0.0.1:8000"
     # The sandbox provider exists only where it is switched on: its adapter, its
-    # notification route and the default provider. TEMPAY_SANDBOX=true|false decides; unset,
-    # it is on only for a data dir that `tempay dev` made (it leaves SANDBOX_MARKER there,
-    # so CLI commands beside a running `tempay dev` see it too).
+    # notification route and the default provider. Servers need TEMPAY_SANDBOX=true (`tempay
+    # dev` sets it for its children); CLI commands beside a `tempay dev` also see it on
+    # (`beside_tempay_dev`).
     sandbox: bool | None = None
     sandbox_url: str = "http://127.0.0.1:8001"
     # The provider `tempay pay/recharge/withdraw` and /api use when the caller names none.
@@ -224,9 +224,16 @@ class Settings(BaseSettings):
 
     @property
     def sandbox_enabled(self) -> bool:
-        if self.sandbox is not None:
-            return self.sandbox
-        return (self.data_dir / SANDBOX_MARKER).is_file()
+        return bool(self.sandbox)
+
+    def beside_tempay_dev(self) -> Settings:
+        """These settings for a CLI command that starts transactions: in a data dir that
+        `tempay dev` made (its SANDBOX_MARKER), with TEMPAY_SANDBOX unset, the sandbox is on
+        (the default provider), as it is for that stack. Servers never read the marker: a
+        leftover file must not switch the sandbox on in a deployment."""
+        if self.sandbox is None and (self.data_dir / SANDBOX_MARKER).is_file():
+            return self.model_copy(update={"sandbox": True})
+        return self
 
     @property
     def provider_default(self) -> str | None:
