@@ -27,5 +27,5 @@ RUN mkdir -p /data && chown tempay:tempay /data
 ENV TEMPAY_DATA_DIR=/data
 
 USER tempay
-EXPOSE 8000 8001
+EXPOSE 8000 8001 8002
 CMD ["tempay", "worker"]

@@ -357,6 +357,7 @@ def temporal_address_problems(compose: dict[str, Any]) -> list[str]:
     host_default = int(str(default(Settings, "temporal_address")).rsplit(":", 1)[1])
     if host_port(server, grpc) != host_default:
         problems.append(f"{server_name}: gRPC port {grpc} is not published on {host_default}")
+    problems += _loopback_only(server_name, server, grpc, "Temporal's frontend (no auth)")
     expected = f"{server_name}:{grpc}"
     for name, service in compose["services"].items():
         address = env_of(service).get("TEMPORAL_ADDRESS")
@@ -367,6 +368,16 @@ def temporal_address_problems(compose: dict[str, Any]) -> list[str]:
         if talks_to_temporal and "TEMPORAL_ADDRESS" not in env_of(service):
             problems.append(f"{name}: no TEMPORAL_ADDRESS (the default is 127.0.0.1)")
     return problems
+
+
+def _loopback_only(name: str, service: dict[str, Any], container: int, what: str) -> list[str]:
+    """A port published only on the host's loopback: whoever reaches `what` controls it."""
+    return [
+        f"{name}: port {container} published on {p.where}, not the host's loopback only: "
+        f"{what} open to the network"
+        for p in ports_of(service)
+        if p.container == container and p.host is not None and not loopback(p.host_ip)
+    ]
 
 
 def _url_problem(name: str, key: str, value: str | None, expected: str) -> list[str]:
@@ -459,6 +470,7 @@ def codec_problems(compose: dict[str, Any]) -> list[str]:
         )
     ui_port = int(env_of(ui).get("TEMPORAL_UI_PORT", UI_PORT_DEFAULT))
     ui_host_port = host_port(ui, ui_port)
+    problems += _loopback_only(ui_name, ui, ui_port, "the Temporal UI (no login)")
     if ui_host_port != UI_PORT_DEFAULT:
         return [*problems, f"{ui_name}: port {ui_port} is not published on {UI_PORT_DEFAULT}"]
     origin = f"http://localhost:{ui_host_port}"

@@ -300,6 +300,9 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         "internal port 8002 published on [::]:8002",
     ),
     ("internal unpublished", set_ports("webhook", "8000:8000"), "8002 is not published"),
+    ("temporal open", set_ports("temporal", "7233:7233"), "Temporal's frontend (no auth) open"),
+    ("temporal any", set_ports("temporal", "0.0.0.0:7233:7233"), "not the host's loopback"),
+    ("ui open", set_ports("temporal-ui", "8080:8080"), "the Temporal UI (no login) open"),
     (
         "internal long form",
         set_ports("webhook", "8000:8000", {"target": 8002, "published": "8002"}),
