@@ -4,22 +4,23 @@ Signed by the Standard Webhooks scheme (tempay.merchant_webhooks). Every attempt
 event id as `webhook-id` and a fresh timestamp and signature; anything but a 2xx answer
 raises, so Temporal retries it on the workflow's schedule until the merchant takes it.
 
-The merchant's URL may carry credentials (`user:password@`, `?token=`): it is shown only
-through redact_url, in logs, errors (which Temporal keeps in history) and httpx's own log.
+The merchant's URL may carry credentials (`user:password@`, `/hooks/SECRET`, `;token=`,
+`?token=`): it is shown only through redact_url (`https://***@merchant.example/…`), in logs,
+errors (which Temporal keeps in history) and httpx's own log; text from elsewhere (httpx's
+errors, the merchant's answer) goes through redact_urls with every part of it (url_secrets).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from tempay.domain import MerchantDelivery, MerchantDeliveryState, MerchantEvent
-from tempay.merchant_webhooks import REDACTED, redact_url, redact_urls, signed_headers
+from tempay.merchant_webhooks import redact_url, redact_urls, signed_headers, url_secrets
 from tempay.settings import Settings
 
 log = logging.getLogger("tempay.merchant")
@@ -62,16 +63,6 @@ def _hide_in_httpx_log(url: str) -> None:
         httpx_log.addFilter(_HTTPX_LOG_FILTER)
 
 
-def _url_secrets(url: str) -> list[str]:
-    """The password, the query and each query value of `url`, as written and decoded, longest
-    first; values under 4 characters (`v=1`) are no secret and would blot out every digit."""
-    parts = urlsplit(url)
-    raw = [parts.password or "", parts.query]
-    raw += [value for _, value in parse_qsl(parts.query, keep_blank_values=True)]
-    found = {text for item in raw for text in (item, unquote(item)) if len(text) >= 4}
-    return sorted(found, key=len, reverse=True)
-
-
 def _count(outcome: str) -> None:
     """One delivery attempt: delivered, not_configured or failed_attempt (retried)."""
     activity.metric_meter().create_counter(
@@ -89,19 +80,16 @@ class MerchantActivities:
         self._secret = settings.merchant_webhook_secret
         self._transport = transport  # tests may swap the network out
         self._said_not_configured = False
-        # Where deliveries go, as logs and errors show it: no password, no query.
+        # Where deliveries go, as logs and errors show it: scheme://host[:port], no more.
         self._shown_url = redact_url(self._url) if self._url else ""
-        self._hidden = _url_secrets(self._url) if self._url else []
+        self._hidden = url_secrets(self._url) if self._url else []
         if self._url and self._shown_url != self._url:
             _hide_in_httpx_log(self._url)
 
     def _scrubbed(self, text: str) -> str:
         """Text from elsewhere (an httpx error, the merchant's answer) without the URL's
         credentials, which it may echo whole or in part."""
-        text = redact_urls(text)
-        for secret in self._hidden:
-            text = text.replace(secret, REDACTED)
-        return text
+        return redact_urls(text, self._hidden)
 
     @activity.defn(name="notify_merchant")
     async def notify_merchant(self, event: MerchantEvent) -> MerchantDelivery:

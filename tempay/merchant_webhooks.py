@@ -19,9 +19,11 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import httpx
 
 SECRET_PREFIX = "whsec_"
 SIGNATURE_VERSION = "v1"
@@ -33,8 +35,15 @@ TIMESTAMP_HEADER = "webhook-timestamp"
 SIGNATURE_HEADER = "webhook-signature"
 
 REDACTED = "***"
+# What redact_url shows in place of a URL's path, params, query and fragment.
+HIDDEN_PATH = "/…"
 # A URL inside a message (an httpx error, a merchant's error page), up to whitespace or quotes.
 _URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+# Punctuation that ends a sentence around a URL rather than the URL itself.
+_TRAILING_PUNCTUATION = ".,;:!?)]}"
+# Parts of a URL shorter than this (`v=1`, `/v2`) are no secret, and scrubbing them from a
+# message would blot out every such digit or word; the user name and password always count.
+MIN_SECRET_LENGTH = 4
 
 # Unix seconds in ASCII digits only: str.isdigit() also says yes to "²" and "١", and int()
 # raises ValueError past 4,300 digits; twelve digits reach the year 33658.
@@ -49,30 +58,122 @@ class WebhookVerificationError(Exception):
     """A delivery did not verify; the message says which check failed."""
 
 
+def webhook_url_problem(url: str) -> str | None:
+    """Why httpx cannot POST to `url` (http or https, with a host), in words that quote
+    nothing of it, for an error that may be logged; None: it can."""
+    if any(char.isspace() or not char.isprintable() for char in url):
+        return "has a space or a control character (percent-encode it, e.g. %20)"
+    try:
+        parsed = httpx.URL(url)
+    except Exception:  # noqa: BLE001 - httpx's own message quotes the URL: never shown
+        parsed = None
+    if parsed is None:
+        return (
+            "is not a URL httpx can parse: check the port, and percent-encode `/`, `?`, `#`, "
+            "`@` and `:` in the user name and password (e.g. %2F for `/`)"
+        )
+    if parsed.scheme not in ("http", "https"):
+        return "must start with http:// or https://"
+    if not parsed.host:
+        return "has no host"
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        return "has a port outside 1-65535"
+    return None
+
+
 def redact_url(url: str) -> str:
-    """`url` as it may be shown (logs, errors, workflow history, the Temporal UI):
-    scheme://host:port/path, with a user:password and a query, where tokens travel, as ***.
-    `https://shop:pw@merchant.example/hooks?token=t` -> `https://***@merchant.example/hooks?***`
+    """`url` as it may be shown (logs, errors, workflow history, the Temporal UI): only where
+    it goes, `scheme://host[:port]`, as httpx reads the URL (so, what it sends to). What is
+    hidden is replaced by a fixed marker, never shown in part:
+
+    - `***@` after the scheme: the URL has a user name and/or password;
+    - `/…` (slash, ellipsis) at the end: it has a path beyond `/`, params (`;k=v`), a query
+      or a fragment, where tokens travel (`/services/T0/B0/SECRET`, `?token=`);
+    - `***` alone: a URL httpx cannot parse, or one without a host: none of it is shown.
+
+    `https://shop:pw@merchant.example:8443/hooks?token=t` -> `https://***@merchant.example:8443/…`
+    `https://merchant.example/` -> `https://merchant.example`
     """
     try:
-        parts = urlsplit(url)
-    except ValueError:
-        return REDACTED  # unparseable: nothing of it is safe to show
-    userinfo, at, host = parts.netloc.rpartition("@")
-    return urlunsplit(
-        (
-            parts.scheme,
-            f"{REDACTED}@{host}" if at else host,
-            parts.path,
-            REDACTED if parts.query else "",
-            REDACTED if parts.fragment else "",
-        )
-    )
+        parsed = httpx.URL(url)
+        host = parsed.netloc.decode("ascii")  # host[:port], IPv6 in brackets, IDNA encoded
+    except Exception:  # noqa: BLE001 - whatever fails to parse: nothing of it is safe to show
+        return REDACTED
+    if not parsed.scheme or not host:
+        return REDACTED
+    userinfo = f"{REDACTED}@" if parsed.userinfo else ""
+    rest = HIDDEN_PATH if parsed.raw_path not in (b"", b"/") or parsed.fragment else ""
+    return f"{parsed.scheme}://{userinfo}{host}{rest}"
 
 
-def redact_urls(text: str) -> str:
-    """`text` with every URL in it passed through redact_url."""
-    return _URL_IN_TEXT.sub(lambda match: redact_url(match.group()), text)
+def _redact_url_in_text(match: re.Match[str]) -> str:
+    url = match.group()
+    stripped = url.rstrip(_TRAILING_PUNCTUATION)
+    return redact_url(stripped) + url[len(stripped) :]
+
+
+def redact_urls(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` with every URL in it passed through redact_url, then each of `secrets` (see
+    url_secrets) replaced by `***`, longest first: a request line (`POST /hooks/SECRET`) or an
+    error page echoes parts of a URL with no `scheme://` before them."""
+    text = _URL_IN_TEXT.sub(_redact_url_in_text, text)
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def url_secrets(url: str) -> list[str]:
+    """What of `url` a message must never show, for redact_urls, longest first:
+
+    - the user name and the password, whatever their length, and the `Basic` authorization
+      httpx makes of them;
+    - of MIN_SECRET_LENGTH characters or more: the path and every segment of it, every param
+      (`;token=t`) and its value, the query, each `k=v` of it and each value, the fragment.
+
+    Each as written, as httpx normalises it and percent-decoded."""
+    credentials: list[str] = []
+    parts: list[str] = []
+    forms = [url]
+    try:
+        parsed = httpx.URL(url)
+        forms.append(str(parsed))  # httpx's spelling: `%20` for a space, and so on
+        if parsed.username or parsed.password:
+            # What httpx sends them as, `Authorization: Basic <this>`, which pages echo too.
+            basic = f"{parsed.username}:{parsed.password}".encode()
+            credentials.append(base64.b64encode(basic).decode("ascii"))
+    except Exception:  # noqa: BLE001 - httpx cannot read it (and Settings refuse it)
+        # `https://shop:p/w@host`: urlsplit sees host `shop`, port `p`; httpx's error shows
+        # `p`. Whatever comes before the last `@` is taken for credentials, in pieces too.
+        userinfo, at, _ = url.partition("://")[2].rpartition("@")
+        if at:
+            credentials += [userinfo, *re.split(r"[:/?#]+", userinfo)]
+    for form in forms:
+        try:
+            split = urlsplit(form)
+        except ValueError:
+            # Not even urlsplit reads it: every piece between delimiters counts.
+            parts += re.split(r"[/:@?#;&=]+", form.partition("://")[2])
+            continue
+        userinfo, at, _ = split.netloc.rpartition("@")
+        if at:
+            user, _, password = userinfo.partition(":")
+            credentials += [userinfo, user, password]
+        parts += [split.path, split.query, split.fragment]
+        for segment in split.path.split("/"):
+            parts.append(segment)
+            for param in segment.split(";")[1:]:
+                parts += [param, param.partition("=")[2]]
+        for pair in split.query.split("&"):
+            parts += [pair, pair.partition("=")[2]]
+        parts += [value for _, value in parse_qsl(split.query, keep_blank_values=True)]
+    found = {text for item in credentials for text in (item, unquote(item)) if text}
+    found |= {
+        text
+        for item in parts
+        for text in (item, unquote(item), unquote(item.replace("+", " ")))
+        if len(text) >= MIN_SECRET_LENGTH
+    }
+    return sorted(found, key=len, reverse=True)
 
 
 def generate_secret() -> str:

@@ -18,7 +18,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tempay.codec import CodecKeyError, parse_keys
-from tempay.merchant_webhooks import InvalidSecret, parse_secret
+from tempay.merchant_webhooks import InvalidSecret, parse_secret, webhook_url_problem
 
 
 def _seconds(value: Any) -> Any:
@@ -184,8 +184,12 @@ class Settings(BaseSettings):
     @field_validator("merchant_webhook_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("merchant webhook URL must start with http:// or https://")
+        # Refused at start, not on every delivery attempt: a URL httpx cannot send to would
+        # fail each one, in logs and history. The message never shows the URL or any part of
+        # it (a password with an unencoded `/`, `#` or `?` is what httpx calls the port).
+        problem = webhook_url_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(f"TEMPAY_MERCHANT_WEBHOOK_URL {problem} (its value is not shown)")
         return value
 
     @field_validator("merchant_webhook_secret", mode="before")
