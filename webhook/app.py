@@ -79,19 +79,44 @@ async def read_body(request: Request, limit: int, within: float | None = None) -
 
 
 class TemporalConnection:
-    """Connects lazily and again after failures, so the service starts before Temporal."""
+    """Connects lazily and again after failures, so the service starts before Temporal.
+
+    Each attempt has TEMPAY_SIGNAL_TIMEOUT to finish, and every caller meanwhile (on any
+    listener) awaits that one attempt rather than queueing for its own: a Temporal address
+    that accepts and never answers costs each request at most that long, then
+    TemporalUnavailable (503: the provider retries). A failed attempt is dropped, so the
+    next caller tries again."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._client: Client | None = None
-        self._lock = asyncio.Lock()
+        self._attempt: asyncio.Task[Client] | None = None
 
     async def get(self) -> Client:
-        if self._client is None:
-            async with self._lock:
-                if self._client is None:
-                    self._client = await connect(self._settings)
-        return self._client
+        if self._client is not None:
+            return self._client
+        if self._attempt is None:
+            self._attempt = asyncio.create_task(self._connect())
+            self._attempt.add_done_callback(self._attempt_done)
+        # Shielded: a caller that gives up (its client left) does not cancel the others'.
+        return await asyncio.shield(self._attempt)
+
+    async def _connect(self) -> Client:
+        within = self._settings.signal_timeout.total_seconds()
+        try:
+            async with asyncio.timeout(within):
+                return await connect(self._settings)
+        except TimeoutError:
+            raise TemporalUnavailable(
+                f"cannot reach Temporal at {self._settings.temporal_address}: no answer "
+                f"within {within:g} s (TEMPAY_SIGNAL_TIMEOUT)"
+            ) from None
+
+    def _attempt_done(self, attempt: asyncio.Task[Client]) -> None:
+        # Here, not in get(): the outcome is kept even when every caller has given up.
+        self._attempt = None
+        if not attempt.cancelled() and attempt.exception() is None:
+            self._client = attempt.result()
 
 
 CLOSED_UNPAID = (TransactionStatus.FAILED, TransactionStatus.EXPIRED)

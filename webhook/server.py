@@ -5,9 +5,12 @@ never holds the process.
 - `HeadTimeoutProtocol`: uvicorn's h11 protocol plus a header timeout. A connection that has
   not delivered a complete request head within TEMPAY_HTTP_HEADER_TIMEOUT (from connect, and
   again from each response's completion) gets `408 Request Timeout` and is closed.
+  A connection made while the listener already holds TEMPAY_HTTP_MAX_CONNECTIONS gets
+  `503 Service Unavailable` and is closed at once, before any head: open sockets stay capped
+  however slowly their heads come.
 - `uvicorn_config`: that protocol, at most TEMPAY_HTTP_MAX_CONNECTIONS connections (uvicorn
-  answers a request on any connection past them 503 at once), a short keep-alive and a
-  bounded request head.
+  also answers a request 503 when that many connections or requests are open), a short
+  keep-alive and a bounded request head.
 - `BufferedBody`: ASGI middleware that reads a request's whole body before the app runs,
   within a deadline (408) and a size cap (413), all bodies in the process within one byte
   budget (503), then replays it to the app.
@@ -53,7 +56,9 @@ class HeadTimeoutProtocol(H11Protocol):
     which is when uvicorn starts a new request cycle: that cancels the timer. On expiry a
     connection with a head under way (or none yet on a fresh connection) gets 408; an idle
     kept-alive connection, or one still sending the body of a request already answered, is
-    just closed. Subclasses set `header_timeout` (see `head_timeout_protocol`)."""
+    just closed. A connection made while the listener already holds its limit
+    (`limit_concurrency`) gets 503 and is closed before any head. Subclasses set
+    `header_timeout` (see `head_timeout_protocol`)."""
 
     header_timeout: float = 10.0
 
@@ -62,7 +67,13 @@ class HeadTimeoutProtocol(H11Protocol):
         self._head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(transport)  # counts this one in self.connections
+        limit = self.limit_concurrency
+        if limit is not None and len(self.connections) > limit:
+            # uvicorn checks the limit only once a head arrives: sockets trickling one had no cap.
+            self._send_refusal(503, b"Service Unavailable", "too many connections; retry shortly")
+            self.transport.close()
+            return
         self._await_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -103,15 +114,22 @@ class HeadTimeoutProtocol(H11Protocol):
         self.transport.close()
 
     def _send_408(self) -> None:
-        body = f"request head not received within {self.header_timeout:g} s\n".encode()
+        text = f"request head not received within {self.header_timeout:g} s"
+        self._send_refusal(408, b"Request Timeout", text)
+
+    def _send_refusal(self, status: int, reason: bytes, text: str) -> None:
+        """A short text answer with `Connection: close`; the caller closes the transport."""
+        body = f"{text}\n".encode()
         headers = [
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", str(len(body)).encode()),
             (b"connection", b"close"),
         ]
+        if status == 503:
+            headers.append((b"retry-after", b"1"))
         try:
             for event in (
-                h11.Response(status_code=408, headers=headers, reason=b"Request Timeout"),
+                h11.Response(status_code=status, headers=headers, reason=reason),
                 h11.Data(data=body),
                 h11.EndOfMessage(),
             ):

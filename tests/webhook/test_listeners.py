@@ -249,6 +249,45 @@ async def test_connections_past_the_limit_get_503_at_once(
         assert (await call(urls["public"], "GET", "/healthz")).status_code == 200
 
 
+async def test_sockets_past_the_limit_are_turned_away_before_any_head(
+    tmp_path: Path, adapters: dict[str, ProviderAdapter]
+) -> None:
+    limit = 5
+    # A header timeout far past the test: only the limit can free anything here.
+    settings = listener_settings(
+        tmp_path, http_max_connections=limit, http_header_timeout=timedelta(seconds=3 * HANG)
+    )
+
+    def turned_away(url: str) -> tuple[bool, int, bool]:
+        with RawRequest(url) as request:  # sends nothing: a head that has not begun
+            return request.answered(PROMPT), request.status(), request.closed_within(PROMPT)
+
+    async for urls in served(settings, adapters):
+        idle = [RawRequest(urls["public"]) for _ in range(limit)]
+        try:
+            # Each one past the limit: 503 and hung up on, without waiting for a head.
+            for _ in range(3):
+                answer = await asyncio.to_thread(turned_away, urls["public"])
+                assert answer == (True, 503, True)
+            # Each listener counts its own connections.
+            assert (await call(urls["internal"], "GET", "/healthz")).status_code == 200
+        finally:
+            for request in idle:
+                request.sock.close()
+        assert await healthz_once_freed(urls["public"]) == 200
+
+
+async def healthz_once_freed(url: str) -> int:
+    """GET /healthz, again while it is 503 (the server frees a slot once it has seen the
+    client's close), for up to PROMPT seconds."""
+    deadline = time.monotonic() + PROMPT
+    while True:
+        status = (await call(url, "GET", "/healthz")).status_code
+        if status != 503 or time.monotonic() > deadline:
+            return status
+        await asyncio.sleep(0.05)
+
+
 # Request bodies
 
 
