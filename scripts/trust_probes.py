@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import logging
 import socket
 import sys
@@ -39,6 +40,18 @@ async def guarded(name: str, probe: Callable[[], Awaitable[None]]) -> None:
         await probe()
     except Exception as exc:  # a probe that cannot run says so, in its row
         row(name, f"probe failed: {type(exc).__name__}: {str(exc)[:200]}")
+
+
+def from_tests(module: str, before: str, *names: str) -> list[Any]:
+    """Names from a helper module of the probed tree's tests: `tests.support.<module>` (issue
+    19 moved the tests' helpers there), or `before` in a tree from before that."""
+    try:
+        found = importlib.import_module(f"tests.support.{module}")
+    except ModuleNotFoundError as exc:  # not there: a tree from before
+        if not (exc.name or "").startswith("tests.support"):
+            raise
+        found = importlib.import_module(before)
+    return [getattr(found, name) for name in names]
 
 
 # Serving an app as `tempay webhook` serves it (the tree's own limits, if it has any).
@@ -91,9 +104,20 @@ async def cross_provider(env: Any, data_dir: Path) -> None:
 
     from tempay.domain import SettlementTiming
     from tempay.transactions import RefundRefused, start_refund
-    from tests.fakes.alipay_gateway import AlipayError, FakeAlipayGateway
-    from tests.providers.alipay.conftest import APP_ID, make_adapter, new_merchant_keys
-    from tests.stack import running_stack, serve, start_payment
+
+    AlipayError, FakeAlipayGateway = from_tests(
+        "fakes.alipay_gateway", "tests.fakes.alipay_gateway", "AlipayError", "FakeAlipayGateway"
+    )
+    APP_ID, make_adapter, new_merchant_keys = from_tests(
+        "providers.alipay",
+        "tests.providers.alipay.conftest",
+        "APP_ID",
+        "make_adapter",
+        "new_merchant_keys",
+    )
+    running_stack, serve, start_payment = from_tests(
+        "stack", "tests.stack", "running_stack", "serve", "start_payment"
+    )
 
     keys = new_merchant_keys()
     fake = FakeAlipayGateway(APP_ID, keys.public_pem)
@@ -466,8 +490,17 @@ async def merchant_url_secrets() -> None:
 
 async def alipay_future(data_dir: Path) -> None:
     from providers.base import NotificationError
-    from tests.fakes.alipay_gateway import FakeAlipayGateway, FakeTrade
-    from tests.providers.alipay.conftest import APP_ID, make_adapter, new_merchant_keys
+
+    FakeAlipayGateway, FakeTrade = from_tests(
+        "fakes.alipay_gateway", "tests.fakes.alipay_gateway", "FakeAlipayGateway", "FakeTrade"
+    )
+    APP_ID, make_adapter, new_merchant_keys = from_tests(
+        "providers.alipay",
+        "tests.providers.alipay.conftest",
+        "APP_ID",
+        "make_adapter",
+        "new_merchant_keys",
+    )
 
     keys = new_merchant_keys()
     fake = FakeAlipayGateway(APP_ID, keys.public_pem)

@@ -21,7 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from providers.registry import build_adapters
 from tempay.settings import Settings
-from tests.stack import Stack, bound_socket, running_stack, serve, stack_settings, url_of
+from tests.support.stack import Stack, bound_socket, running_stack, serve, stack_settings, url_of
 from webhook.app import create_app as create_webhook_app
 
 pytestmark = pytest.mark.e2e

@@ -22,7 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 from tempay.codec import ENCODING
 from tempay.domain import TransactionStatus
 from tempay.temporal import find_binary
-from tests.stack import Stack, running_stack, start_payment
+from tests.support.stack import Stack, running_stack, start_payment
 
 pytestmark = pytest.mark.e2e
 

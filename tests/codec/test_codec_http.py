@@ -15,7 +15,7 @@ from temporalio.api.common.v1 import Payload
 
 from tempay.codec import EncryptionCodec, data_converter, parse_keys
 from tempay.settings import Settings
-from tests.stack import serve
+from tests.support.stack import serve
 from webhook.app import create_app
 
 UI = "http://127.0.0.1:8233"

@@ -24,7 +24,7 @@ import webhook.codec
 from providers.stripe.adapter import StripeAdapter
 from tempay.codec import EncryptionCodec, parse_keys
 from tempay.settings import Settings
-from tests.webhook.serving import serve_listeners
+from tests.support.listeners import serve_listeners
 from webhook.app import close_adapters, webhook_listeners
 from webhook.codec import CODEC_MAX_BYTES
 

@@ -1,7 +1,7 @@
 """docker-compose.yml, the Dockerfile and .env.example, checked against the code.
 
 The Docker engine does not run here, so the files are parsed and compared with what the
-code says (tests/deploy/checks.py). Every check is also shown to fail on a broken copy.
+code says (tests/support/deploy_checks.py). Every check is also shown to fail on a broken copy.
 The namespace/search-attribute setup script is the one part that runs: against the real
 Temporal dev server, with the same `temporal` CLI the admin-tools image ships.
 """
@@ -25,7 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from tempay import search_attributes as sa
 from tempay.temporal import find_binary
-from tests.deploy import checks
+from tests.support import deploy_checks as checks
 
 COMPOSE = checks.load_compose()
 SERVICES = sorted(COMPOSE["services"])

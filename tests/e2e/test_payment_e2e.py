@@ -23,7 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 from tempay import search_attributes as sa
 from tempay.domain import PaymentView, SettlementTiming, TransactionStatus
 from tempay.transactions import OrderConflict
-from tests.stack import Stack, running_stack, start_payment
+from tests.support.stack import Stack, running_stack, start_payment
 from workflows.payment import PaymentWorkflow
 
 pytestmark = pytest.mark.e2e

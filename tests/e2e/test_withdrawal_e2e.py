@@ -17,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from tempay import search_attributes as sa
 from tempay.domain import SettlementTiming, TransactionStatus, WithdrawalView
 from tempay.transactions import build_withdrawal, start_withdrawal
-from tests.stack import Stack, running_stack
+from tests.support.stack import Stack, running_stack
 
 pytestmark = pytest.mark.e2e
 

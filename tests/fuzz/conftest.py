@@ -16,8 +16,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from temporalio.testing import WorkflowEnvironment
 
-from tests.fuzz.harness import FuzzStack, threaded_stack
-from tests.fuzz.tally import TALLY
+from tests.support.fuzz.harness import FuzzStack, threaded_stack
+from tests.support.fuzz.tally import TALLY
 
 EXAMPLES = int(os.environ.get("TEMPAY_FUZZ_EXAMPLES", "200"))
 

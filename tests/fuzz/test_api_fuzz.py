@@ -19,8 +19,8 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from tests.fuzz.harness import BACKEND_API_KEY, FuzzStack
-from tests.fuzz.tally import TALLY
+from tests.support.fuzz.harness import BACKEND_API_KEY, FuzzStack
+from tests.support.fuzz.tally import TALLY
 
 # The answers whose body names a transaction that now exists: a started (or repeated)
 # payment, recharge, refund or withdrawal, and a refund the provider refused (422, with the

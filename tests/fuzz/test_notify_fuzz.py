@@ -17,7 +17,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from tempay.domain import TransactionStatus
-from tests.fuzz.harness import (
+from tests.support.fuzz.harness import (
     BELIEVED,
     PROVIDERS,
     AlipayKit,
@@ -29,7 +29,7 @@ from tests.fuzz.harness import (
     parse_counts,
     terminate,
 )
-from tests.fuzz.tally import TALLY
+from tests.support.fuzz.tally import TALLY
 from workflows.payment import PaymentWorkflow
 
 # Strategies

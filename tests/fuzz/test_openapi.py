@@ -19,8 +19,8 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from tests.fuzz.harness import FuzzStack, assert_nothing_changed
-from tests.fuzz.tally import TALLY
+from tests.support.fuzz.harness import FuzzStack, assert_nothing_changed
+from tests.support.fuzz.tally import TALLY
 
 
 @pytest.fixture

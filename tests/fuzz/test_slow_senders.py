@@ -18,9 +18,9 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from tests.fuzz.harness import PROVIDERS, READ_TIMEOUT, FuzzStack, assert_nothing_changed
-from tests.fuzz.tally import TALLY
-from tests.webhook.serving import RawRequest, head
+from tests.support.fuzz.harness import PROVIDERS, READ_TIMEOUT, FuzzStack, assert_nothing_changed
+from tests.support.fuzz.tally import TALLY
+from tests.support.listeners import RawRequest, head
 
 HEADER_TIMEOUT = timedelta(seconds=1)
 # Far above both timeouts: what "within seconds, not hung" means here.

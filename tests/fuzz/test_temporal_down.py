@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fuzz.harness import (
+from tests.fuzz.test_notify_fuzz import arbitrary_request, assert_refused, mutated
+from tests.support.fuzz.harness import (
     PROVIDERS,
     FuzzStack,
     Notification,
@@ -23,9 +24,8 @@ from tests.fuzz.harness import (
     increments,
     parse_counts,
 )
-from tests.fuzz.tally import TALLY
-from tests.fuzz.test_notify_fuzz import arbitrary_request, assert_refused, mutated
-from tests.stack import bound_socket, url_of
+from tests.support.fuzz.tally import TALLY
+from tests.support.stack import bound_socket, url_of
 
 
 @pytest.fixture(scope="module")

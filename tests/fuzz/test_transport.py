@@ -17,14 +17,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fuzz.harness import (
+from tests.support.fuzz.harness import (
     PROVIDERS,
     FuzzStack,
     assert_nothing_changed,
     increments,
     parse_counts,
 )
-from tests.fuzz.tally import TALLY
+from tests.support.fuzz.tally import TALLY
 
 # A hang guard for raw sockets, far above any answer the tests wait for.
 HANG = 30.0

@@ -21,7 +21,7 @@ from providers.sandbox.keys import ensure_keypair, load_private_key
 from tempay.bench_load import webhook_load
 from tempay.domain import PaymentView, SettlementTiming, TransactionStatus
 from tempay.worker import build_worker
-from tests.stack import Stack, running_stack, start_payment
+from tests.support.stack import Stack, running_stack, start_payment
 from workflows.payment import PaymentWorkflow
 
 pytestmark = pytest.mark.e2e

@@ -35,7 +35,7 @@ from tempay.domain import (
 )
 from tempay.merchant_webhooks import generate_secret, redact_url, redact_urls, url_secrets
 from tempay.settings import Settings
-from tests.stack import bound_socket, serve
+from tests.support.stack import bound_socket, serve
 from workflows.merchant import deliver_merchant_event, merchant_lines
 
 SECRET = generate_secret()

@@ -22,7 +22,7 @@ from tempay.transactions import (
     list_transactions,
     transactions_query,
 )
-from tests.stack import running_stack, start_payment
+from tests.support.stack import running_stack, start_payment
 
 pytestmark = pytest.mark.e2e
 T = TypeVar("T")

@@ -23,7 +23,7 @@ from tempay.domain import TransactionStatus, WithdrawalView
 from tempay.settings import Settings
 from tempay.temporal import MetricsUnavailable, metrics_address, metrics_runtime
 from tempay.transactions import build_withdrawal, start_withdrawal
-from tests.stack import Stack, running_stack, start_payment
+from tests.support.stack import Stack, running_stack, start_payment
 
 pytestmark = pytest.mark.e2e
 

@@ -51,7 +51,7 @@ from tests.providers.test_sandbox_server import (
     running_receiver,
     running_sandbox,
 )
-from tests.stack import bound_socket, url_of
+from tests.support.stack import bound_socket, url_of
 
 BASELINE = {
     **DEFAULT_FAULTS,

@@ -24,7 +24,7 @@ from providers.sandbox.app import create_app
 from providers.sandbox.settings import SandboxSettings
 from providers.sandbox.signature import SIGNATURE_HEADER, SignatureError, verify_body
 from providers.sandbox.store import SandboxStore
-from tests.stack import bound_socket, serve, url_of
+from tests.support.stack import bound_socket, serve, url_of
 
 # Alipay's 25-hour retry schedule shrinks to under a second.
 TIME_SCALE = 0.000002

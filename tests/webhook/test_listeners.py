@@ -25,7 +25,7 @@ from pydantic import SecretStr
 from providers.base import ProviderAdapter
 from providers.stripe.adapter import StripeAdapter
 from tempay.settings import Settings
-from tests.webhook.serving import HANG, RawRequest, head, serve_listeners
+from tests.support.listeners import HANG, RawRequest, head, serve_listeners
 from webhook import server
 from webhook.app import REQUEST_MAX_BYTES, close_adapters, webhook_listeners
 from webhook.codec import CODEC_MAX_BYTES

@@ -24,7 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 from providers.sandbox.notifier import utc_iso
 from providers.sandbox.signature import SIGNATURE_HEADER, sign_body
 from tempay.domain import CheckoutInfo, PaymentView, SettlementTiming, TransactionStatus
-from tests.stack import Stack, bound_socket, running_stack, serve, start_payment, url_of
+from tests.support.stack import Stack, bound_socket, running_stack, serve, start_payment, url_of
 from webhook.app import create_app
 from workflows.payment import PaymentWorkflow
 

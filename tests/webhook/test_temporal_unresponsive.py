@@ -22,7 +22,7 @@ from providers.sandbox.keys import ensure_keypair, load_private_key
 from providers.sandbox.notifier import utc_iso
 from providers.sandbox.signature import SIGNATURE_HEADER, sign_body
 from tempay.settings import Settings
-from tests.webhook.serving import serve_listeners
+from tests.support.listeners import serve_listeners
 from webhook.app import close_adapters, webhook_listeners
 
 API_KEY = "unresponsive-test-key-0123456789"

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from providers.alipay.adapter import AlipayAdapter
-from tests.fakes.alipay_gateway import FakeAlipayGateway
-from tests.stack import serve
+from tests.support.fakes.alipay_gateway import FakeAlipayGateway
+from tests.support.stack import serve
 
 APP_ID = "2021000123456789"
 

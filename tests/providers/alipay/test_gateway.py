@@ -27,9 +27,9 @@ from tempay.domain import (
     ProviderRefundState,
     RefundRequest,
 )
-from tests.fakes.alipay_gateway import FakeAlipayGateway
 from tests.providers.alipay.conftest import MerchantKeys, make_adapter, new_merchant_keys
-from tests.stack import bound_socket, url_of
+from tests.support.fakes.alipay_gateway import FakeAlipayGateway
+from tests.support.stack import bound_socket, url_of
 
 
 def order(order_id: str, amount: str = "10.00", **kwargs: object) -> PaymentOrder:

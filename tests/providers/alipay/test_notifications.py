@@ -18,7 +18,8 @@ from tempay.domain import (
     ProviderRefundState,
     RefundObservation,
 )
-from tests.fakes.alipay_gateway import (
+from tests.providers.alipay.conftest import APP_ID, MerchantKeys, make_adapter
+from tests.support.fakes.alipay_gateway import (
     SELLER_ID,
     FakeAlipayGateway,
     FakeTrade,
@@ -26,7 +27,6 @@ from tests.fakes.alipay_gateway import (
     rsa_pem_pair,
     sign_notification,
 )
-from tests.providers.alipay.conftest import APP_ID, MerchantKeys, make_adapter
 
 HEADERS = {"content-type": "application/x-www-form-urlencoded; charset=utf-8"}
 

@@ -10,8 +10,8 @@ import pytest
 
 from providers.stripe.adapter import StripeAdapter
 from tempay.domain import PaymentOrder, SettlementTiming
-from tests.fakes.stripe_api import FakeStripe
-from tests.stack import bound_socket, serve, url_of
+from tests.support.fakes.stripe_api import FakeStripe
+from tests.support.stack import bound_socket, serve, url_of
 
 API_KEY = "sk_test_tempay_fake_0123456789"
 WEBHOOK_SECRET = "whsec_test_tempay_fake_abcdef"

@@ -16,9 +16,9 @@ from tempay.domain import (
     RefundRequest,
     SettlementTiming,
 )
-from tests.fakes.stripe_api import FakeStripe
 from tests.providers.stripe.conftest import API_KEY, WEBHOOK_SECRET, make_order
-from tests.stack import bound_socket, url_of
+from tests.support.fakes.stripe_api import FakeStripe
+from tests.support.stack import bound_socket, url_of
 
 SESSIONS = "/v1/checkout/sessions"
 

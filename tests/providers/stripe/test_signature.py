@@ -18,7 +18,7 @@ from providers.stripe.signature import (
     signature_header,
     verify,
 )
-from tests.fakes.stripe_api import FakeStripe
+from tests.support.fakes.stripe_api import FakeStripe
 
 SECRET = "whsec_test_0123456789abcdef"
 OLD_SECRET = "whsec_test_old_fedcba9876543210"

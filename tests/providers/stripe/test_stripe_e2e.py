@@ -15,9 +15,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from providers.stripe.adapter import StripeAdapter
 from tempay.domain import SettlementTiming, TransactionStatus
-from tests.fakes.stripe_api import FakeStripe
 from tests.providers.stripe.conftest import API_KEY, WEBHOOK_SECRET
-from tests.stack import Stack, running_stack, start_payment
+from tests.support.fakes.stripe_api import FakeStripe
+from tests.support.stack import Stack, running_stack, start_payment
 
 pytestmark = pytest.mark.e2e
 

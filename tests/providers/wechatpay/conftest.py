@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from providers.wechatpay.adapter import WechatPayAdapter
 from providers.wechatpay.settings import WechatPayConfig, WechatPaySettings, build_config
-from tests.fakes.wechatpay_api import FakeWechatPay, new_key
-from tests.stack import serve
+from tests.support.fakes.wechatpay_api import FakeWechatPay, new_key
+from tests.support.stack import serve
 
 MCHID = "1900000109"
 APPID = "wxd678efh567hg6787"

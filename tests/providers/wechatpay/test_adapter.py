@@ -23,9 +23,9 @@ from tempay.domain import (
     ProviderRefundState,
     RefundRequest,
 )
-from tests.fakes.wechatpay_api import FakeWechatPay
 from tests.providers.wechatpay.conftest import settings_for, write_keys
-from tests.stack import bound_socket, url_of
+from tests.support.fakes.wechatpay_api import FakeWechatPay
+from tests.support.stack import bound_socket, url_of
 
 
 def order(

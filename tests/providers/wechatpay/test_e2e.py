@@ -17,8 +17,8 @@ from temporalio.testing import WorkflowEnvironment
 from providers.wechatpay.adapter import WechatPayAdapter
 from tempay import transactions
 from tempay.domain import PaymentView, SettlementTiming, TransactionStatus
-from tests.fakes.wechatpay_api import FakeWechatPay
-from tests.stack import running_stack
+from tests.support.fakes.wechatpay_api import FakeWechatPay
+from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +44,7 @@ async def test_a_wechat_payment_settles_by_its_notification(
         f"tq-wx-{uuid.uuid4().hex[:8]}",
         extra_adapters={"wechatpay": adapter},
     ) as stack:
-        # As tests.stack.start_payment does it, with a WeChat channel.
+        # As tests.support.stack.start_payment does it, with a WeChat channel.
         order = transactions.build_order(
             stack.settings,
             order_id=order_id,

@@ -27,7 +27,6 @@ from tempay.domain import (
     ProviderRefundState,
     RefundObservation,
 )
-from tests.fakes.wechatpay_api import encrypt, signed_notification
 from tests.providers.wechatpay.conftest import (
     APIV3_KEY,
     APPID,
@@ -36,6 +35,7 @@ from tests.providers.wechatpay.conftest import (
     private_pem,
     public_pem,
 )
+from tests.support.fakes.wechatpay_api import encrypt, signed_notification
 
 PUB_KEY_ID = "PUB_KEY_ID_0114232134912410000000000000000000"
 

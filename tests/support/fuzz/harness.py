@@ -1,6 +1,6 @@
-"""The fuzz suite's stack: tempay's webhook, worker and sandbox (tests.stack.running_stack) plus
-the Alipay, WeChat Pay and Stripe adapters pointed at their local fakes, all served by an event
-loop of their own in a background thread.
+"""The fuzz suite's stack: tempay's webhook, worker and sandbox
+(tests.support.stack.running_stack) plus the Alipay, WeChat Pay and Stripe adapters pointed at
+their local fakes, all served by an event loop of their own in a background thread.
 
 Hypothesis and schemathesis drive synchronous tests, so the servers must not share the test's
 thread: here the tests send real HTTP from the main thread while uvicorn, the worker and the
@@ -51,9 +51,6 @@ from providers.wechatpay.adapter import WechatPayAdapter
 from providers.wechatpay.settings import build_config
 from tempay import transactions
 from tempay.domain import PaymentView, SettlementTiming, TransactionStatus
-from tests.fakes.alipay_gateway import FakeAlipayGateway, rsa_pem_pair, sign_notification
-from tests.fakes.stripe_api import FakeStripe
-from tests.fakes.wechatpay_api import FakeWechatPay, new_key, signed_notification
 from tests.providers.alipay.conftest import APP_ID, make_adapter, new_merchant_keys
 from tests.providers.stripe.conftest import API_KEY, WEBHOOK_SECRET
 from tests.providers.wechatpay.conftest import (
@@ -64,8 +61,11 @@ from tests.providers.wechatpay.conftest import (
     settings_for,
     write_keys,
 )
-from tests.stack import Stack, bound_socket, running_stack, serve, url_of
-from tests.webhook.serving import serve_listeners
+from tests.support.fakes.alipay_gateway import FakeAlipayGateway, rsa_pem_pair, sign_notification
+from tests.support.fakes.stripe_api import FakeStripe
+from tests.support.fakes.wechatpay_api import FakeWechatPay, new_key, signed_notification
+from tests.support.listeners import serve_listeners
+from tests.support.stack import Stack, bound_socket, running_stack, serve, url_of
 from webhook.app import close_adapters, webhook_listeners
 from webhook.app import create_app as create_webhook_app
 from workflows.payment import PaymentWorkflow

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 
 from tempay.settings import Settings
-from tests.stack import bound_socket, url_of
+from tests.support.stack import bound_socket, url_of
 from webhook.server import Listener, ListenerServer, uvicorn_config
 
 # A hang guard for raw sockets, far above any answer the tests wait for.

@@ -1,6 +1,6 @@
 """A local fake of the part of Stripe's API that tempay's Stripe adapter uses, for tests.
 
-Served over real HTTP (tests.stack.serve) on 127.0.0.1. Like Stripe it checks the Bearer
+Served over real HTTP (tests.support.stack.serve) on 127.0.0.1. Like Stripe it checks the Bearer
 key, takes form-encoded bodies, honours Idempotency-Key (same key and parameters: the stored
 answer again, marked `Idempotent-Replayed: true`; same key with other parameters: 400
 idempotency_error), answers errors as `{"error": {"type", "code", "message"}}`, and amounts

@@ -1,0 +1,1 @@
+"""The fuzz suite's stack in a thread of its own, its request strategies and its tally."""
