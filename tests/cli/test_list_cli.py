@@ -11,10 +11,10 @@ import pytest
 
 from tempay.dev import port_in_use
 from tempay.domain import TransactionStatus
-from tests.cli.test_cli import Dev, assert_one_line_error, dev_factory, env, tempay  # noqa: F401
+from tests.support.cli import Dev, assert_one_line_error, tempay
 
 
-def test_bad_list_filters_are_one_clear_line(env: dict[str, str]) -> None:  # noqa: F811
+def test_bad_list_filters_are_one_clear_line(env: dict[str, str]) -> None:
     assert_one_line_error(
         tempay("list", "--kind", "topup", env=env),
         "unknown kind 'topup': one of payment, recharge, refund, withdrawal",
@@ -40,8 +40,8 @@ def test_bad_list_filters_are_one_clear_line(env: dict[str, str]) -> None:  # no
 
 @pytest.mark.e2e
 def test_list_filters_count_and_worker_metrics_under_dev(
-    env: dict[str, str],  # noqa: F811
-    dev_factory: Callable[[], Dev],  # noqa: F811
+    env: dict[str, str],
+    dev_factory: Callable[[], Dev],
 ) -> None:
     dev = dev_factory()
     worker_metrics = f"http://127.0.0.1:{env['TEMPAY_WORKER_METRICS_PORT']}/metrics"

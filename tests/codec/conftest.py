@@ -1,4 +1,5 @@
-"""Fixtures for payload-encryption tests: keys, and a client on the dev server that encrypts.
+"""Fixtures for payload-encryption tests: keys, and a client on the dev server that encrypts;
+and the CLI tests' `env` and `dev_factory` (tests.support.cli), for `tempay dev` with a key.
 
 The shared fixtures (tests/conftest.py) stay unencrypted; these tests opt in."""
 
@@ -15,6 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from tempay.codec import new_key_entry
 from tempay.settings import Settings
 from tempay.temporal import connect
+from tests.support.cli import dev_factory, env  # noqa: F401
 
 
 @pytest.fixture

@@ -21,10 +21,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from tempay.codec import ENCODING, ensure_key_file, key_file
-from tests.cli.test_cli import Dev, assert_one_line_error, dev_factory, env, tempay  # noqa: F401
+from tests.support.cli import Dev, assert_one_line_error, tempay
 
 
-def test_malformed_codec_keys_setting_is_one_line_without_the_key(env: dict[str, str]) -> None:  # noqa: F811
+def test_malformed_codec_keys_setting_is_one_line_without_the_key(env: dict[str, str]) -> None:
     material = base64.b64encode(os.urandom(20)).decode()
     result = tempay("status", "X1", env={**env, "TEMPAY_CODEC_KEYS": f"k1:{material}"})
     assert_one_line_error(result, "bad setting codec_keys")
@@ -32,7 +32,7 @@ def test_malformed_codec_keys_setting_is_one_line_without_the_key(env: dict[str,
     assert material not in result.stderr + result.stdout
 
 
-def test_malformed_key_file_is_one_line_naming_the_file(env: dict[str, str]) -> None:  # noqa: F811
+def test_malformed_key_file_is_one_line_naming_the_file(env: dict[str, str]) -> None:
     data_dir = Path(env["TEMPAY_DATA_DIR"])
     data_dir.mkdir(parents=True)
     key_file(data_dir).write_text("k1:c2hvcnQ=\n")
@@ -42,8 +42,8 @@ def test_malformed_key_file_is_one_line_naming_the_file(env: dict[str, str]) -> 
 
 
 def test_dev_encrypts_with_a_key_file_and_serves_the_ui_its_codec(
-    env: dict[str, str],  # noqa: F811
-    dev_factory: Callable[[], Dev],  # noqa: F811
+    env: dict[str, str],
+    dev_factory: Callable[[], Dev],
 ) -> None:
     dev_factory()
     path = key_file(Path(env["TEMPAY_DATA_DIR"]))
@@ -115,7 +115,7 @@ def run_worker_until(environ: dict[str, str], marker: str, seconds: float = 30) 
 
 def test_worker_warns_at_start_when_payloads_are_not_encrypted(
     dev_env: WorkflowEnvironment,
-    env: dict[str, str],  # noqa: F811
+    env: dict[str, str],
 ) -> None:
     env = {**env, "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host}
     env.pop("TEMPAY_CODEC_KEYS", None)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from tempay.codec import ENCODING, KEY_ID_METADATA, new_key_entry
-from tests.fuzz.test_notify_fuzz import CONTENT_TYPES, HEADER_TEXT, JSON
+from tests.support.fuzz.bad_requests import CONTENT_TYPES, HEADER_TEXT, JSON
 from tests.support.fuzz.harness import FuzzStack
 from tests.support.fuzz.tally import TALLY
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fuzz.test_notify_fuzz import arbitrary_request, assert_refused, mutated
+from tests.support.fuzz.bad_requests import arbitrary_request, assert_refused, mutated
 from tests.support.fuzz.harness import (
     PROVIDERS,
     FuzzStack,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_cli import assert_one_line_error, tempay
+from tests.support.cli import assert_one_line_error, tempay
 
 
 @pytest.mark.parametrize(

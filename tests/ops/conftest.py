@@ -5,21 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from tempay import search_attributes as sa
-from tempay.temporal import find_binary
+from tests.support.temporal import start_dev_server
 
 
 @pytest.fixture(scope="module")
 async def own_dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(find_binary("temporal")),
-        search_attributes=list(sa.ALL),
-        dev_server_log_level="error",
-        ui=False,
-    )
+    env = await start_dev_server()
     yield env
     await env.shutdown()

@@ -43,7 +43,7 @@ from tempay.domain import (
     TransferObservation,
     TransferRequest,
 )
-from tests.providers.test_sandbox_server import (
+from tests.support.providers.sandbox import (
     DEFAULT_FAULTS,
     Receiver,
     Sandbox,

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from providers.sandbox.store import SandboxStore
-from tests.providers.test_sandbox_server import (
+from tests.support.providers.sandbox import (
     DEFAULT_FAULTS,
     Receiver,
     Sandbox,

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.providers.test_sandbox_server import (
+from tests.support.providers.sandbox import (
     DEFAULT_FAULTS,
     Receiver,
     Sandbox,

@@ -20,16 +20,9 @@ from tempay.domain import (
     ProviderPaymentState,
     TransactionStatus,
 )
-from tests.conftest import start_time_skipping
-from tests.workflows.test_merchant_events import replay
-from tests.workflows.test_payment import (
-    TIMING,
-    FakeMerchant,
-    FakeProvider,
-    notification,
-    payment_worker,
-    start,
-)
+from tests.support.payment_workflow import TIMING, notification, payment_worker, replay, start
+from tests.support.temporal import start_time_skipping
+from tests.support.workflow_doubles import FakeMerchant, FakeProvider
 from workflows.payment import LOCAL_FIRST_REVISION, PaymentWorkflow
 
 

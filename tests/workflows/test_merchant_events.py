@@ -15,9 +15,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer
 
 from tempay.domain import (
     PAYMENT_REVISION,
@@ -28,14 +26,8 @@ from tempay.domain import (
     TransactionKind,
     TransactionStatus,
 )
-from tests.workflows.test_payment import (
-    TIMING,
-    FakeMerchant,
-    FakeProvider,
-    notification,
-    payment_worker,
-    start,
-)
+from tests.support.payment_workflow import TIMING, notification, payment_worker, replay, start
+from tests.support.workflow_doubles import FakeMerchant, FakeProvider
 from workflows.merchant import MERCHANT_DELIVERY_TIMEOUT
 from workflows.payment import PaymentWorkflow
 
@@ -93,12 +85,6 @@ async def wait_for(
 async def current_details(handle: WorkflowHandle) -> str:
     metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
     return metadata.current_details
-
-
-async def replay(history: WorkflowHistory) -> None:
-    """Raises if the current PaymentWorkflow code does not replay `history` exactly."""
-    replayer = Replayer(workflows=[PaymentWorkflow], data_converter=pydantic_data_converter)
-    await replayer.replay_workflow(history)
 
 
 # Each settlement path raises exactly one event, of the settled status's type

@@ -25,15 +25,9 @@ from tempay.domain import (
 )
 from tempay.settings import Settings
 from tempay.transactions import ActionRefused, RefundRefused, operator_action, start_refund
-from tests.workflows.conftest import FakeRefundProvider
-from tests.workflows.test_payment import FakeProvider, notification
-from tests.workflows.test_refund import (
-    TIMING,
-    refund_handle,
-    refund_notification,
-    settle_refund,
-    wait_for,
-)
+from tests.support.payment_workflow import notification, wait_for
+from tests.support.refund_workflow import TIMING, refund_handle, refund_notification, settle_refund
+from tests.support.workflow_doubles import FakeProvider, FakeRefundProvider
 from workflows.payment import PaymentWorkflow
 from workflows.refund import RefundWorkflow
 

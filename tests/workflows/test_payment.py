@@ -7,155 +7,36 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import AsyncIterator
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from temporalio import activity
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHandle, WorkflowHistory, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowHistory, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Replayer
 
 from tempay import search_attributes as sa
 from tempay.domain import (
     PAYMENT_REVISION,
-    CloseOutcome,
-    CreatedPayment,
-    MerchantDelivery,
-    MerchantDeliveryState,
-    MerchantEvent,
-    PaymentObservation,
     PaymentOrder,
-    PaymentPoll,
     PaymentView,
-    PolledPayment,
     ProviderPaymentState,
-    SettlementTiming,
     TransactionKind,
     TransactionStatus,
 )
-from tempay.polling import poll_payment_attempt
-from workflows.payment import POLLING_REVISION, STEADY_TIMER_REVISION, PaymentWorkflow
-
-TIMING = SettlementTiming(
-    first_status_query_delay=timedelta(seconds=60),
-    status_query_backoff_cap=timedelta(minutes=10),
-    expires_after=timedelta(minutes=30),
-    late_payment_window=timedelta(hours=2),
+from tests.support.payment_workflow import (
+    TIMING,
+    notification,
+    payment_worker,
+    start,
+    status_upserts,
 )
-
-
-@dataclass
-class FakeProvider:
-    """A provider's side of one payment, scripted per test."""
-
-    state: ProviderPaymentState = ProviderPaymentState.PENDING
-    paid_amount: Decimal | None = None
-    paid_currency: str | None = None
-    query_failures: int = 0
-    close_pays_first: bool = False  # the payer pays while our close is in flight
-    create_gate: asyncio.Event | None = None
-    query_gate: asyncio.Event | None = None
-    query_times: list[datetime] = field(default_factory=list)
-    closes: int = 0
-    refuse_create: str | None = None  # the provider refuses the order with this message
-    create_failures: int = 0  # the next creates fail as if the provider were down
-    creates: int = 0  # create calls, including failed ones
-    trade_no_at_create: bool = True  # False: like Alipay's and WeChat Pay's redirect creates
-
-    def observation(self, order: PaymentOrder, source: str) -> PaymentObservation:
-        paid = self.state is ProviderPaymentState.PAID
-        return PaymentObservation(
-            order_id=order.order_id,
-            provider=order.provider,
-            state=self.state,
-            provider_trade_no="T-" + order.order_id,
-            amount=self.paid_amount if paid else None,
-            currency=self.paid_currency if paid else None,
-            source=source,  # type: ignore[arg-type]
-        )
-
-    def pay(self, amount: str = "10.00", currency: str = "CNY") -> None:
-        self.state = ProviderPaymentState.PAID
-        self.paid_amount, self.paid_currency = Decimal(amount), currency
-
-    @activity.defn(name="create_payment")
-    async def create_payment(self, order: PaymentOrder) -> CreatedPayment:
-        self.creates += 1
-        if self.create_gate is not None:
-            await self.create_gate.wait()
-        if self.create_failures > 0:
-            self.create_failures -= 1
-            raise RuntimeError("provider create: HTTP 503")
-        if self.refuse_create is not None:
-            raise ApplicationError(self.refuse_create, type="ProviderRejected", non_retryable=True)
-        return CreatedPayment(
-            provider_trade_no="T-" + order.order_id if self.trade_no_at_create else "",
-            payment_url=f"http://provider.test/checkout/T-{order.order_id}",
-        )
-
-    @activity.defn(name="query_payment")
-    async def query_payment(self, order: PaymentOrder) -> PaymentObservation:
-        self.query_times.append(activity.info().started_time)
-        if self.query_gate is not None:
-            await self.query_gate.wait()
-        if self.query_failures > 0:
-            self.query_failures -= 1
-            raise RuntimeError("provider status API: HTTP 503")
-        return self.observation(order, "status_query")
-
-    @activity.defn(name="poll_payment")
-    async def poll_payment(self, poll: PaymentPoll) -> PolledPayment:
-        return await poll_payment_attempt(self.query_payment, poll)
-
-    @activity.defn(name="close_payment")
-    async def close_payment(self, order: PaymentOrder) -> CloseOutcome:
-        self.closes += 1
-        if self.close_pays_first:
-            self.pay()
-        if self.state is ProviderPaymentState.PAID:
-            return CloseOutcome(closed=False, observation=self.observation(order, "close"))
-        if self.state is ProviderPaymentState.PENDING:
-            self.state = ProviderPaymentState.CLOSED
-        return CloseOutcome(closed=True, observation=self.observation(order, "close"))
-
-
-@dataclass
-class FakeMerchant:
-    """The merchant's webhook endpoint, behind the real activity name."""
-
-    refuse_until: datetime | None = None  # answers HTTP 500 to attempts before this time
-    configured: bool = True
-    attempts: list[tuple[str, datetime]] = field(default_factory=list)  # (event id, when)
-    received: list[MerchantEvent] = field(default_factory=list)
-    # The test server's clock. A local activity's started_time is the worker's wall clock,
-    # which the time-skipping server does not move.
-    clock: Callable[[], Awaitable[datetime]] | None = None
-
-    @activity.defn(name="notify_merchant")
-    async def notify_merchant(self, event: MerchantEvent) -> MerchantDelivery:
-        info = activity.info()
-        now = await self.clock() if self.clock is not None else info.started_time
-        self.attempts.append((event.id, now))
-        if not self.configured:
-            return MerchantDelivery(
-                event_id=event.id, state=MerchantDeliveryState.NOT_CONFIGURED, attempt=info.attempt
-            )
-        if self.refuse_until is not None and now < self.refuse_until:
-            raise RuntimeError("merchant webhook answered HTTP 500")
-        self.received.append(event)
-        return MerchantDelivery(
-            event_id=event.id,
-            state=MerchantDeliveryState.DELIVERED,
-            attempt=info.attempt,
-            status_code=204,
-        )
+from tests.support.workflow_doubles import FakeMerchant, FakeProvider
+from workflows.payment import POLLING_REVISION, STEADY_TIMER_REVISION, PaymentWorkflow
 
 
 @pytest.fixture
@@ -166,23 +47,6 @@ def provider() -> FakeProvider:
 @pytest.fixture
 def merchant() -> FakeMerchant:
     return FakeMerchant()
-
-
-def payment_worker(
-    env: WorkflowEnvironment, task_queue: str, provider: FakeProvider, merchant: FakeMerchant
-) -> Worker:
-    return Worker(
-        env.client,
-        task_queue=task_queue,
-        workflows=[PaymentWorkflow],
-        activities=[
-            provider.create_payment,
-            provider.query_payment,
-            provider.poll_payment,
-            provider.close_payment,
-            merchant.notify_merchant,
-        ],
-    )
 
 
 @pytest.fixture
@@ -208,46 +72,6 @@ def order(order_id: str, request: pytest.FixtureRequest) -> PaymentOrder:
         timing=TIMING,
         revision=request.param,
     )
-
-
-def notification(
-    order: PaymentOrder,
-    state: ProviderPaymentState,
-    amount: str | None = "10.00",
-    currency: str | None = "CNY",
-    notification_id: str | None = None,
-) -> PaymentObservation:
-    paid = state is ProviderPaymentState.PAID
-    return PaymentObservation(
-        order_id=order.order_id,
-        provider="sandbox",
-        state=state,
-        amount=Decimal(amount) if paid and amount else None,
-        currency=currency if paid else None,
-        source="notification",
-        notification_id=notification_id or uuid.uuid4().hex,
-    )
-
-
-async def start(client: Client, order: PaymentOrder, task_queue: str) -> WorkflowHandle:
-    handle = await client.start_workflow(
-        PaymentWorkflow.run, order, id=order.workflow_id, task_queue=task_queue
-    )
-    info = await handle.execute_update(PaymentWorkflow.checkout, order)
-    assert info.payment_url == f"http://provider.test/checkout/T-{order.order_id}"
-    return handle
-
-
-async def status_upserts(handle: WorkflowHandle) -> list[str]:
-    """Every PaymentStatus value the workflow wrote, in order."""
-    values = []
-    async for event in handle.fetch_history_events():
-        if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
-            fields = event.upsert_workflow_search_attributes_event_attributes
-            payload = fields.search_attributes.indexed_fields.get(sa.PAYMENT_STATUS.name)
-            if payload is not None:
-                values.append(payload.data.decode().strip('"'))
-    return values
 
 
 async def test_paid_by_notification(client: Client, order: PaymentOrder, task_queue: str) -> None:

@@ -22,26 +22,16 @@ from tempay.domain import (
     PaymentView,
     ProviderPaymentState,
     ProviderRefundState,
-    RefundObservation,
-    RefundView,
     SettlementTiming,
     TransactionStatus,
 )
 from tempay.settings import Settings
 from tempay.transactions import RefundRefused, refund_view, start_refund
-from tests.workflows.conftest import FakeRefundProvider
-from tests.workflows.test_payment import FakeMerchant, FakeProvider, notification, status_upserts
+from tests.support.payment_workflow import notification, status_upserts, wait_for
+from tests.support.refund_workflow import TIMING, refund_handle, refund_notification, settle_refund
+from tests.support.workflow_doubles import FakeMerchant, FakeProvider, FakeRefundProvider
 from workflows.payment import PaymentWorkflow
 from workflows.refund import RefundWorkflow
-
-TIMING = SettlementTiming(
-    first_status_query_delay=timedelta(seconds=60),
-    status_query_backoff_cap=timedelta(minutes=10),
-    expires_after=timedelta(minutes=30),
-    late_payment_window=timedelta(hours=2),
-    refund_window=timedelta(days=30),
-    review_window=timedelta(0),  # refunds in review end at once (tests of review set it)
-)
 
 
 async def paid_payment(
@@ -67,48 +57,6 @@ async def paid_payment(
         await asyncio.sleep(0.05)
         view = await handle.query(PaymentWorkflow.details)
     return order, handle
-
-
-def refund_notification(
-    order: PaymentOrder,
-    refund_id: str,
-    amount: str | None,
-    state: ProviderRefundState = ProviderRefundState.SUCCEEDED,
-) -> RefundObservation:
-    return RefundObservation(
-        refund_id=refund_id,
-        order_id=order.order_id,
-        state=state,
-        amount=None if amount is None else Decimal(amount),
-        currency="CNY",
-        provider_refund_no="R-" + refund_id,
-        source="notification",
-        notification_id=uuid.uuid4().hex,
-    )
-
-
-def refund_handle(client: Client, refund_id: str) -> WorkflowHandle[RefundWorkflow, RefundView]:
-    return client.get_workflow_handle(f"refund-{refund_id}", result_type=RefundView)
-
-
-async def settle_refund(
-    client: Client, order: PaymentOrder, refund_id: str, amount: str | None, **kwargs: object
-) -> RefundView:
-    handle = refund_handle(client, refund_id)
-    await handle.signal(
-        RefundWorkflow.notify,
-        refund_notification(order, refund_id, amount, **kwargs),  # type: ignore[arg-type]
-    )
-    return await handle.result()
-
-
-async def wait_for(handle: WorkflowHandle, check) -> PaymentView:  # type: ignore[no-untyped-def]
-    for _ in range(200):
-        view = await handle.query(PaymentWorkflow.details)
-        if check(view):
-            return view
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"never reached: {view}")
 
 
 async def test_partial_then_full_refund(

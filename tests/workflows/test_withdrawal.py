@@ -26,7 +26,8 @@ from tempay.domain import (
     WithdrawalOrder,
     WithdrawalView,
 )
-from tests.workflows.test_payment import FakeMerchant, status_upserts
+from tests.support.payment_workflow import status_upserts
+from tests.support.workflow_doubles import FakeMerchant
 from workflows.withdrawal import WithdrawalWorkflow
 
 TIMING = SettlementTiming(

@@ -17,8 +17,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from tempay.domain import RefundView, SettlementTiming, TransactionStatus
 from tempay.transactions import RefundRefused, start_refund
-from tests.providers.alipay.conftest import MerchantKeys, make_adapter
 from tests.support.fakes.alipay_gateway import AlipayError, FakeAlipayGateway
+from tests.support.providers.alipay import MerchantKeys, make_adapter
 from tests.support.stack import running_stack, start_payment
 from workflows.payment import PaymentWorkflow
 from workflows.refund import RefundWorkflow

@@ -27,8 +27,8 @@ from tempay.domain import (
     ProviderRefundState,
     RefundRequest,
 )
-from tests.providers.alipay.conftest import MerchantKeys, make_adapter, new_merchant_keys
 from tests.support.fakes.alipay_gateway import FakeAlipayGateway
+from tests.support.providers.alipay import MerchantKeys, make_adapter, new_merchant_keys
 from tests.support.stack import bound_socket, url_of
 
 

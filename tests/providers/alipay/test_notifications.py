@@ -18,7 +18,6 @@ from tempay.domain import (
     ProviderRefundState,
     RefundObservation,
 )
-from tests.providers.alipay.conftest import APP_ID, MerchantKeys, make_adapter
 from tests.support.fakes.alipay_gateway import (
     SELLER_ID,
     FakeAlipayGateway,
@@ -27,6 +26,7 @@ from tests.support.fakes.alipay_gateway import (
     rsa_pem_pair,
     sign_notification,
 )
+from tests.support.providers.alipay import APP_ID, MerchantKeys, make_adapter
 
 HEADERS = {"content-type": "application/x-www-form-urlencoded; charset=utf-8"}
 

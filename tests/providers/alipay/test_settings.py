@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from providers.alipay import AlipayAdapter, AlipayConfigError, AlipaySettings, alipay_adapters
 from providers.registry import build_adapters
 from tempay.settings import Settings
-from tests.providers.alipay.conftest import APP_ID, MerchantKeys
 from tests.support.fakes.alipay_gateway import SELLER_ID
+from tests.support.providers.alipay import APP_ID, MerchantKeys
 
 ENV = ("APP_ID", "PRIVATE_KEY_FILE", "PUBLIC_KEY_FILE", "GATEWAY", "SELLER_ID", "TIMEOUT")
 

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
-from decimal import Decimal
 
 import pytest
 
 from providers.stripe.adapter import StripeAdapter
-from tempay.domain import PaymentOrder, SettlementTiming
 from tests.support.fakes.stripe_api import FakeStripe
+from tests.support.providers.stripe import API_KEY, WEBHOOK_SECRET
 from tests.support.stack import bound_socket, serve, url_of
-
-API_KEY = "sk_test_tempay_fake_0123456789"
-WEBHOOK_SECRET = "whsec_test_tempay_fake_abcdef"
 
 
 @pytest.fixture
@@ -30,18 +25,3 @@ async def adapter(fake: FakeStripe) -> AsyncIterator[StripeAdapter]:
     adapter = StripeAdapter(API_KEY, [WEBHOOK_SECRET], api_base=fake.base_url, timeout=5)
     yield adapter
     await adapter.aclose()
-
-
-def make_order(
-    order_id: str, amount: str = "10.00", currency: str = "USD", **extra: object
-) -> PaymentOrder:
-    return PaymentOrder(
-        order_id=order_id,
-        amount=Decimal(amount),
-        currency=currency,
-        provider="stripe",
-        subject=f"Order {order_id}",
-        return_url=f"https://shop.example/orders/{order_id}",
-        timing=SettlementTiming(expires_after=timedelta(minutes=30)),
-        **extra,  # type: ignore[arg-type]
-    )

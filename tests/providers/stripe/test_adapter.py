@@ -16,8 +16,8 @@ from tempay.domain import (
     RefundRequest,
     SettlementTiming,
 )
-from tests.providers.stripe.conftest import API_KEY, WEBHOOK_SECRET, make_order
 from tests.support.fakes.stripe_api import FakeStripe
+from tests.support.providers.stripe import API_KEY, WEBHOOK_SECRET, make_order
 from tests.support.stack import bound_socket, url_of
 
 SESSIONS = "/v1/checkout/sessions"

@@ -22,8 +22,8 @@ from tempay.domain import (
     RefundRequest,
 )
 from tempay.settings import Settings
-from tests.providers.stripe.conftest import WEBHOOK_SECRET, make_order
 from tests.support.fakes.stripe_api import FakeStripe
+from tests.support.providers.stripe import WEBHOOK_SECRET, make_order
 from webhook.app import create_app as create_webhook_app
 
 OLD_SECRET = "whsec_test_tempay_old_secret_0001"

@@ -15,8 +15,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from providers.stripe.adapter import StripeAdapter
 from tempay.domain import SettlementTiming, TransactionStatus
-from tests.providers.stripe.conftest import API_KEY, WEBHOOK_SECRET
 from tests.support.fakes.stripe_api import FakeStripe
+from tests.support.providers.stripe import API_KEY, WEBHOOK_SECRET
 from tests.support.stack import Stack, running_stack, start_payment
 
 pytestmark = pytest.mark.e2e

@@ -6,32 +6,20 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from providers.wechatpay.adapter import WechatPayAdapter
-from providers.wechatpay.settings import WechatPayConfig, WechatPaySettings, build_config
+from providers.wechatpay.settings import WechatPayConfig, build_config
 from tests.support.fakes.wechatpay_api import FakeWechatPay, new_key
+from tests.support.providers.wechatpay import (
+    APIV3_KEY,
+    APPID,
+    CERT_SERIAL,
+    MCHID,
+    settings_for,
+    write_keys,
+)
 from tests.support.stack import serve
-
-MCHID = "1900000109"
-APPID = "wxd678efh567hg6787"
-APIV3_KEY = "0123456789abcdefghijklmnopqrstuv"  # 32 bytes
-CERT_SERIAL = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"
-
-
-def private_pem(key: rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def public_pem(key: rsa.RSAPrivateKey) -> bytes:
-    return key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
 
 
 @pytest.fixture(scope="session")
@@ -59,29 +47,6 @@ def fake(merchant_key: rsa.RSAPrivateKey, platform_key: rsa.RSAPrivateKey) -> Fa
         cert_serial=CERT_SERIAL,
         platform_key=platform_key,
     )
-
-
-def write_keys(directory: Path, merchant: rsa.RSAPrivateKey, platform: rsa.RSAPrivateKey) -> None:
-    (directory / "apiclient_key.pem").write_bytes(private_pem(merchant))
-    (directory / "pub_key.pem").write_bytes(public_pem(platform))
-
-
-def settings_for(
-    directory: Path, fake: FakeWechatPay, api_base: str, **overrides: object
-) -> WechatPaySettings:
-    values: dict[str, object] = {
-        "mchid": MCHID,
-        "appid": APPID,
-        "apiv3_key": APIV3_KEY,
-        "private_key_file": directory / "apiclient_key.pem",
-        "cert_serial": CERT_SERIAL,
-        "public_key_file": directory / "pub_key.pem",
-        "public_key_id": fake.public_key_id,
-        "api_base": api_base,
-        "timeout": 5,
-        **overrides,
-    }
-    return WechatPaySettings(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture

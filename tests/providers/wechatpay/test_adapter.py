@@ -23,8 +23,8 @@ from tempay.domain import (
     ProviderRefundState,
     RefundRequest,
 )
-from tests.providers.wechatpay.conftest import settings_for, write_keys
 from tests.support.fakes.wechatpay_api import FakeWechatPay
+from tests.support.providers.wechatpay import settings_for, write_keys
 from tests.support.stack import bound_socket, url_of
 
 

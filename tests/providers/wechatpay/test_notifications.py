@@ -27,7 +27,8 @@ from tempay.domain import (
     ProviderRefundState,
     RefundObservation,
 )
-from tests.providers.wechatpay.conftest import (
+from tests.support.fakes.wechatpay_api import encrypt, signed_notification
+from tests.support.providers.wechatpay import (
     APIV3_KEY,
     APPID,
     CERT_SERIAL,
@@ -35,7 +36,6 @@ from tests.providers.wechatpay.conftest import (
     private_pem,
     public_pem,
 )
-from tests.support.fakes.wechatpay_api import encrypt, signed_notification
 
 PUB_KEY_ID = "PUB_KEY_ID_0114232134912410000000000000000000"
 

@@ -13,8 +13,8 @@ from providers.wechatpay import WechatPayConfigError, adapter_from_env
 from providers.wechatpay.adapter import WechatPayAdapter
 from providers.wechatpay.settings import build_config, load_settings
 from tempay.settings import Settings
-from tests.providers.wechatpay.conftest import APIV3_KEY, settings_for, write_keys
 from tests.support.fakes.wechatpay_api import FakeWechatPay
+from tests.support.providers.wechatpay import APIV3_KEY, settings_for, write_keys
 
 PREFIX = "TEMPAY_WECHATPAY_"
 

@@ -51,9 +51,13 @@ from providers.wechatpay.adapter import WechatPayAdapter
 from providers.wechatpay.settings import build_config
 from tempay import transactions
 from tempay.domain import PaymentView, SettlementTiming, TransactionStatus
-from tests.providers.alipay.conftest import APP_ID, make_adapter, new_merchant_keys
-from tests.providers.stripe.conftest import API_KEY, WEBHOOK_SECRET
-from tests.providers.wechatpay.conftest import (
+from tests.support.fakes.alipay_gateway import FakeAlipayGateway, rsa_pem_pair, sign_notification
+from tests.support.fakes.stripe_api import FakeStripe
+from tests.support.fakes.wechatpay_api import FakeWechatPay, new_key, signed_notification
+from tests.support.listeners import serve_listeners
+from tests.support.providers.alipay import APP_ID, make_adapter, new_merchant_keys
+from tests.support.providers.stripe import API_KEY, WEBHOOK_SECRET
+from tests.support.providers.wechatpay import (
     APIV3_KEY,
     APPID,
     CERT_SERIAL,
@@ -61,10 +65,6 @@ from tests.providers.wechatpay.conftest import (
     settings_for,
     write_keys,
 )
-from tests.support.fakes.alipay_gateway import FakeAlipayGateway, rsa_pem_pair, sign_notification
-from tests.support.fakes.stripe_api import FakeStripe
-from tests.support.fakes.wechatpay_api import FakeWechatPay, new_key, signed_notification
-from tests.support.listeners import serve_listeners
 from tests.support.stack import Stack, bound_socket, running_stack, serve, url_of
 from webhook.app import close_adapters, webhook_listeners
 from webhook.app import create_app as create_webhook_app
