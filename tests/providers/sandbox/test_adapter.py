@@ -48,7 +48,6 @@ from tests.support.providers.sandbox import (
     Receiver,
     Sandbox,
     eventually,
-    running_receiver,
     running_sandbox,
 )
 from tests.support.stack import bound_socket, url_of
@@ -64,12 +63,6 @@ BASELINE = {
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("adapter")
-
-
-@pytest.fixture(scope="module")
-async def receiver() -> AsyncIterator[Receiver]:
-    async with running_receiver() as receiver:
-        yield receiver
 
 
 @pytest.fixture(scope="module")

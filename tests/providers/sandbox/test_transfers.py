@@ -28,12 +28,6 @@ CLIENT_TIMEOUT = 0.3
 
 
 @pytest.fixture(scope="module")
-async def receiver() -> AsyncIterator[Receiver]:
-    async with running_receiver() as receiver:
-        yield receiver
-
-
-@pytest.fixture(scope="module")
 async def sandbox(
     tmp_path_factory: pytest.TempPathFactory, receiver: Receiver
 ) -> AsyncIterator[Sandbox]:
