@@ -15,6 +15,7 @@ from workflows.merchant import MerchantOutbox, merchant_lines
 from workflows.metrics import count_settlement
 from workflows.operator import operator_lines, record
 from workflows.refund import RefundWorkflow
+from workflows.states import PAYMENT, next_status
 from workflows.status_query import ACTIVITY_TIMEOUT, NoAnswer, jittered, query_while_listening
 from workflows.trust import refusal_lines, refuse, untrusted
 
@@ -100,7 +101,7 @@ class PaymentWorkflow:
     @workflow.init
     def __init__(self, order: PaymentOrder) -> None:
         self._order = order
-        self._status = TransactionStatus.CREATED
+        self._status = PAYMENT.initial
         self._created: CreatedPayment | None = None
         self._inbox: list[PaymentObservation] = []
         self._seen_notifications: set[str] = set()
@@ -926,7 +927,8 @@ class PaymentWorkflow:
         count_settlement(self._order.kind, status)
 
     def _set_status(self, status: TransactionStatus) -> None:
-        self._status = status
+        """The one place the status changes: only as workflows/states.py allows."""
+        self._status = next_status(self._order.kind, self._status, status)
         self._view.status = status
         workflow.upsert_search_attributes([sa.PAYMENT_STATUS.value_set(str(status))])
         self._publish()

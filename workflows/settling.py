@@ -23,6 +23,7 @@ from workflows.operator import (
     record,
     review_problem,
 )
+from workflows.states import next_status
 from workflows.status_query import NoAnswer, jittered, query_while_listening
 from workflows.trust import refusal_lines, refuse, untrusted
 
@@ -263,7 +264,8 @@ class SettlesByProvider:
         self._view.next_status_query_at = None
         if status is not TransactionStatus.SUCCEEDED:
             self._view.review_reason = reason
-        self._status = status
+        # The one place the status changes: only as workflows/states.py allows.
+        self._status = next_status(self._view.kind, self._status, status)
         self._view.status = status
         workflow.upsert_search_attributes([sa.PAYMENT_STATUS.value_set(str(status))])
         self._publish()

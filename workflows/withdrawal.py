@@ -15,6 +15,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.settling import SettlesByProvider
+from workflows.states import PAYOUT
 from workflows.status_query import ACTIVITY_TIMEOUT
 
 with workflow.unsafe.imports_passed_through():
@@ -64,7 +65,7 @@ class WithdrawalWorkflow(SettlesByProvider):
     @workflow.init
     def __init__(self, order: WithdrawalOrder) -> None:
         self._order = order
-        self._status = TransactionStatus.PENDING
+        self._status = PAYOUT.initial
         self._submitted = False
         self._view = WithdrawalView(
             workflow_id=order.workflow_id,
