@@ -15,6 +15,8 @@ from workflows.merchant import MerchantOutbox, merchant_lines
 from workflows.metrics import count_settlement
 from workflows.operator import operator_lines, record
 from workflows.refund import RefundWorkflow
+from workflows.refund_ledger import REFUNDABLE as REFUNDABLE  # tempay/transactions.py uses it
+from workflows.refund_ledger import RefundLedger
 from workflows.states import PAYMENT, next_status
 from workflows.status_query import ACTIVITY_TIMEOUT, NoAnswer, jittered, query_while_listening
 from workflows.trust import refusal_lines, refuse, untrusted
@@ -26,7 +28,6 @@ with workflow.unsafe.imports_passed_through():
         CheckoutInfo,
         CloseOutcome,
         CreatedPayment,
-        InvalidInput,
         OperatorAction,
         PaymentObservation,
         PaymentOrder,
@@ -43,7 +44,6 @@ with workflow.unsafe.imports_passed_through():
         ReviewResolution,
         TransactionStatus,
         format_amount,
-        parse_amount,
         refund_workflow_id,
     )
 
@@ -63,9 +63,6 @@ MERCHANT_EVENTS_PATCH = "merchant-events"
 # Workflows that completed at settlement before refunds existed replay without the refund
 # window; the ones that settle after the upgrade stay open for refunds.
 REFUNDS_PATCH = "refund-window"
-# Each refund adds about 23 history events to its payment (measured at revision 2: 27 for
-# a paid payment, 73 with two refunds); 100 refunds keep a payment's history far below
-# Temporal's limits (a provider's own cap is usually lower: Alipay allows 50 refunds).
 # Orders at this revision or later (PaymentOrder.revision) wait with a steady timer.
 STEADY_TIMER_REVISION = 2
 # Orders at this revision or later hand the status queries after the first to one
@@ -82,7 +79,6 @@ POLL_RETRY = RetryPolicy(
     maximum_attempts=0,
     non_retryable_error_types=["UnknownProvider", "ProviderRejected"],
 )
-MAX_REFUNDS = 100
 
 SETTLED = (
     TransactionStatus.SUCCEEDED,
@@ -90,10 +86,7 @@ SETTLED = (
     TransactionStatus.PARTIALLY_REFUNDED,
     TransactionStatus.REFUNDED,
 )
-REFUNDABLE = (TransactionStatus.SUCCEEDED, TransactionStatus.PARTIALLY_REFUNDED)
 CLOSED_UNPAID = (TransactionStatus.FAILED, TransactionStatus.EXPIRED)
-# A refund's amount stays held while it is in flight or in review.
-HELD = (TransactionStatus.PENDING, TransactionStatus.NEEDS_REVIEW)
 
 
 @workflow.defn
@@ -106,7 +99,6 @@ class PaymentWorkflow:
         self._inbox: list[PaymentObservation] = []
         self._seen_notifications: set[str] = set()
         self._closed_by_us = False
-        self._refunds: dict[str, RefundEntry] = {}
         # Operator actions, taken up by the main loop.
         self._query_now = False
         self._queries_answered = 0  # status queries finished (answered or not)
@@ -123,6 +115,7 @@ class PaymentWorkflow:
             currency=order.currency,
             account_id=order.account_id,
         )
+        self._refunds = RefundLedger(self._view.refunds)
         self._merchant = MerchantOutbox(
             order.timing.merchant_retry_interval,
             self._publish,
@@ -177,19 +170,17 @@ class PaymentWorkflow:
                 requested_at=workflow.now(),
                 reason=request.reason,
             )
-            self._refunds[entry.refund_id] = entry
-            self._view.refunds.append(entry)
+            self._refunds.add(entry)
             self._refund_totals()
             try:
                 await self._start_refund(request)
             except WorkflowAlreadyStartedError:
                 # Never started: nothing is held. A concurrent request with this id wakes up.
                 entry.status = TransactionStatus.FAILED
-                del self._refunds[entry.refund_id]
-                self._view.refunds.remove(entry)
+                self._refunds.remove(entry)
                 self._refund_totals()
         await workflow.wait_condition(lambda: entry.submitted or entry.status.is_terminal)
-        if entry.refund_id not in self._refunds:
+        if self._refunds.get(entry.refund_id) is None:
             raise ApplicationError(
                 f"refund id {entry.refund_id} is already used by another refund "
                 f"({refund_workflow_id(entry.refund_id)}): refund ids are unique",
@@ -205,7 +196,7 @@ class PaymentWorkflow:
             currency=entry.currency,
             fail_reason=entry.fail_reason,
             payment_status=self._status,
-            refundable_amount=self._refundable(),
+            refundable_amount=self._refunds.refundable(self._refund_base()[0], self._status),
         )
 
     @refund.validator
@@ -303,8 +294,7 @@ class PaymentWorkflow:
             reason=why,
         )
         self._review_refund = refund_id
-        self._refunds[refund_id] = entry
-        self._view.refunds.append(entry)
+        self._refunds.add(entry)
         self._refund_totals()
         await self._start_refund(
             RefundRequest(
@@ -681,49 +671,14 @@ class PaymentWorkflow:
 
     def _refund_problem(self, request: RefundRequest) -> str | None:
         """Why this refund cannot be made now, or None. Never changes anything."""
-        order = self._order
-        existing = self._refunds.get(request.refund_id)
-        if existing is not None:
-            if (existing.amount, existing.currency) != (request.amount, request.currency):
-                return (
-                    f"refund {existing.refund_id} already exists for "
-                    f"{format_amount(existing.amount, existing.currency)} {existing.currency}: "
-                    "a refund id always means the same refund"
-                )
-            return None  # the same refund again: answered with its current state
-        if request.order_id != order.order_id:
-            return f"refund is for order {request.order_id}, this is order {order.order_id}"
-        if self._status not in REFUNDABLE:
-            return (
-                f"order {order.order_id} is {self._status}: only a paid payment "
-                f"(SUCCEEDED or PARTIALLY_REFUNDED) can be refunded"
-            )
-        ends = self._view.refund_window_ends_at
-        if ends is None or workflow.now() >= ends:
-            return f"order {order.order_id} no longer takes refunds: its refund window has ended"
-        _, paid_currency = self._refund_base()
-        if request.currency != paid_currency:
-            return f"refund currency {request.currency} differs from the payment's {paid_currency}"
-        try:
-            parse_amount(request.amount, paid_currency)
-        except InvalidInput as exc:
-            return f"refund {exc}"
-        if len(self._refunds) >= MAX_REFUNDS:
-            return f"order {order.order_id} already has {MAX_REFUNDS} refunds, the most it takes"
-        refundable = self._refundable()
-        if request.amount > refundable:
-            c = paid_currency
-            return (
-                f"refund of {format_amount(request.amount, c)} {c} "
-                f"exceeds what remains refundable on order {order.order_id}: "
-                f"{format_amount(refundable, c)} {c}"
-                + (
-                    f" ({format_amount(self._held(), c)} in flight or in review)"
-                    if self._held()
-                    else ""
-                )
-            )
-        return None
+        return self._refunds.problem(
+            request,
+            order_id=self._order.order_id,
+            status=self._status,
+            paid=self._refund_base(),
+            window_ends=self._view.refund_window_ends_at,
+            now=workflow.now(),
+        )
 
     def _refund_base(self) -> tuple[Decimal, str]:
         """What can be refunded in all: what the payer paid (the order's amount, unless an
@@ -732,38 +687,13 @@ class PaymentWorkflow:
             return self._view.paid_amount, self._view.paid_currency
         return self._order.amount, self._order.currency
 
-    def _refunded(self) -> Decimal:
-        return sum(
-            (e.amount for e in self._refunds.values() if e.status is TransactionStatus.SUCCEEDED),
-            Decimal(0),
-        )
-
-    def _held(self) -> Decimal:
-        return sum((e.amount for e in self._refunds.values() if e.status in HELD), Decimal(0))
-
-    def _refundable(self) -> Decimal:
-        if self._status not in REFUNDABLE and self._status is not TransactionStatus.REFUNDED:
-            return Decimal(0)
-        return self._refund_base()[0] - self._refunded() - self._held()
-
     def _refund_totals(self) -> None:
         """Ledger totals, and the payment's status: REFUNDED once every unit went back."""
-        self._view.refunded_amount = self._refunded()
-        self._view.refunding_amount = self._held()
-        self._view.refundable_amount = self._refundable()
-        refunded, paid = self._view.refunded_amount, self._refund_base()[0]
-        status: TransactionStatus
-        if self._status is TransactionStatus.NEEDS_REVIEW:
-            # Only the refund of what was paid (an operator's decision) ends a review here.
-            status = TransactionStatus.REFUNDED if refunded >= paid else self._status
-        elif self._status not in (*REFUNDABLE, TransactionStatus.REFUNDED):
-            status = self._status
-        elif refunded >= paid:
-            status = TransactionStatus.REFUNDED
-        elif refunded > 0:
-            status = TransactionStatus.PARTIALLY_REFUNDED
-        else:
-            status = TransactionStatus.SUCCEEDED
+        paid, ledger = self._refund_base()[0], self._refunds
+        self._view.refunded_amount = ledger.refunded()
+        self._view.refunding_amount = ledger.held()
+        self._view.refundable_amount = ledger.refundable(paid, self._status)
+        status = ledger.payment_status(paid, self._status)
         if status is not self._status:
             self._set_status(status)
         else:
@@ -812,10 +742,7 @@ class PaymentWorkflow:
                 break
             self._drain_inbox()
         await workflow.wait_condition(
-            lambda: (
-                all(e.status.is_terminal for e in self._refunds.values())
-                and workflow.all_handlers_finished()
-            )
+            lambda: self._refunds.all_settled() and workflow.all_handlers_finished()
         )
         self._drain_inbox()
 
