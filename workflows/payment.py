@@ -326,6 +326,10 @@ class PaymentWorkflow:
             entry.status = progress.status
             entry.settled_at = progress.settled_at
             entry.fail_reason = progress.fail_reason
+        if entry.refund_id == self._review_refund and entry.status is TransactionStatus.FAILED:
+            # The refund of what was paid failed after the provider took it: the review stays
+            # open for another decision (a failure before that is handled where it starts).
+            self._review_refund = None
         self._refund_totals()
 
     # ---- main flow -------------------------------------------------------------------

@@ -19,6 +19,7 @@ from tempay.domain import (
     PaymentOrder,
     PaymentView,
     ProviderPaymentState,
+    ProviderRefundState,
     ReviewResolution,
     TransactionKind,
     TransactionStatus,
@@ -183,6 +184,20 @@ async def test_resolve_refund_gives_back_what_was_paid(
     await settle_refund(client, order, entry.refund_id, "9.99")
     view = await wait_for(handle, lambda v: v.status is TransactionStatus.REFUNDED)
     assert view.refunded_amount == Decimal("9.99")
+
+
+async def test_a_review_refund_that_fails_later_leaves_the_review_open(
+    client: Client, task_queue: str, refunds: FakeRefundProvider
+) -> None:
+    """The refund of what was paid is taken by the provider, then fails: the operator can
+    decide again (it used to stay "already under way" until the refund window ended)."""
+    order, handle = await in_review(client, task_queue)
+    view = await act(client, order, "resolve", resolution("refund"))
+    [entry] = view.refunds
+    await settle_refund(client, order, entry.refund_id, "9.99", state=ProviderRefundState.FAILED)
+    await wait_for(handle, lambda v: v.refunds[0].status is TransactionStatus.FAILED)
+    view = await act(client, order, "resolve", resolution("accept"))
+    assert view.status is TransactionStatus.SUCCEEDED and view.settled_by == "operator"
 
 
 async def test_refund_in_review_resolved_by_an_operator(
