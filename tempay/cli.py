@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import importlib
 import json
 import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 import httpx
@@ -277,30 +279,43 @@ async def cmd_worker(_: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from tempay.bench import run_bench
+def _proof(module: str, command: str) -> Any:
+    """A module of proof/ (the benchmarks and the fault harness), which only a source checkout
+    holds, beside this package: the wheel, and so the image, leaves it out."""
+    checkout = str(Path(__file__).resolve().parents[1])
+    if Path(checkout, "proof", "__init__.py").is_file() and checkout not in sys.path:
+        sys.path.append(checkout)  # an editable install maps only the packages it ships
+    try:
+        return importlib.import_module(f"proof.{module}")
+    except ModuleNotFoundError as exc:
+        if exc.name != "proof":
+            raise
+        raise CommandError(
+            f"`tempay {command}` needs a source checkout of tempay (its proof/ package is not "
+            "installed): run it from a clone with scripts/setup"
+        ) from None
 
+
+async def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    bench = _proof("bench", "bench")
     if args.webhook_rate is not None and args.pending is not None:
         raise InvalidInput("--webhook-rate and --pending are separate benchmarks: choose one")
     if args.breakdown and (args.webhook_rate is not None or args.pending is not None):
         raise InvalidInput("--breakdown is for the end-to-end benchmark (--payments) only")
     if args.webhook_rate is not None:
-        from tempay.bench_load import run_webhook_bench
-
-        return await run_webhook_bench(args.webhook_rate, args.duration, args.pool)
+        load = _proof("load", "bench")
+        return await load.run_webhook_bench(args.webhook_rate, args.duration, args.pool)
     if args.pending is not None:
-        from tempay.bench_load import run_pending_bench
-
-        return await run_pending_bench(
+        load = _proof("load", "bench")
+        return await load.run_pending_bench(
             args.pending, args.concurrency, args.status_cap, args.first_query, args.query_window
         )
-    return await run_bench(args.payments, args.concurrency, args.breakdown)
+    return await bench.run_bench(args.payments, args.concurrency, args.breakdown)
 
 
 async def cmd_faults(args: argparse.Namespace, _: Settings) -> int:
-    from tempay.faults import run_faults
-
-    return await run_faults(args.payments, args.scenario, args.concurrency)
+    faults = _proof("faults", "faults")
+    return await faults.run_faults(args.payments, args.scenario, args.concurrency)
 
 
 def cmd_webhook(_: argparse.Namespace, __: Settings) -> int:

@@ -128,13 +128,19 @@ class Child:
             self.process.wait()
 
 
+def worker_argv() -> list[str]:
+    return [sys.executable, "-m", "tempay", "worker"]
+
+
 @dataclass
 class Stack:
-    """The four processes of a tempay installation on one machine."""
+    """The four processes of a tempay installation on one machine. `worker` is the worker's
+    command line (the benchmarks run one that also serves their baselines: proof/worker.py)."""
 
     settings: Settings
     sandbox_env: dict[str, str] = field(default_factory=dict)
     with_ui: bool = True
+    worker: Sequence[str] = field(default_factory=worker_argv)
     children: list[Child] = field(default_factory=list)
 
     @property
@@ -240,7 +246,7 @@ class Stack:
             Child("temporal", self.temporal_argv(), logs / "temporal.log"),
             Child("sandbox", [python, "-m", "providers.sandbox.app"], logs / "sandbox.log"),
             Child("webhook", [python, "-m", "tempay", "webhook"], logs / "webhook.log"),
-            Child("worker", [python, "-m", "tempay", "worker"], logs / "worker.log"),
+            Child("worker", list(self.worker), logs / "worker.log"),
         ]
         env = self.env()
         for child in self.children:

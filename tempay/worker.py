@@ -8,7 +8,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from temporalio.client import Client
@@ -21,7 +21,6 @@ from activities.refunds import RefundActivities
 from activities.transfers import TransferActivities
 from providers.base import ProviderAdapter
 from providers.registry import build_adapters
-from tempay.bench_workflows import BareListenerWorkflow, BareSettlementWorkflow, bare_activity
 from tempay.codec import EncryptionCodec
 from tempay.pacing import Pacer, PacingInterceptor, paced_rate
 from tempay.settings import Settings, get_settings
@@ -38,13 +37,7 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
 )
 
-WORKFLOWS = [
-    PaymentWorkflow,
-    RefundWorkflow,
-    WithdrawalWorkflow,
-    BareSettlementWorkflow,
-    BareListenerWorkflow,
-]
+WORKFLOWS = [PaymentWorkflow, RefundWorkflow, WithdrawalWorkflow]
 
 
 class TempayWorkers:
@@ -76,8 +69,14 @@ class TempayWorkers:
 
 
 def build_worker(
-    client: Client, settings: Settings, adapters: dict[str, ProviderAdapter]
+    client: Client,
+    settings: Settings,
+    adapters: dict[str, ProviderAdapter],
+    extra_workflows: Sequence[type] = (),
+    extra_activities: Sequence[Callable[..., Any]] = (),
 ) -> TempayWorkers:
+    """tempay's workers; `extra_workflows` and `extra_activities` also run on the main queue
+    (the benchmarks' baselines, beside the payments they are compared with: proof/worker.py)."""
     payments = PaymentActivities(adapters)
     refunds = RefundActivities(adapters)
     transfers = TransferActivities(adapters)
@@ -91,7 +90,7 @@ def build_worker(
     main = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=WORKFLOWS,
+        workflows=[*WORKFLOWS, *extra_workflows],
         workflow_runner=WORKFLOW_RUNNER,
         max_cached_workflows=settings.worker_max_cached_workflows,
         activities=[
@@ -100,7 +99,7 @@ def build_worker(
             refunds.create_refund,
             transfers.create_transfer,
             merchant.notify_merchant,
-            bare_activity,
+            *extra_activities,
             # Still here for workflows whose input names no status-query queue (started
             # before it existed): their queries run uncapped on the main queue.
             *queries,
@@ -120,7 +119,11 @@ def build_worker(
     return TempayWorkers(main, status)
 
 
-async def run_worker(settings: Settings | None = None) -> None:
+async def run_worker(
+    settings: Settings | None = None,
+    extra_workflows: Sequence[type] = (),
+    extra_activities: Sequence[Callable[..., Any]] = (),
+) -> None:
     # The workflow sandbox re-imports workflow modules for every workflow run: without
     # bytecode caching (PYTHONDONTWRITEBYTECODE) each run recompiles their source.
     sys.dont_write_bytecode = False
@@ -133,7 +136,7 @@ async def run_worker(settings: Settings | None = None) -> None:
             settings.data_dir,
         )
     adapters = build_adapters(settings)
-    worker = build_worker(client, settings, adapters)
+    worker = build_worker(client, settings, adapters, extra_workflows, extra_activities)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -12,15 +12,7 @@ from typing import Any
 
 import pytest
 
-from tempay.domain import (
-    MerchantEventProgress,
-    PaymentView,
-    RefundView,
-    TransactionKind,
-    TransactionStatus,
-    WithdrawalView,
-)
-from tempay.faults import (
+from proof.faults import (
     GroundTruth,
     Intent,
     MerchantDelivery,
@@ -31,6 +23,14 @@ from tempay.faults import (
     expected_event_id,
     expected_payment_status,
     make_plan,
+)
+from tempay.domain import (
+    MerchantEventProgress,
+    PaymentView,
+    RefundView,
+    TransactionKind,
+    TransactionStatus,
+    WithdrawalView,
 )
 
 START = datetime(2026, 11, 28, 4, 0, tzinfo=UTC)

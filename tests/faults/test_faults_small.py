@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tempay.faults import SCENARIOS, Problem, run_scenario, table
+from proof.faults import SCENARIOS, Problem, run_scenario, table
 
 pytestmark = pytest.mark.e2e
 

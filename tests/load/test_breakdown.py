@@ -14,9 +14,9 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from proof.baseline_workflows import BareFeatures, BareSettlementWorkflow, bare_activity
+from proof.bench import ALL_STEPS, Bench, CpuMeter, breakdown_phases, breakdown_table
 from tempay import search_attributes as sa
-from tempay.bench import ALL_STEPS, Bench, CpuMeter, breakdown_phases, breakdown_table
-from tempay.bench_workflows import BareFeatures, BareSettlementWorkflow, bare_activity
 from tempay.settings import Settings
 from tempay.worker import WORKFLOW_RUNNER
 

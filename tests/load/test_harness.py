@@ -8,9 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from providers.sandbox.app import QueryCounter
-from tempay.bench import bench_settings
-from tempay.bench_load import (
+from proof.bench import bench_settings
+from proof.load import (
     TABLE,
     Shot,
     latency_figures,
@@ -21,6 +20,7 @@ from tempay.bench_load import (
     percentile,
     rate_figures,
 )
+from providers.sandbox.app import QueryCounter
 from tempay.domain import InvalidInput
 from tempay.settings import Settings
 
@@ -152,7 +152,7 @@ def test_status_query_rate_cap_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_cpu_seconds_of_this_process_grow() -> None:
     import os
 
-    from tempay.bench_load import cpu_seconds, cpu_used
+    from proof.load import cpu_seconds, cpu_used
 
     pid = os.getpid()
     before = {"me": cpu_seconds(pid)}

@@ -17,8 +17,9 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from proof import worker as proof_worker
+from proof.load import webhook_load
 from providers.sandbox.keys import ensure_keypair, load_private_key
-from tempay.bench_load import webhook_load
 from tempay.domain import PaymentView, SettlementTiming, TransactionStatus
 from tempay.worker import build_worker
 from tests.support.stack import Stack, running_stack, start_payment
@@ -39,6 +40,8 @@ async def stack(
         tmp_path_factory.mktemp("load"),
         task_queue,
         settings_overrides={"status_query_rate_cap": CAP},
+        # webhook_load signals the baseline listeners too, as `tempay bench` does.
+        worker_extras=(proof_worker.WORKFLOWS, proof_worker.ACTIVITIES),
     ) as s:
         yield s
 

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -229,13 +229,15 @@ async def running_stack(
     settings_overrides: dict[str, Any] | None = None,
     extra_adapters: dict[str, ProviderAdapter] | None = None,
     worker: bool = True,
+    worker_extras: tuple[Sequence[type], Sequence[Callable[..., Any]]] = ((), ()),
     **sandbox_overrides: Any,
 ) -> AsyncIterator[Stack]:
     """Sandbox provider, webhook service, merchant and worker; all stop when the block ends.
     `settings_overrides` change tempay's settings (e.g. provider_timeout), `extra_adapters`
     add providers (e.g. an adapter pointed at a test's fake provider API) to the webhook and
     the worker, `worker=False` leaves the worker to the test (e.g. a `tempay worker` process),
-    the other keyword arguments change the sandbox's settings."""
+    `worker_extras` are (workflows, activities) the worker also runs (e.g. the benchmarks'
+    baselines: proof/worker.py), the other keyword arguments change the sandbox's settings."""
     async with contextlib.AsyncExitStack() as stack:
         # Bind the sockets first: the settings (and the sandbox's payment_url links) need
         # the URLs. They close on the way out even if something below fails.
@@ -268,7 +270,9 @@ async def running_stack(
         await stack.enter_async_context(serve(merchant.app(), merchant_sock))
         # The worker stops first (on exit, in reverse order), while the sandbox still answers.
         if worker:
-            await stack.enter_async_context(build_worker(client, settings, adapters))
+            await stack.enter_async_context(
+                build_worker(client, settings, adapters, *worker_extras)
+            )
         yield Stack(
             client=client,
             settings=settings,

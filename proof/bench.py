@@ -24,8 +24,9 @@ import httpx
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
+from proof import worker
+from proof.baseline_workflows import BareFeatures, BareSettlementWorkflow
 from tempay import search_attributes as sa
-from tempay.bench_workflows import BareFeatures, BareSettlementWorkflow
 from tempay.dev import Stack, private_settings
 from tempay.domain import (
     InvalidInput,
@@ -247,7 +248,8 @@ async def run_bench(payments: int, concurrency: int, breakdown: bool = False) ->
         raise InvalidInput(f"--payments must be at least {ROUNDS} and --concurrency at least 1")
     with tempfile.TemporaryDirectory(prefix="tempay-bench-") as tmp:
         settings = bench_settings(Path(tmp))
-        stack = Stack(settings, sandbox_env={"TEMPAY_SANDBOX_TIME_SCALE": "0.001"}, with_ui=False)
+        env = {"TEMPAY_SANDBOX_TIME_SCALE": "0.001", **worker.ENV}
+        stack = Stack(settings, sandbox_env=env, with_ui=False, worker=worker.ARGV)
         try:
             stack.start()
             await stack.wait_ready()

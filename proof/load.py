@@ -32,11 +32,12 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 from temporalio.client import Client, WorkflowHandle
 
+from proof import worker
+from proof.baseline_workflows import BareListenerWorkflow
+from proof.bench import bench_settings, cpu_seconds, cpu_used, run_many
 from providers.sandbox.keys import ensure_keypair, load_private_key
 from providers.sandbox.notifier import utc_iso
 from providers.sandbox.signature import SIGNATURE_HEADER, sign_body
-from tempay.bench import bench_settings, cpu_seconds, cpu_used, run_many
-from tempay.bench_workflows import BareListenerWorkflow
 from tempay.dev import Stack
 from tempay.domain import InvalidInput, SettlementTiming
 from tempay.pacing import paced_rate
@@ -281,7 +282,8 @@ class PrivateStack:
         if "TEMPAY_STATUS_QUERY_RATE_CAP" in env:
             cap = float(env["TEMPAY_STATUS_QUERY_RATE_CAP"])
             self.settings = self.settings.model_copy(update={"status_query_rate_cap": cap})
-        self.stack = Stack(self.settings, sandbox_env=env, with_ui=False)
+        env.update(worker.ENV)
+        self.stack = Stack(self.settings, sandbox_env=env, with_ui=False, worker=worker.ARGV)
 
     async def __aenter__(self) -> PrivateStack:
         try:
