@@ -95,11 +95,7 @@ def chosen_provider(settings: Settings, provider: str | None) -> str:
             'name the provider (--provider, or "provider" in /api): this deployment has no '
             "default (TEMPAY_DEFAULT_PROVIDER; the sandbox is the default only under `tempay dev`)"
         )
-    if not PROVIDER_NAME.fullmatch(chosen):
-        raise InvalidInput(
-            f"provider {chosen!r} must be 1-64 characters of letters, digits, '_', '-' or '.'"
-        )
-    return chosen
+    return parse_provider(chosen)
 
 
 def build_order(
@@ -427,6 +423,14 @@ class TransactionRow:
 PROVIDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
+def parse_provider(name: str) -> str:
+    if not PROVIDER_NAME.fullmatch(name):
+        raise InvalidInput(
+            f"provider {name!r} must be 1-64 characters of letters, digits, '_', '-' or '.'"
+        )
+    return name
+
+
 def _one_of(value: str, valid: list[str], what: str) -> str:
     for candidate in valid:
         if value.strip().lower() == candidate.lower():
@@ -448,11 +452,7 @@ def transactions_query(
         kind = _one_of(kind, [str(k) for k in TransactionKind], "kind")
         clauses.append(f"{sa.TRANSACTION_KIND.name} = '{kind}'")
     if provider is not None:
-        if not PROVIDER_NAME.fullmatch(provider):
-            raise InvalidInput(
-                f"provider {provider!r} must be 1-64 characters of letters, digits, '_', '-' or '.'"
-            )
-        clauses.append(f"{sa.PROVIDER.name} = '{provider}'")
+        clauses.append(f"{sa.PROVIDER.name} = '{parse_provider(provider)}'")
     return " AND ".join(clauses)
 
 
