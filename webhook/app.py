@@ -141,11 +141,7 @@ def create_public_app(
 ) -> FastAPI:
     """What providers call: `POST /notify/{provider}` and `GET /healthz`, nothing else (no
     /api, /codec, /metrics, nor an OpenAPI document). The caller closes the adapters."""
-    app = FastAPI(title="tempay webhook", openapi_url=None, docs_url=None, redoc_url=None)
-    _add_healthz(app)
-    _add_notify(app, settings, adapters, temporal)
-    _buffer_bodies(app, settings)
-    return app
+    return _create(settings, adapters, temporal, public=True, internal=False)
 
 
 def create_internal_app(
@@ -153,23 +149,32 @@ def create_internal_app(
 ) -> FastAPI:
     """For the merchant's systems and operators: /api, /codec, /metrics and /healthz. The
     caller closes the adapters."""
-    app = FastAPI(title="tempay webhook (internal)")
-    _add_healthz(app)
-    _add_internal(app, settings, adapters, temporal)
-    _buffer_bodies(app, settings)
-    return app
+    return _create(settings, adapters, temporal, public=False, internal=True)
 
 
-def _create_combined_app(
+def _create(
     settings: Settings,
     adapters: dict[str, ProviderAdapter],
     temporal: TemporalConnection,
+    *,
+    public: bool,
+    internal: bool,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
 ) -> FastAPI:
-    app = FastAPI(title="tempay webhook", lifespan=lifespan)
-    _add_internal(app, settings, adapters, temporal)
+    """An app with the public routes, the internal ones, or both (one listener)."""
+    app = FastAPI(
+        title="tempay webhook" if public else "tempay webhook (internal)",
+        lifespan=lifespan,
+        # The OpenAPI document describes /api: served only where /api is (FastAPI's paths).
+        openapi_url="/openapi.json" if internal else None,
+        docs_url="/docs" if internal else None,
+        redoc_url="/redoc" if internal else None,
+    )
+    if internal:
+        _add_internal(app, settings, adapters, temporal)
     _add_healthz(app)
-    _add_notify(app, settings, adapters, temporal)
+    if public:
+        _add_notify(app, settings, adapters, temporal)
     _buffer_bodies(app, settings)
     return app
 
@@ -187,7 +192,8 @@ def create_app(
         yield
         await close_adapters(providers)
 
-    return _create_combined_app(settings, providers, TemporalConnection(settings), lifespan)
+    temporal = TemporalConnection(settings)
+    return _create(settings, providers, temporal, public=True, internal=True, lifespan=lifespan)
 
 
 async def close_adapters(adapters: dict[str, ProviderAdapter]) -> None:
@@ -363,7 +369,8 @@ def webhook_listeners(settings: Settings, adapters: dict[str, ProviderAdapter]) 
     temporal = TemporalConnection(settings)
     public = (settings.webhook_host, settings.webhook_port)
     if settings.internal_on_webhook_port:
-        return [Listener("webhook", _create_combined_app(settings, adapters, temporal), *public)]
+        every_route = _create(settings, adapters, temporal, public=True, internal=True)
+        return [Listener("webhook", every_route, *public)]
     internal = (settings.internal_host, settings.internal_port)
     if internal == public:
         raise ListenError(
