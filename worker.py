@@ -3,7 +3,7 @@
 import asyncio
 import logging
 
-from tempay.worker import run_worker
+from commands.worker import run_worker
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

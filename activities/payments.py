@@ -5,7 +5,7 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from providers.base import ProviderAdapter, ProviderRejected
+from providers.base import ProviderAdapter
 from tempay.domain import (
     CloseOutcome,
     CreatedPayment,
@@ -14,6 +14,7 @@ from tempay.domain import (
     PaymentPoll,
     PolledPayment,
 )
+from tempay.errors import ProviderRejected
 from tempay.polling import poll_payment_attempt
 
 

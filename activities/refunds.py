@@ -10,8 +10,9 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from providers.base import ProviderAdapter, ProviderRefused, ProviderRejected
+from providers.base import ProviderAdapter
 from tempay.domain import RefundObservation, RefundOrder
+from tempay.errors import ProviderRefused, ProviderRejected
 
 REJECTED = "ProviderRejected"  # refused; nothing was refunded
 UNKNOWN_PROVIDER = "UnknownProvider"

@@ -10,14 +10,9 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from providers.base import (
-    ProviderAdapter,
-    ProviderError,
-    ProviderOutcomeUnknown,
-    ProviderRefused,
-    ProviderRejected,
-)
+from providers.base import ProviderAdapter
 from tempay.domain import TransferObservation, WithdrawalOrder
+from tempay.errors import ProviderError, ProviderOutcomeUnknown, ProviderRefused, ProviderRejected
 
 # ApplicationError types the workflow tells apart.
 OUTCOME_UNKNOWN = "TransferOutcomeUnknown"  # may have reached the provider: query first

@@ -24,20 +24,15 @@ import httpx
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
+from commands.dev import Stack, private_settings
 from proof import worker
 from proof.baseline_workflows import BareFeatures, BareSettlementWorkflow
 from tempay import search_attributes as sa
-from tempay.dev import Stack, private_settings
-from tempay.domain import (
-    InvalidInput,
-    PaymentOrder,
-    PaymentView,
-    TransactionKind,
-    TransactionStatus,
-)
+from tempay.domain import PaymentOrder, PaymentView, TransactionKind, TransactionStatus
+from tempay.errors import InvalidInput
 from tempay.settings import Settings
 from tempay.temporal import connect
-from tempay.transactions import build_order, start_payment
+from transactions import build_order, start_payment
 
 ROUNDS = 4
 ALL_STEPS = "+ all of them"  # the breakdown's step with every one of the steps before it

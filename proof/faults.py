@@ -58,9 +58,8 @@ from temporalio.client import Client
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError
 
-from tempay.dev import Stack, private_settings
+from commands.dev import Stack, private_settings
 from tempay.domain import (
-    InvalidInput,
     PaymentView,
     RefundView,
     SettlementTiming,
@@ -70,13 +69,18 @@ from tempay.domain import (
     payment_workflow_id,
     withdrawal_workflow_id,
 )
-from tempay.merchant_webhooks import WebhookVerificationError, generate_secret, verify
-from tempay.settings import Settings
-from tempay.temporal import TemporalUnavailable, connect
-from tempay.transactions import (
+from tempay.errors import (
+    InvalidInput,
     OrderConflict,
     RefundRefused,
+    TemporalUnavailable,
     TransactionNotFound,
+    WebhookVerificationError,
+)
+from tempay.merchant_webhooks import generate_secret, verify
+from tempay.settings import Settings
+from tempay.temporal import connect
+from transactions import (
     build_order,
     build_withdrawal,
     payment_view,

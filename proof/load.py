@@ -32,18 +32,19 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 from temporalio.client import Client, WorkflowHandle
 
+from commands.dev import Stack
 from proof import worker
 from proof.baseline_workflows import BareListenerWorkflow
 from proof.bench import bench_settings, cpu_seconds, cpu_used, run_many
 from providers.sandbox.keys import ensure_keypair, load_private_key
 from providers.sandbox.notifier import utc_iso
 from providers.sandbox.signature import SIGNATURE_HEADER, sign_body
-from tempay.dev import Stack
-from tempay.domain import InvalidInput, SettlementTiming
+from tempay.domain import SettlementTiming
+from tempay.errors import InvalidInput
 from tempay.pacing import paced_rate
 from tempay.settings import Settings
 from tempay.temporal import connect
-from tempay.transactions import build_order, settlement_timing, start_payment
+from transactions import build_order, settlement_timing, start_payment
 
 SANDBOX_ENV = {"TEMPAY_SANDBOX_TIME_SCALE": "0.001"}
 

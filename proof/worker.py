@@ -12,9 +12,9 @@ import os
 import sys
 from pathlib import Path
 
+from commands.worker import run_worker
 from proof.baseline_workflows import BareListenerWorkflow, BareSettlementWorkflow, bare_activity
 from tempay.settings import get_settings
-from tempay.worker import run_worker
 
 WORKFLOWS = (BareSettlementWorkflow, BareListenerWorkflow)
 ACTIVITIES = (bare_activity,)

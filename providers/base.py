@@ -6,7 +6,6 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from tempay.domain import (
     CloseOutcome,
@@ -18,61 +17,10 @@ from tempay.domain import (
     TransferObservation,
     TransferRequest,
 )
+from tempay.errors import ProviderUnsupported
 
 # Whatever a provider notification can be about.
 ProviderObservation = PaymentObservation | RefundObservation | TransferObservation
-
-
-class ProviderError(Exception):
-    """The provider could not be reached or failed; the call may be retried."""
-
-
-class ProviderRejected(ProviderError):
-    """The provider refused the request as invalid; retrying will not help."""
-
-
-class ProviderRefused(ProviderRejected):
-    """The provider refused for a business reason it names in `code` (for example
-    REFUND_AMOUNT_EXCEEDED, TRADE_STATUS_ERROR, REFUND_CONFLICT, TRANSFER_CONFLICT), with the
-    details it gave (for example `refundable_amount`)."""
-
-    def __init__(self, message: str, code: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.details = details or {}
-
-
-class ProviderOutcomeUnknown(ProviderError):
-    """The request may have reached the provider, but no answer came back (timeout, 5xx,
-    connection lost after sending): the money may or may not have moved. Query before any
-    retry that is not protected by the provider's idempotency key."""
-
-
-class ProviderUnsupported(ProviderRejected):
-    """The provider does not offer this operation."""
-
-
-class NotificationError(Exception):
-    """A notification the webhook must refuse; `http_status` says how."""
-
-    http_status = 400
-
-
-class MalformedNotification(NotificationError):
-    http_status = 400
-
-
-class UnverifiedNotification(NotificationError):
-    """Missing, wrong or stale signature."""
-
-    http_status = 401
-
-
-class VerificationUnavailable(NotificationError):
-    """The signature cannot be checked now (our key is missing or unreadable): the
-    provider is told to send it again later."""
-
-    http_status = 503
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,6 @@ from providers.wechatpay import adapter_from_env as wechatpay_from_env
 from tempay.settings import Settings
 
 
-class UnknownProvider(LookupError):
-    pass
-
-
 def build_adapters(settings: Settings) -> dict[str, ProviderAdapter]:
     adapters: dict[str, ProviderAdapter] = {**alipay_adapters(settings)}
     # The sandbox signs whatever anyone asks it to (it is a simulator): it exists only

@@ -71,7 +71,7 @@ async def served(app: Any, settings: Any) -> AsyncIterator[str]:
     else:  # before: uvicorn with its defaults, as webhook.app.main ran it
         config = uvicorn.Config(app, log_level="warning")
         server = uvicorn.Server(config)
-        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -103,7 +103,8 @@ async def cross_provider(env: Any, data_dir: Path) -> None:
     import httpx
 
     from tempay.domain import SettlementTiming
-    from tempay.transactions import RefundRefused, start_refund
+    from tempay.errors import RefundRefused
+    from transactions import start_refund
 
     AlipayError, FakeAlipayGateway = from_tests(
         "fakes.alipay_gateway", "tests.fakes.alipay_gateway", "AlipayError", "FakeAlipayGateway"
@@ -413,7 +414,7 @@ async def edges(data_dir: Path) -> None:
     )
 
     from tempay.domain import PaymentObservation
-    from tempay.transactions import build_order
+    from transactions import build_order
 
     try:
         order = build_order(
@@ -429,7 +430,8 @@ async def edges(data_dir: Path) -> None:
     )
     row('a provider reports paid amount "1E1" CNY', f"recorded as {str(observation.amount)!r}")
 
-    from tempay.merchant_webhooks import WebhookVerificationError, verify
+    from tempay.errors import WebhookVerificationError
+    from tempay.merchant_webhooks import verify
 
     headers = {"webhook-id": "msg_1", "webhook-timestamp": "²", "webhook-signature": "v1,AAAA"}
     try:
@@ -489,7 +491,7 @@ async def merchant_url_secrets() -> None:
 
 
 async def alipay_future(data_dir: Path) -> None:
-    from providers.base import NotificationError
+    from tempay.errors import NotificationError
 
     FakeAlipayGateway, FakeTrade = from_tests(
         "fakes.alipay_gateway", "tests.fakes.alipay_gateway", "FakeAlipayGateway", "FakeTrade"
@@ -565,8 +567,8 @@ async def main() -> None:
     finally:
         await env.shutdown()
     print("\n| probe | answer |\n| --- | --- |")
-    for probe, answer in ROWS:
-        print(f"| {probe} | {answer} |")
+    for row, answer in ROWS:
+        print(f"| {row} | {answer} |")
 
 
 if __name__ == "__main__":

@@ -1,3 +1,3 @@
-from tempay.cli import main
+from commands.cli import main
 
 main()

@@ -37,7 +37,7 @@ from temporalio.converter import (
     PayloadCodec,
 )
 
-from tempay.domain import InvalidInput
+from tempay.errors import CodecKeyError, PayloadDecryptionError
 
 if TYPE_CHECKING:
     from tempay.settings import Settings
@@ -51,14 +51,6 @@ NONCE_BYTES = 12
 KEY_BYTES = 32
 _TAG_BYTES = 16
 _KEY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-class CodecKeyError(InvalidInput):
-    """Malformed key configuration. Messages name entries by position, never key material."""
-
-
-class PayloadDecryptionError(ValueError):
-    """An encrypted payload that cannot be read: unknown key id, or tampered/corrupt data."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tempay.errors import InvalidInput
+
 # ISO 4217 minor units for the currencies tempay accepts.
 MINOR_UNITS: dict[str, int] = {
     "AUD": 2,
@@ -39,10 +41,6 @@ MINOR_UNITS: dict[str, int] = {
 
 # Matched whole (fullmatch): with `$`, "X\n" would pass as a second order id beside "X".
 ORDER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
-
-
-class InvalidInput(ValueError):
-    """Input a user can fix: the message says what is wrong."""
 
 
 def parse_currency(code: str) -> str:

@@ -25,6 +25,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import httpx
 
+from tempay.errors import InvalidSecret, WebhookVerificationError
+
 SECRET_PREFIX = "whsec_"
 SIGNATURE_VERSION = "v1"
 MIN_KEY_BYTES = 24  # the scheme's recommended range is 24 to 64 bytes
@@ -48,14 +50,6 @@ MIN_SECRET_LENGTH = 4
 # Unix seconds in ASCII digits only: str.isdigit() also says yes to "²" and "١", and int()
 # raises ValueError past 4,300 digits; twelve digits reach the year 33658.
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
-
-
-class InvalidSecret(ValueError):
-    """The secret is not `whsec_` followed by a base64 key of at least 24 bytes."""
-
-
-class WebhookVerificationError(Exception):
-    """A delivery did not verify; the message says which check failed."""
 
 
 def webhook_url_problem(url: str) -> str | None:

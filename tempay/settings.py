@@ -17,8 +17,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tempay.codec import CodecKeyError, parse_keys
-from tempay.merchant_webhooks import InvalidSecret, parse_secret, webhook_url_problem
+from tempay.codec import parse_keys
+from tempay.errors import CodecKeyError, InvalidSecret
+from tempay.merchant_webhooks import parse_secret, webhook_url_problem
 
 
 def _seconds(value: Any) -> Any:

@@ -10,15 +10,8 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from tempay.codec import codec_for, data_converter
+from tempay.errors import MetricsUnavailable, TemporalUnavailable
 from tempay.settings import Settings
-
-
-class TemporalUnavailable(RuntimeError):
-    pass
-
-
-class MetricsUnavailable(RuntimeError):
-    """The worker's metrics endpoint cannot be served (port taken, bad address)."""
 
 
 async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:

@@ -1,6 +1,6 @@
 """The backend API under /api: merchants' services start and read transactions over HTTP.
 
-It does what the CLI does (tempay/transactions.py), with the same idempotency: a payment,
+It does what the CLI does (transactions/), with the same idempotency: a payment,
 recharge or withdrawal by its merchant id, a refund by its refund id. Every route needs
 `Authorization: Bearer <TEMPAY_API_KEY>`; with no key set, every route answers 503. Amounts
 are JSON strings ("10.00"): a JSON number is refused, so a float never meets the money.
@@ -39,7 +39,6 @@ from tempay.domain import (
     MINOR_UNITS,
     ORDER_ID_PATTERN,
     CheckoutInfo,
-    InvalidInput,
     PaymentView,
     RefundAccepted,
     RefundView,
@@ -50,13 +49,16 @@ from tempay.domain import (
     parse_currency,
     parse_order_id,
 )
-from tempay.settings import Settings
-from tempay.temporal import TemporalUnavailable
-from tempay.transactions import (
+from tempay.errors import (
+    InvalidInput,
     OrderConflict,
     RefundRefused,
+    TemporalUnavailable,
     TransactionNotFound,
     WorkerUnavailable,
+)
+from tempay.settings import Settings
+from transactions import (
     build_order,
     build_withdrawal,
     chosen_provider,

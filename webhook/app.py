@@ -20,11 +20,10 @@ from starlette.requests import ClientDisconnect
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from providers.base import NotificationError, ProviderAdapter, ProviderObservation
+from providers.base import ProviderAdapter, ProviderObservation
 from providers.registry import build_adapters
 from tempay import search_attributes as sa
 from tempay.domain import (
-    InvalidInput,
     PaymentObservation,
     ProviderPaymentState,
     RefundObservation,
@@ -35,8 +34,9 @@ from tempay.domain import (
     refund_workflow_id,
     withdrawal_workflow_id,
 )
+from tempay.errors import InvalidInput, NotificationError, TemporalUnavailable
 from tempay.settings import Settings, get_settings
-from tempay.temporal import TemporalUnavailable, connect
+from tempay.temporal import connect
 from webhook import server
 from webhook.api import create_api_router
 from webhook.codec import create_codec_app

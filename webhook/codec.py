@@ -33,13 +33,8 @@ from fastapi.responses import JSONResponse
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
-from tempay.codec import (
-    ENCODING,
-    KEY_ID_METADATA,
-    EncryptionCodec,
-    PayloadDecryptionError,
-    codec_for,
-)
+from tempay.codec import ENCODING, KEY_ID_METADATA, EncryptionCodec, codec_for
+from tempay.errors import PayloadDecryptionError
 from tempay.settings import Settings
 from webhook.server import BufferedBody
 

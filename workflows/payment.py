@@ -15,7 +15,7 @@ from workflows.merchant import MerchantOutbox, merchant_lines
 from workflows.metrics import count_settlement
 from workflows.operator import operator_lines, record
 from workflows.refund import RefundWorkflow
-from workflows.refund_ledger import REFUNDABLE as REFUNDABLE  # tempay/transactions.py uses it
+from workflows.refund_ledger import REFUNDABLE as REFUNDABLE  # transactions/start.py uses it
 from workflows.refund_ledger import RefundLedger
 from workflows.states import PAYMENT, next_status
 from workflows.status_query import ACTIVITY_TIMEOUT, NoAnswer, jittered, query_while_listening

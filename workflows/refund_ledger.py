@@ -17,13 +17,13 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from tempay.domain import (
-        InvalidInput,
         RefundEntry,
         RefundRequest,
         TransactionStatus,
         format_amount,
         parse_amount,
     )
+    from tempay.errors import InvalidInput
 
 # Each refund adds about 23 history events to its payment (measured at revision 2: 27 for
 # a paid payment, 73 with two refunds); 100 refunds keep a payment's history far below

@@ -19,6 +19,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from tempay.domain import TransactionKind, TransactionStatus
+    from tempay.errors import TransitionRefused as TransitionRefused
 
 CREATED = TransactionStatus.CREATED
 PENDING = TransactionStatus.PENDING
@@ -28,26 +29,6 @@ EXPIRED = TransactionStatus.EXPIRED
 NEEDS_REVIEW = TransactionStatus.NEEDS_REVIEW
 PARTIALLY_REFUNDED = TransactionStatus.PARTIALLY_REFUNDED
 REFUNDED = TransactionStatus.REFUNDED
-
-
-class TransitionRefused(RuntimeError):
-    """A status change outside the table. Not a Temporal failure type on purpose: it fails
-    the workflow task (retried, visible), never the workflow (which would end it)."""
-
-    def __init__(
-        self,
-        machine: str,
-        current: TransactionStatus,
-        new: TransactionStatus,
-        allowed: frozenset[TransactionStatus],
-    ) -> None:
-        super().__init__(
-            f"a {machine} cannot go from {current} to {new} "
-            f"(from {current} it can go to: {', '.join(sorted(allowed)) or 'nothing'})"
-        )
-        self.machine = machine
-        self.current = current
-        self.new = new
 
 
 @dataclass(frozen=True)

@@ -20,21 +20,10 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from providers.alipay import signature
-from providers.base import (
-    Acknowledgement,
-    MalformedNotification,
-    ProviderAdapter,
-    ProviderError,
-    ProviderObservation,
-    ProviderOutcomeUnknown,
-    ProviderRefused,
-    ProviderRejected,
-    UnverifiedNotification,
-)
+from providers.base import Acknowledgement, ProviderAdapter, ProviderObservation
 from tempay.domain import (
     CloseOutcome,
     CreatedPayment,
-    InvalidInput,
     PaymentObservation,
     PaymentOrder,
     ProviderPaymentState,
@@ -43,6 +32,15 @@ from tempay.domain import (
     RefundRequest,
     format_amount,
     parse_currency,
+)
+from tempay.errors import (
+    InvalidInput,
+    MalformedNotification,
+    ProviderError,
+    ProviderOutcomeUnknown,
+    ProviderRefused,
+    ProviderRejected,
+    UnverifiedNotification,
 )
 
 # Alipay's times are Beijing time, which has had no daylight saving since 1991.

@@ -16,18 +16,7 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from providers.base import (
-    Acknowledgement,
-    MalformedNotification,
-    ProviderAdapter,
-    ProviderError,
-    ProviderObservation,
-    ProviderOutcomeUnknown,
-    ProviderRefused,
-    ProviderRejected,
-    UnverifiedNotification,
-    VerificationUnavailable,
-)
+from providers.base import Acknowledgement, ProviderAdapter, ProviderObservation
 from providers.sandbox.keys import load_public_key
 from providers.sandbox.signature import SIGNATURE_HEADER, SignatureError, verify_body
 from tempay.domain import (
@@ -43,6 +32,15 @@ from tempay.domain import (
     TransferObservation,
     TransferRequest,
     format_amount,
+)
+from tempay.errors import (
+    MalformedNotification,
+    ProviderError,
+    ProviderOutcomeUnknown,
+    ProviderRefused,
+    ProviderRejected,
+    UnverifiedNotification,
+    VerificationUnavailable,
 )
 
 # The one place the sandbox's trade statuses map to the core's provider states.

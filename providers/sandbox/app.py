@@ -52,12 +52,12 @@ from providers.sandbox.store import (
 )
 from tempay.domain import (
     ORDER_ID_PATTERN,
-    InvalidInput,
     format_amount,
     parse_amount,
     parse_currency,
     parse_order_id,
 )
+from tempay.errors import InvalidInput
 
 DATABASE_NAME = "sandbox.db"
 

@@ -38,18 +38,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from providers.base import (
-    Acknowledgement,
-    MalformedNotification,
-    NotificationError,
-    ProviderAdapter,
-    ProviderError,
-    ProviderObservation,
-    ProviderOutcomeUnknown,
-    ProviderRefused,
-    ProviderRejected,
-    UnverifiedNotification,
-)
+from providers.base import Acknowledgement, ProviderAdapter, ProviderObservation
 from providers.stripe.settings import StripeSettings
 from providers.stripe.signature import SIGNATURE_HEADER, SignatureError, verify
 from tempay.domain import (
@@ -62,6 +51,15 @@ from tempay.domain import (
     ProviderRefundState,
     RefundObservation,
     RefundRequest,
+)
+from tempay.errors import (
+    MalformedNotification,
+    NotificationError,
+    ProviderError,
+    ProviderOutcomeUnknown,
+    ProviderRefused,
+    ProviderRejected,
+    UnverifiedNotification,
 )
 
 # The API version whose shapes this adapter reads (sent on every call).

@@ -19,17 +19,7 @@ from urllib.parse import quote
 
 import httpx
 
-from providers.base import (
-    Acknowledgement,
-    MalformedNotification,
-    ProviderAdapter,
-    ProviderError,
-    ProviderObservation,
-    ProviderOutcomeUnknown,
-    ProviderRefused,
-    ProviderRejected,
-    UnverifiedNotification,
-)
+from providers.base import Acknowledgement, ProviderAdapter, ProviderObservation
 from providers.wechatpay import crypto
 from providers.wechatpay.settings import WechatPayConfig
 from tempay.domain import (
@@ -41,6 +31,14 @@ from tempay.domain import (
     ProviderRefundState,
     RefundObservation,
     RefundRequest,
+)
+from tempay.errors import (
+    MalformedNotification,
+    ProviderError,
+    ProviderOutcomeUnknown,
+    ProviderRefused,
+    ProviderRejected,
+    UnverifiedNotification,
 )
 
 NAME = "wechatpay"

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tempay.dev import port_in_use
+from commands.dev import port_in_use
 from tests.support.cli import Dev, assert_one_line_error, tempay
 
 
@@ -206,7 +206,7 @@ def test_dev_stops_everything_and_resumes_pending_payments(
 
 
 def test_http_errors_without_a_message_say_what_and_where() -> None:
-    from tempay.cli import describe_http_error
+    from commands.cli import describe_http_error
 
     request = httpx.Request("POST", "http://127.0.0.1:9/sandbox/payments/o-1/pay")
     assert describe_http_error(httpx.ReadTimeout("", request=request)) == (

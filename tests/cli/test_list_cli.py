@@ -9,7 +9,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tempay.dev import port_in_use
+from commands.dev import port_in_use
 from tempay.domain import TransactionStatus
 from tests.support.cli import Dev, assert_one_line_error, tempay
 

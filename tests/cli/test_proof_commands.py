@@ -21,7 +21,7 @@ class NoProof:
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 
 sys.meta_path.insert(0, NoProof())
-from tempay.cli import main
+from commands.cli import main
 main(sys.argv[1:])
 """
 

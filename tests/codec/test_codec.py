@@ -15,9 +15,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.converter import DefaultFailureConverterWithEncodedAttributes
 
 from tempay.codec import (
-    CodecKeyError,
     EncryptionCodec,
-    PayloadDecryptionError,
     codec_for,
     configured_keys,
     data_converter,
@@ -26,7 +24,7 @@ from tempay.codec import (
     new_key_entry,
     parse_keys,
 )
-from tempay.domain import InvalidInput
+from tempay.errors import CodecKeyError, InvalidInput, PayloadDecryptionError
 from tempay.settings import Settings
 
 ORDER = {"order_id": "ord-secret-4711", "amount": Decimal("1234.56")}

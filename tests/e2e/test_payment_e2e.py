@@ -22,7 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from tempay import search_attributes as sa
 from tempay.domain import PaymentView, SettlementTiming, TransactionStatus
-from tempay.transactions import OrderConflict
+from tempay.errors import OrderConflict
 from tests.support.stack import Stack, running_stack, start_payment
 from workflows.payment import PaymentWorkflow
 

@@ -19,8 +19,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from tempay import search_attributes as sa
 from tempay.domain import PaymentView, RefundView, SettlementTiming, TransactionStatus
-from tempay.transactions import RefundRefused, start_refund
+from tempay.errors import RefundRefused
 from tests.support.stack import Stack, running_stack, start_payment
+from transactions import start_refund
 from workflows.payment import PaymentWorkflow
 
 pytestmark = pytest.mark.e2e

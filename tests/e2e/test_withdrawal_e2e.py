@@ -16,8 +16,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from tempay import search_attributes as sa
 from tempay.domain import SettlementTiming, TransactionStatus, WithdrawalView
-from tempay.transactions import build_withdrawal, start_withdrawal
 from tests.support.stack import Stack, running_stack
+from transactions import build_withdrawal, start_withdrawal
 
 pytestmark = pytest.mark.e2e
 

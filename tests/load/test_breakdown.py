@@ -9,23 +9,24 @@ from collections import Counter
 import httpx
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.api.history.v1 import History
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from commands.worker import WORKFLOW_RUNNER
 from proof.baseline_workflows import BareFeatures, BareSettlementWorkflow, bare_activity
 from proof.bench import ALL_STEPS, Bench, CpuMeter, breakdown_phases, breakdown_table
 from tempay import search_attributes as sa
 from tempay.settings import Settings
-from tempay.worker import WORKFLOW_RUNNER
 
 pytestmark = pytest.mark.e2e
 
 E = EventType
 
 
-async def run_bare(client: Client, task_queue: str, features: BareFeatures | None) -> History:
+async def run_bare(
+    client: Client, task_queue: str, features: BareFeatures | None
+) -> WorkflowHistory:
     settings = Settings(task_queue=task_queue)
     async with (
         httpx.AsyncClient() as http,
@@ -42,7 +43,7 @@ async def run_bare(client: Client, task_queue: str, features: BareFeatures | Non
         return await client.get_workflow_handle(f"bare-{bench.run_id}-t-0").fetch_history()
 
 
-def kinds(history: History) -> Counter[int]:
+def kinds(history: WorkflowHistory) -> Counter[int]:
     return Counter(event.event_type for event in history.events)
 
 

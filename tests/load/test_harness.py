@@ -21,7 +21,7 @@ from proof.load import (
     rate_figures,
 )
 from providers.sandbox.app import QueryCounter
-from tempay.domain import InvalidInput
+from tempay.errors import InvalidInput
 from tempay.settings import Settings
 
 

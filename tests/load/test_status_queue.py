@@ -17,11 +17,12 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from commands.worker import build_worker
 from proof import worker as proof_worker
 from proof.load import webhook_load
 from providers.sandbox.keys import ensure_keypair, load_private_key
 from tempay.domain import PaymentView, SettlementTiming, TransactionStatus
-from tempay.worker import build_worker
+from tempay.pacing import PacingInterceptor
 from tests.support.stack import Stack, running_stack, start_payment
 from workflows.payment import PaymentWorkflow
 
@@ -104,7 +105,9 @@ async def test_status_worker_is_configured_with_the_cap(stack: Stack) -> None:
     assert status["task_queue"] == f"{settings.task_queue}-status"
     assert status["max_task_queue_activities_per_second"] == pytest.approx(7.5 * 0.9)
     assert [type(i).__name__ for i in status["interceptors"]] == ["PacingInterceptor"]
-    assert status["interceptors"][0].pacer.interval == pytest.approx(1 / (7.5 * 0.9))
+    pacing = status["interceptors"][0]
+    assert isinstance(pacing, PacingInterceptor)
+    assert pacing.pacer.interval == pytest.approx(1 / (7.5 * 0.9))
     assert not status.get("workflows")
     names = {a.__temporal_activity_definition.name for a in status["activities"]}  # type: ignore[attr-defined]
     assert names == {"query_payment", "poll_payment", "query_refund", "query_transfer"}

@@ -12,15 +12,8 @@ import standardwebhooks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tempay.merchant_webhooks import (
-    InvalidSecret,
-    WebhookVerificationError,
-    generate_secret,
-    parse_secret,
-    sign,
-    signed_headers,
-    verify,
-)
+from tempay.errors import InvalidSecret, WebhookVerificationError
+from tempay.merchant_webhooks import generate_secret, parse_secret, sign, signed_headers, verify
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"o" * 32).decode()

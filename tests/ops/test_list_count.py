@@ -7,22 +7,23 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from tempay import transactions
-from tempay.domain import InvalidInput, TransactionKind, TransactionStatus
-from tempay.transactions import (
+import transactions
+from tempay.domain import TransactionKind, TransactionStatus
+from tempay.errors import InvalidInput
+from tests.support.stack import running_stack, start_payment
+from transactions import (
     TransactionCounts,
     build_order,
     count_transactions,
     list_transactions,
     transactions_query,
 )
-from tests.support.stack import running_stack, start_payment
 
 pytestmark = pytest.mark.e2e
 T = TypeVar("T")
@@ -122,7 +123,7 @@ async def test_list_and_count_by_status_kind_and_provider(
         assert (await handles[paid].result()).status is TransactionStatus.SUCCEEDED
         assert (await handles[declined].result()).status is TransactionStatus.FAILED
 
-        async def rows(**filters: str) -> set[tuple[str, str, str, str, str]]:
+        async def rows(**filters: Any) -> set[tuple[str, str, str, str, str]]:
             return {
                 (r.order_id, r.status, r.kind, r.provider, r.workflow_id)
                 async for r in list_transactions(client, **filters)

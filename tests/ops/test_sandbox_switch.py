@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from commands.dev import StackError, dev_settings
 from providers.registry import build_adapters
-from tempay.dev import StackError, dev_settings
-from tempay.domain import InvalidInput
+from tempay.errors import InvalidInput
 from tempay.settings import SANDBOX_MARKER, Settings
-from tempay.transactions import build_order, build_withdrawal
+from transactions import build_order, build_withdrawal
 from webhook.app import create_app
 
 

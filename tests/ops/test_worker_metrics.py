@@ -18,12 +18,13 @@ import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from tempay.dev import free_port, port_in_use
+from commands.dev import free_port, port_in_use
 from tempay.domain import TransactionStatus, WithdrawalView
+from tempay.errors import MetricsUnavailable
 from tempay.settings import Settings
-from tempay.temporal import MetricsUnavailable, metrics_address, metrics_runtime
-from tempay.transactions import build_withdrawal, start_withdrawal
+from tempay.temporal import metrics_address, metrics_runtime
 from tests.support.stack import Stack, running_stack, start_payment
+from transactions import build_withdrawal, start_withdrawal
 
 pytestmark = pytest.mark.e2e
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tempay.dev import free_port
+from commands.dev import free_port
 
 
 def tempay(

@@ -27,9 +27,9 @@ import yaml
 from pydantic import AliasChoices, TypeAdapter, ValidationError
 from pydantic_settings import BaseSettings
 
+from commands.cli import parser as cli_parser
 from providers.sandbox.settings import SandboxSettings
 from tempay import search_attributes as sa
-from tempay.cli import parser as cli_parser
 from tempay.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -55,8 +55,11 @@ async def settle_refund(
     client: Client, order: PaymentOrder, refund_id: str, amount: str | None, **kwargs: object
 ) -> RefundView:
     handle = refund_handle(client, refund_id)
+    notification: RefundObservation = refund_notification(
+        order, refund_id, amount, **kwargs  # type: ignore[arg-type]
+    )
     await handle.signal(
         RefundWorkflow.notify,
-        refund_notification(order, refund_id, amount, **kwargs),  # type: ignore[arg-type]
+        notification,
     )
     return await handle.result()

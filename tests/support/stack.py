@@ -26,17 +26,18 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, Request, Response
 from temporalio.client import Client, WorkflowHandle
 
+import transactions
+from commands.worker import build_worker
 from providers.base import ProviderAdapter
 from providers.registry import build_adapters
 from providers.sandbox.app import create_app as create_sandbox_app
 from providers.sandbox.keys import ensure_keypair, load_private_key
 from providers.sandbox.settings import SandboxSettings
-from tempay import transactions
 from tempay.domain import CheckoutInfo, MerchantEvent, PaymentView, SettlementTiming
-from tempay.merchant_webhooks import WebhookVerificationError, generate_secret, verify
+from tempay.errors import WebhookVerificationError
+from tempay.merchant_webhooks import generate_secret, verify
 from tempay.settings import Settings
-from tempay.transactions import build_order
-from tempay.worker import build_worker
+from transactions import build_order
 from webhook.app import create_app as create_webhook_app
 from workflows.payment import PaymentWorkflow
 

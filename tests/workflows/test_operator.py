@@ -24,11 +24,12 @@ from tempay.domain import (
     TransactionKind,
     TransactionStatus,
 )
+from tempay.errors import ActionRefused, RefundRefused
 from tempay.settings import Settings
-from tempay.transactions import ActionRefused, RefundRefused, operator_action, start_refund
 from tests.support.payment_workflow import notification, wait_for
 from tests.support.refund_workflow import TIMING, refund_handle, refund_notification, settle_refund
 from tests.support.workflow_doubles import FakeProvider, FakeRefundProvider
+from transactions import operator_action, start_refund
 from workflows.payment import PaymentWorkflow
 from workflows.refund import RefundWorkflow
 

@@ -25,11 +25,12 @@ from tempay.domain import (
     SettlementTiming,
     TransactionStatus,
 )
+from tempay.errors import RefundRefused
 from tempay.settings import Settings
-from tempay.transactions import RefundRefused, refund_view, start_refund
 from tests.support.payment_workflow import notification, status_upserts, wait_for
 from tests.support.refund_workflow import TIMING, refund_handle, refund_notification, settle_refund
 from tests.support.workflow_doubles import FakeMerchant, FakeProvider, FakeRefundProvider
+from transactions import refund_view, start_refund
 from workflows.payment import PaymentWorkflow
 from workflows.refund import RefundWorkflow
 
@@ -242,7 +243,10 @@ async def test_bad_refunds_change_nothing(
     # A payment that is not paid takes no refund.
     pending = PaymentOrder(
         provider="sandbox",
-        order_id=f"p-{uuid.uuid4().hex[:8]}", amount=Decimal("10.00"), currency="CNY", timing=TIMING
+        order_id=f"p-{uuid.uuid4().hex[:8]}",
+        amount=Decimal("10.00"),
+        currency="CNY",
+        timing=TIMING,
     )
     handle = await client.start_workflow(
         PaymentWorkflow.run, pending, id=pending.workflow_id, task_queue=task_queue
@@ -444,5 +448,5 @@ async def test_another_providers_refund_notification_changes_nothing(
     mine = refund_notification(order, refund_id, "10.00").reported_by("sandbox")
     await handle.signal(RefundWorkflow.notify, mine)
     assert (await handle.result()).status is TransactionStatus.SUCCEEDED
-    view = await wait_for(payment, lambda v: v.status is TransactionStatus.REFUNDED)
-    assert view.refunded_amount == Decimal("10.00")
+    paid = await wait_for(payment, lambda v: v.status is TransactionStatus.REFUNDED)
+    assert paid.refunded_amount == Decimal("10.00")

@@ -9,14 +9,8 @@ from pathlib import Path
 import pytest
 
 from tempay.domain import TransactionKind, TransactionStatus
-from workflows.states import (
-    MACHINES,
-    PAYMENT,
-    PAYOUT,
-    StateMachine,
-    TransitionRefused,
-    next_status,
-)
+from tempay.errors import TransitionRefused
+from workflows.states import MACHINES, PAYMENT, PAYOUT, StateMachine, next_status
 
 S = TransactionStatus
 ARCHITECTURE = Path(__file__).parents[2] / "docs" / "architecture.md"

@@ -16,10 +16,11 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from tempay.domain import RefundView, SettlementTiming, TransactionStatus
-from tempay.transactions import RefundRefused, start_refund
+from tempay.errors import RefundRefused
 from tests.support.fakes.alipay_gateway import AlipayError, FakeAlipayGateway
 from tests.support.providers.alipay import MerchantKeys, make_adapter
 from tests.support.stack import running_stack, start_payment
+from transactions import start_refund
 from workflows.payment import PaymentWorkflow
 from workflows.refund import RefundWorkflow
 

@@ -15,18 +15,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from providers.alipay import signature
 from providers.alipay.adapter import AlipayAdapter
-from providers.base import (
-    ProviderError,
-    ProviderOutcomeUnknown,
-    ProviderRefused,
-    ProviderRejected,
-)
 from tempay.domain import (
     PaymentOrder,
     ProviderPaymentState,
     ProviderRefundState,
     RefundRequest,
 )
+from tempay.errors import ProviderError, ProviderOutcomeUnknown, ProviderRefused, ProviderRejected
 from tests.support.fakes.alipay_gateway import FakeAlipayGateway
 from tests.support.providers.alipay import MerchantKeys, make_adapter, new_merchant_keys
 from tests.support.stack import bound_socket, url_of

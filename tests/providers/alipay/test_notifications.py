@@ -11,13 +11,13 @@ import pytest
 from alipay.aop.api.util.SignatureUtils import get_sign_content, sign_with_rsa2
 
 from providers.alipay.adapter import CHINA, STATUS_MAP, AlipayAdapter
-from providers.base import MalformedNotification, UnverifiedNotification
 from tempay.domain import (
     PaymentObservation,
     ProviderPaymentState,
     ProviderRefundState,
     RefundObservation,
 )
+from tempay.errors import MalformedNotification, UnverifiedNotification
 from tests.support.fakes.alipay_gateway import (
     SELLER_ID,
     FakeAlipayGateway,

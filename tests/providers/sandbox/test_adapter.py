@@ -16,16 +16,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from providers.base import (
-    Acknowledgement,
-    MalformedNotification,
-    ProviderAdapter,
-    ProviderError,
-    ProviderOutcomeUnknown,
-    ProviderRefused,
-    ProviderUnsupported,
-    UnverifiedNotification,
-)
+from providers.base import Acknowledgement, ProviderAdapter
 from providers.sandbox.adapter import SandboxAdapter
 from providers.sandbox.keys import PUBLIC_KEY_NAME, ensure_keypair, load_private_key
 from providers.sandbox.notifier import utc_iso
@@ -42,6 +33,14 @@ from tempay.domain import (
     RefundRequest,
     TransferObservation,
     TransferRequest,
+)
+from tempay.errors import (
+    MalformedNotification,
+    ProviderError,
+    ProviderOutcomeUnknown,
+    ProviderRefused,
+    ProviderUnsupported,
+    UnverifiedNotification,
 )
 from tests.support.providers.sandbox import (
     DEFAULT_FAULTS,

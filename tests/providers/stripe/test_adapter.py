@@ -7,7 +7,6 @@ from decimal import Decimal
 
 import pytest
 
-from providers.base import ProviderError, ProviderOutcomeUnknown, ProviderRefused, ProviderRejected
 from providers.stripe.adapter import StripeAdapter, from_minor_units, to_minor_units
 from tempay.domain import (
     PaymentOrder,
@@ -16,6 +15,7 @@ from tempay.domain import (
     RefundRequest,
     SettlementTiming,
 )
+from tempay.errors import ProviderError, ProviderOutcomeUnknown, ProviderRefused, ProviderRejected
 from tests.support.fakes.stripe_api import FakeStripe
 from tests.support.providers.stripe import API_KEY, WEBHOOK_SECRET, make_order
 from tests.support.stack import bound_socket, url_of

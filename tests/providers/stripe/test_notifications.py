@@ -11,7 +11,6 @@ from typing import Any
 import httpx
 import pytest
 
-from providers.base import MalformedNotification, UnverifiedNotification
 from providers.stripe.adapter import IgnoredEvent, StripeAdapter
 from providers.stripe.signature import compute_signature
 from tempay.domain import (
@@ -21,6 +20,7 @@ from tempay.domain import (
     RefundObservation,
     RefundRequest,
 )
+from tempay.errors import MalformedNotification, UnverifiedNotification
 from tempay.settings import Settings
 from tests.support.fakes.stripe_api import FakeStripe
 from tests.support.providers.stripe import WEBHOOK_SECRET, make_order

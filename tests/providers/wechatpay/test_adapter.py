@@ -9,12 +9,6 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from providers.base import (
-    ProviderError,
-    ProviderOutcomeUnknown,
-    ProviderRefused,
-    ProviderRejected,
-)
 from providers.wechatpay.adapter import WechatPayAdapter
 from providers.wechatpay.settings import build_config
 from tempay.domain import (
@@ -23,6 +17,7 @@ from tempay.domain import (
     ProviderRefundState,
     RefundRequest,
 )
+from tempay.errors import ProviderError, ProviderOutcomeUnknown, ProviderRefused, ProviderRejected
 from tests.support.fakes.wechatpay_api import FakeWechatPay
 from tests.support.providers.wechatpay import settings_for, write_keys
 from tests.support.stack import bound_socket, url_of

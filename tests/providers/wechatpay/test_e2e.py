@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+import transactions
 from providers.wechatpay.adapter import WechatPayAdapter
-from tempay import transactions
 from tempay.domain import PaymentView, SettlementTiming, TransactionStatus
 from tests.support.fakes.wechatpay_api import FakeWechatPay
 from tests.support.stack import running_stack

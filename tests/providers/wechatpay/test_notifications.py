@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from wechatpayv3.core import Core
 from wechatpayv3.utils import build_authorization, rsa_sign
 
-from providers.base import MalformedNotification, UnverifiedNotification
 from providers.wechatpay import crypto
 from providers.wechatpay.adapter import WechatPayAdapter
 from providers.wechatpay.settings import WechatPayConfig
@@ -27,6 +26,7 @@ from tempay.domain import (
     ProviderRefundState,
     RefundObservation,
 )
+from tempay.errors import MalformedNotification, UnverifiedNotification
 from tests.support.fakes.wechatpay_api import encrypt, signed_notification
 from tests.support.providers.wechatpay import (
     APIV3_KEY,

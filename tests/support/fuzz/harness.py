@@ -41,6 +41,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
+import transactions
 from providers.base import ProviderAdapter
 from providers.registry import build_adapters
 from providers.sandbox.notifier import utc_iso
@@ -49,7 +50,6 @@ from providers.sandbox.signature import sign_body
 from providers.stripe.adapter import StripeAdapter
 from providers.wechatpay.adapter import WechatPayAdapter
 from providers.wechatpay.settings import build_config
-from tempay import transactions
 from tempay.domain import PaymentView, SettlementTiming, TransactionStatus
 from tests.support.fakes.alipay_gateway import FakeAlipayGateway, rsa_pem_pair, sign_notification
 from tests.support.fakes.stripe_api import FakeStripe

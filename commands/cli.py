@@ -18,23 +18,27 @@ import httpx
 from pydantic import ValidationError
 from temporalio.service import RPCError
 
-from tempay.codec import PayloadDecryptionError
 from tempay.domain import (
-    InvalidInput,
     OperatorAction,
     PaymentOrder,
     ReviewResolution,
     TransactionKind,
     TransactionStatus,
 )
-from tempay.settings import Settings, get_settings
-from tempay.temporal import MetricsUnavailable, TemporalUnavailable, connect
-from tempay.transactions import (
+from tempay.errors import (
     ActionRefused,
+    InvalidInput,
+    MetricsUnavailable,
     OrderConflict,
+    PayloadDecryptionError,
     RefundRefused,
+    TemporalUnavailable,
     TransactionNotFound,
     WorkerUnavailable,
+)
+from tempay.settings import Settings, get_settings
+from tempay.temporal import connect
+from transactions import (
     build_order,
     build_withdrawal,
     count_transactions,
@@ -261,19 +265,19 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_demo(_: argparse.Namespace, settings: Settings) -> int:
-    from tempay.demo import run_demo
+    from commands.demo import run_demo
 
     return 0 if await run_demo(settings) else 1
 
 
 async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
-    from tempay.dev import run_dev
+    from commands.dev import run_dev
 
     return await run_dev(settings, demo=args.demo)
 
 
 async def cmd_worker(_: argparse.Namespace, settings: Settings) -> int:
-    from tempay.worker import run_worker
+    from commands.worker import run_worker
 
     await run_worker(settings)
     return 0

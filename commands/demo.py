@@ -16,7 +16,7 @@ from temporalio.client import Client
 from tempay.domain import PaymentView, SettlementTiming, TransactionStatus
 from tempay.settings import Settings
 from tempay.temporal import connect
-from tempay.transactions import build_order, payment_view, start_payment, start_refund
+from transactions import build_order, payment_view, start_payment, start_refund
 
 # Short timings so every path, expiry included, finishes within seconds.
 DEMO_TIMING = SettlementTiming(

@@ -1,77 +1,41 @@
-"""Starting and reading transactions from outside Temporal: the CLI, demo and benchmark."""
+"""Starting transactions: validate a merchant's terms, then start (or find) the workflow.
+
+Order, refund and withdrawal ids are idempotency keys: the same id with the same terms
+returns the same transaction; with other terms, OrderConflict (or RefundRefused).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import re
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, TypeVar
 
-from temporalio.client import (
-    Client,
-    WithStartWorkflowOperation,
-    WorkflowExecutionStatus,
-    WorkflowUpdateFailedError,
-)
-from temporalio.common import (
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from tempay import search_attributes as sa
 from tempay.domain import (
     PAYMENT_REVISION,
     CheckoutInfo,
-    InvalidInput,
-    OperatorAction,
     PaymentOrder,
     PaymentView,
     RefundAccepted,
     RefundRequest,
-    RefundView,
-    ReviewResolution,
     SettlementTiming,
     TransactionKind,
     TransactionStatus,
     WithdrawalOrder,
     WithdrawalSubmitted,
-    WithdrawalView,
     parse_amount,
     parse_currency,
     parse_order_id,
-    payment_workflow_id,
-    refund_workflow_id,
-    withdrawal_workflow_id,
 )
+from tempay.errors import InvalidInput, OrderConflict, RefundRefused, update_refusal
 from tempay.settings import Settings
+from transactions.read import parse_provider, payment_view, withdrawal_view
 from workflows.payment import REFUNDABLE, PaymentWorkflow
-from workflows.refund import RefundWorkflow
 from workflows.withdrawal import WithdrawalWorkflow
-
-V = TypeVar("V")
-
-
-def _reason(exc: WorkflowUpdateFailedError) -> str:
-    """Why the workflow refused an update, as its validator or handler said it."""
-    cause = exc.cause
-    return cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
-
-
-class TransactionNotFound(LookupError):
-    pass
-
-
-class WorkerUnavailable(RuntimeError):
-    pass
-
-
-class OrderConflict(ValueError):
-    """The order id exists with other terms: order ids are idempotency keys."""
 
 
 def settlement_timing(settings: Settings) -> SettlementTiming:
@@ -154,7 +118,7 @@ async def start_payment(client: Client, settings: Settings, order: PaymentOrder)
             PaymentWorkflow.checkout, order, start_workflow_operation=start
         )
     except WorkflowUpdateFailedError as exc:
-        raise OrderConflict(_reason(exc)) from None
+        raise OrderConflict(update_refusal(exc)) from None
     except WorkflowAlreadyStartedError:
         with contextlib.suppress(WorkflowAlreadyStartedError):
             await start.workflow_handle()  # the operation holds the same error: consume it
@@ -166,38 +130,6 @@ async def start_payment(client: Client, settings: Settings, order: PaymentOrder)
                 f"{view.kind} of {view.amount} {view.currency}"
             ) from None
         return CheckoutInfo.of(view)
-
-
-async def _view(client: Client, workflow_id: str, result_type: type[V], query: Any, what: str) -> V:
-    """A transaction's view: its result once completed, else its workflow's `details`."""
-    handle = client.get_workflow_handle(workflow_id, result_type=result_type)
-    try:
-        description = await handle.describe()
-    except RPCError as exc:
-        if exc.status is RPCStatusCode.NOT_FOUND:
-            raise TransactionNotFound(f"no {what}") from None
-        raise
-    if description.status is WorkflowExecutionStatus.COMPLETED:
-        return await handle.result()
-    try:
-        return await handle.query(query)
-    except RPCError as exc:
-        # A query runs on a worker; without one, the server can only say which status.
-        status = description.typed_search_attributes.get(sa.PAYMENT_STATUS)
-        raise WorkerUnavailable(
-            f"{what} is {status or 'running'}, but no worker answered "
-            f"for its details ({exc.message}): is `tempay dev` or `tempay worker` running?"
-        ) from None
-
-
-async def payment_view(client: Client, order_id: str) -> PaymentView:
-    return await _view(
-        client,
-        payment_workflow_id(order_id),
-        PaymentView,
-        PaymentWorkflow.details,
-        f"transaction for order {order_id!r}",
-    )
 
 
 def build_withdrawal(
@@ -260,7 +192,7 @@ async def start_withdrawal(
             WithdrawalWorkflow.submitted, order, start_workflow_operation=start
         )
     except WorkflowUpdateFailedError as exc:
-        raise OrderConflict(_reason(exc)) from None
+        raise OrderConflict(update_refusal(exc)) from None
     except WorkflowAlreadyStartedError:
         with contextlib.suppress(WorkflowAlreadyStartedError):
             await start.workflow_handle()
@@ -284,76 +216,6 @@ async def start_withdrawal(
             provider_transfer_no=view.provider_transfer_no,
             fail_reason=view.review_reason,
         )
-
-
-async def withdrawal_view(client: Client, withdrawal_id: str) -> WithdrawalView:
-    return await _view(
-        client,
-        withdrawal_workflow_id(withdrawal_id),
-        WithdrawalView,
-        WithdrawalWorkflow.details,
-        f"withdrawal {withdrawal_id!r}",
-    )
-
-
-async def refund_view(client: Client, refund_id: str) -> RefundView:
-    return await _view(
-        client,
-        refund_workflow_id(refund_id),
-        RefundView,
-        RefundWorkflow.details,
-        f"refund {refund_id!r}",
-    )
-
-
-class ActionRefused(ValueError):
-    """An operator action the transaction refused (cancel a settled payment, resolve what is
-    not in review, ...): nothing changed."""
-
-
-ACTIONS = {"status_query": "force_status_query", "cancel": "cancel", "resolve": "resolve_review"}
-VIEWS: dict[TransactionKind, tuple[Any, type[Any]]] = {
-    TransactionKind.PAYMENT: (payment_workflow_id, PaymentView),
-    TransactionKind.REFUND: (refund_workflow_id, RefundView),
-    TransactionKind.WITHDRAWAL: (withdrawal_workflow_id, WithdrawalView),
-}
-
-
-async def operator_action(
-    client: Client,
-    kind: TransactionKind,
-    transaction_id: str,
-    action: str,
-    by: OperatorAction | ReviewResolution,
-) -> PaymentView | RefundView | WithdrawalView:
-    """Run a manual action (a validated update, recorded with operator and reason) on a
-    payment (by order id), refund (by refund id) or withdrawal (by withdrawal id)."""
-    if action == "cancel" and kind is not TransactionKind.PAYMENT:
-        raise InvalidInput("only a payment can be cancelled")
-    workflow_id_of, view_type = VIEWS[kind]
-    workflow_id = workflow_id_of(parse_order_id(transaction_id))
-    handle = client.get_workflow_handle(workflow_id, result_type=view_type)
-    try:
-        result: PaymentView | RefundView | WithdrawalView = await handle.execute_update(
-            ACTIONS[action], by, result_type=view_type
-        )
-    except WorkflowUpdateFailedError as exc:
-        raise ActionRefused(_reason(exc)) from None
-    except RPCError as exc:
-        if exc.status is RPCStatusCode.NOT_FOUND:
-            try:
-                await handle.describe()
-            except RPCError:
-                raise TransactionNotFound(f"no {kind} {transaction_id!r}") from None
-            raise ActionRefused(
-                f"{kind} {transaction_id} has ended ({workflow_id} is closed): nothing to act on"
-            ) from None
-        raise
-    return result
-
-
-class RefundRefused(ValueError):
-    """The refund cannot be made (over-refund, unpaid payment, wrong currency, ...)."""
 
 
 async def start_refund(
@@ -392,11 +254,11 @@ async def start_refund(
         reason=reason,
         notify_url=f"{settings.webhook_url.rstrip('/')}/notify/{payment.provider}",
     )
-    handle = client.get_workflow_handle_for(PaymentWorkflow.run, payment.workflow_id)
+    handle = client.get_workflow_handle(payment.workflow_id, result_type=PaymentView)
     try:
         return await handle.execute_update(PaymentWorkflow.refund, request)
     except WorkflowUpdateFailedError as exc:
-        raise RefundRefused(_reason(exc)) from None
+        raise RefundRefused(update_refusal(exc)) from None
     except RPCError as exc:
         if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
             if payment.status not in REFUNDABLE:
@@ -408,101 +270,3 @@ async def start_refund(
                 f"order {order_id} no longer takes refunds: its refund window has ended"
             ) from None
         raise
-
-
-@dataclass(frozen=True)
-class TransactionRow:
-    order_id: str
-    status: str
-    kind: str
-    provider: str
-    workflow_id: str
-
-
-# A provider filter goes into the visibility query: only names of this form reach it.
-PROVIDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-
-
-def parse_provider(name: str) -> str:
-    if not PROVIDER_NAME.fullmatch(name):
-        raise InvalidInput(
-            f"provider {name!r} must be 1-64 characters of letters, digits, '_', '-' or '.'"
-        )
-    return name
-
-
-def _one_of(value: str, valid: list[str], what: str) -> str:
-    for candidate in valid:
-        if value.strip().lower() == candidate.lower():
-            return candidate
-    raise InvalidInput(f"unknown {what} {value!r}: one of {', '.join(valid)}")
-
-
-def transactions_query(
-    status: str | None = None, kind: str | None = None, provider: str | None = None
-) -> str:
-    """The visibility query for tempay's transactions, filtered; raises InvalidInput on a
-    status, kind or provider that is not one. Every value in it is one of a known set or
-    matches PROVIDER_NAME, so nothing a user types can change the query's meaning."""
-    clauses = [f"{sa.TRANSACTION_KIND.name} IS NOT NULL"]
-    if status is not None:
-        status = _one_of(status, list(TransactionStatus.__members__), "status")
-        clauses.append(f"{sa.PAYMENT_STATUS.name} = '{status}'")
-    if kind is not None:
-        kind = _one_of(kind, [str(k) for k in TransactionKind], "kind")
-        clauses.append(f"{sa.TRANSACTION_KIND.name} = '{kind}'")
-    if provider is not None:
-        clauses.append(f"{sa.PROVIDER.name} = '{parse_provider(provider)}'")
-    return " AND ".join(clauses)
-
-
-async def list_transactions(
-    client: Client,
-    status: str | None = None,
-    limit: int | None = None,
-    *,
-    kind: str | None = None,
-    provider: str | None = None,
-) -> AsyncIterator[TransactionRow]:
-    query = transactions_query(status, kind, provider)
-    async for execution in client.list_workflows(query, limit=limit):
-        attrs = execution.typed_search_attributes
-        yield TransactionRow(
-            order_id=attrs.get(sa.ORDER_ID) or execution.id,
-            status=attrs.get(sa.PAYMENT_STATUS) or "?",
-            kind=attrs.get(sa.TRANSACTION_KIND) or "?",
-            provider=attrs.get(sa.PROVIDER) or "?",
-            workflow_id=execution.id,
-        )
-
-
-@dataclass(frozen=True)
-class TransactionCounts:
-    by_status: dict[str, int]  # in TransactionStatus order, zeros included
-    total: int
-
-
-async def count_transactions(
-    client: Client,
-    status: str | None = None,
-    *,
-    kind: str | None = None,
-    provider: str | None = None,
-) -> TransactionCounts:
-    """How many transactions are in each status (only `status`, if given).
-
-    One CountWorkflowExecutions per status, all at once: Temporal's `GROUP BY` works only on
-    ExecutionStatus (the dev server and server 1.32 answer "'GROUP BY' clause is not
-    supported for search attribute PaymentStatus"). Counts are the visibility store's, which
-    trails the workflows by a moment."""
-    transactions_query(status, kind, provider)  # refuse bad filters before any query
-    statuses = (
-        [_one_of(status, list(TransactionStatus.__members__), "status")]
-        if status is not None
-        else list(TransactionStatus.__members__)
-    )
-    counted = await asyncio.gather(
-        *(client.count_workflows(transactions_query(s, kind, provider)) for s in statuses)
-    )
-    by_status = {s: c.count for s, c in zip(statuses, counted, strict=True)}
-    return TransactionCounts(by_status=by_status, total=sum(by_status.values()))

@@ -27,8 +27,9 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from providers.sandbox.keys import ensure_keypair
 from tempay import search_attributes as sa
 from tempay.codec import ensure_key_file
+from tempay.errors import TemporalUnavailable
 from tempay.settings import SANDBOX_MARKER, Settings
-from tempay.temporal import TemporalUnavailable, connect, find_binary, metrics_address
+from tempay.temporal import connect, find_binary, metrics_address
 
 STOP_GRACE_SECONDS = 10.0
 READY_TIMEOUT_SECONDS = 60.0
@@ -344,7 +345,7 @@ async def supervise(stack: Stack, stop: asyncio.Event) -> None:
 
 
 async def run_dev(settings: Settings, demo: bool = False) -> int:
-    from tempay.demo import run_demo
+    from commands.demo import run_demo
 
     try:
         settings = dev_settings(settings)
