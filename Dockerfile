@@ -14,6 +14,7 @@ RUN groupadd --system --gid 10001 tempay \
 WORKDIR /app
 COPY pyproject.toml README.md worker.py ./
 COPY tempay ./tempay
+COPY book ./book
 COPY commands ./commands
 COPY transactions ./transactions
 COPY workflows ./workflows

@@ -804,3 +804,32 @@ def _withdrawal_event(view: WithdrawalView, created_at: datetime) -> MerchantEve
 
 
 PaymentView.model_rebuild()
+
+
+# The book: what a workflow writes to the system of record (book/) when its status changes.
+
+
+class StatusChange(BaseModel):
+    """One entry of a transaction's journal: from, to, when, and by what."""
+
+    seq: int = Field(ge=1)  # 1, 2, ... within the transaction; the journal's idempotency key
+    from_status: TransactionStatus | None = None  # None for the first entry
+    to_status: TransactionStatus
+    at: datetime
+    # create, notification, status_query, close, expiry, refund, operator
+    by: str
+    operator: str | None = None
+    reason: str | None = None
+
+
+class BookEntry(BaseModel):
+    """A transaction as of its `version`-th book write, with the journal entries so far.
+
+    Writing one is idempotent: entries are keyed by (workflow id, seq) and the row is
+    replaced only by a higher version, so a retried, replayed or late write changes nothing."""
+
+    version: int = Field(ge=1)
+    at: datetime  # when the workflow wrote it (workflow time)
+    created_at: datetime  # when the transaction began
+    view: PaymentView | RefundView | WithdrawalView
+    changes: list[StatusChange] = Field(default_factory=list)  # the whole journal so far

@@ -69,6 +69,15 @@ class PayloadDecryptionError(ValueError):
     """An encrypted payload that cannot be read: unknown key id, or tampered/corrupt data."""
 
 
+# The book (system of record).
+class BookUnavailable(RuntimeError):
+    """The book's database cannot be reached or answered with an error."""
+
+
+class BookOutdated(RuntimeError):
+    """The book's schema is older (or newer) than this code: the message says what to run."""
+
+
 # Workflows.
 class TransitionRefused(RuntimeError):
     """A status change outside a state machine's table (workflows/states.py). Not a Temporal

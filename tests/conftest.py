@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from tests.support import postgres
+from tests.support.postgres import Cluster
 from tests.support.temporal import start_dev_server, start_time_skipping
 
 
@@ -34,3 +36,12 @@ def task_queue() -> str:
 @pytest.fixture
 def order_id() -> str:
     return f"ord-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """A throwaway PostgreSQL server (tests/support/postgres.py), shared by the session."""
+    if (reason := postgres.why_unavailable()) is not None:
+        pytest.skip(reason)
+    with postgres.running_cluster() as cluster:
+        yield cluster
