@@ -20,6 +20,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from tempay.domain import MerchantDelivery, MerchantDeliveryState, MerchantEvent
+from tempay.errors import MERCHANT_REFUSED, MERCHANT_UNREACHABLE
 from tempay.merchant_webhooks import redact_url, redact_urls, signed_headers, url_secrets
 from tempay.settings import Settings
 
@@ -127,7 +128,7 @@ class MerchantActivities:
             _count("failed_attempt")
             raise ApplicationError(
                 f"merchant webhook {self._shown_url} unreachable: {reason}",
-                type="MerchantUnreachable",
+                type=MERCHANT_UNREACHABLE,
             ) from None
         if not response.is_success:
             log.warning(
@@ -142,7 +143,7 @@ class MerchantActivities:
                 f"merchant webhook {self._shown_url} answered HTTP {response.status_code}: "
                 # Scrubbed, then cut: a credential cut in half would no longer be recognised.
                 f"{self._scrubbed(response.text[: BODY_EXCERPT * 100])[:BODY_EXCERPT]}",
-                type="MerchantRefused",
+                type=MERCHANT_REFUSED,
             )
         log.info("merchant event %s delivered on attempt %d", event.id, attempt)
         _count("delivered")

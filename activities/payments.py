@@ -14,7 +14,7 @@ from tempay.domain import (
     PaymentPoll,
     PolledPayment,
 )
-from tempay.errors import ProviderRejected
+from tempay.errors import PROVIDER_REJECTED, UNKNOWN_PROVIDER, ProviderRejected
 from tempay.polling import poll_payment_attempt
 
 
@@ -29,7 +29,7 @@ class PaymentActivities:
             return self._adapters[name]
         except KeyError:
             raise ApplicationError(
-                f"unknown provider {name!r}", type="UnknownProvider", non_retryable=True
+                f"unknown provider {name!r}", type=UNKNOWN_PROVIDER, non_retryable=True
             ) from None
 
     @activity.defn(name="create_payment")
@@ -38,7 +38,7 @@ class PaymentActivities:
         try:
             return await self._adapter(order.provider).create_payment(order)
         except ProviderRejected as exc:
-            raise ApplicationError(str(exc), type="ProviderRejected", non_retryable=True) from exc
+            raise ApplicationError(str(exc), type=PROVIDER_REJECTED, non_retryable=True) from exc
 
     @activity.defn(name="query_payment")
     async def query_payment(self, order: PaymentOrder) -> PaymentObservation:
@@ -56,7 +56,7 @@ class PaymentActivities:
         try:
             outcome = await self._adapter(order.provider).close_payment(order)
         except ProviderRejected as exc:
-            raise ApplicationError(str(exc), type="ProviderRejected", non_retryable=True) from exc
+            raise ApplicationError(str(exc), type=PROVIDER_REJECTED, non_retryable=True) from exc
         if outcome.observation is not None:
             outcome.observation = outcome.observation.reported_by(order.provider)
         return outcome

@@ -12,10 +12,12 @@ from temporalio.exceptions import ApplicationError
 
 from providers.base import ProviderAdapter
 from tempay.domain import RefundObservation, RefundOrder
-from tempay.errors import ProviderRefused, ProviderRejected
-
-REJECTED = "ProviderRejected"  # refused; nothing was refunded
-UNKNOWN_PROVIDER = "UnknownProvider"
+from tempay.errors import (
+    PROVIDER_REJECTED,
+    UNKNOWN_PROVIDER,
+    ProviderRefused,
+    ProviderRejected,
+)
 
 
 class RefundActivities:
@@ -38,10 +40,13 @@ class RefundActivities:
             answer = await self._adapter(order.provider).create_refund(order.refund_request())
         except ProviderRefused as exc:
             raise ApplicationError(
-                str(exc), {"code": exc.code, **exc.details}, type=REJECTED, non_retryable=True
+                str(exc),
+                {"code": exc.code, **exc.details},
+                type=PROVIDER_REJECTED,
+                non_retryable=True,
             ) from exc
         except ProviderRejected as exc:
-            raise ApplicationError(str(exc), type=REJECTED, non_retryable=True) from exc
+            raise ApplicationError(str(exc), type=PROVIDER_REJECTED, non_retryable=True) from exc
         # Any other ProviderError (unreachable, 5xx, answer lost) is retried: same refund id.
         return answer.reported_by(order.provider)
 
@@ -51,5 +56,5 @@ class RefundActivities:
         try:
             found = await self._adapter(order.provider).query_refund(order.refund_request())
         except ProviderRejected as exc:
-            raise ApplicationError(str(exc), type=REJECTED, non_retryable=True) from exc
+            raise ApplicationError(str(exc), type=PROVIDER_REJECTED, non_retryable=True) from exc
         return None if found is None else found.reported_by(order.provider)

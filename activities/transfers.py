@@ -12,13 +12,19 @@ from temporalio.exceptions import ApplicationError
 
 from providers.base import ProviderAdapter
 from tempay.domain import TransferObservation, WithdrawalOrder
-from tempay.errors import ProviderError, ProviderOutcomeUnknown, ProviderRefused, ProviderRejected
+from tempay.errors import (
+    PROVIDER_REJECTED,
+    UNKNOWN_PROVIDER,
+    ProviderError,
+    ProviderOutcomeUnknown,
+    ProviderRefused,
+    ProviderRejected,
+)
 
-# ApplicationError types the workflow tells apart.
+# ApplicationError types of create_transfer only, which WithdrawalWorkflow tells apart (with
+# PROVIDER_REJECTED: refused, nothing was paid).
 OUTCOME_UNKNOWN = "TransferOutcomeUnknown"  # may have reached the provider: query first
 NOT_SENT = "ProviderUnreachable"  # never reached the provider: safe to create again
-REJECTED = "ProviderRejected"  # refused; nothing was paid
-UNKNOWN_PROVIDER = "UnknownProvider"
 
 
 class TransferActivities:
@@ -44,10 +50,10 @@ class TransferActivities:
             raise ApplicationError(str(exc), type=OUTCOME_UNKNOWN, non_retryable=True) from exc
         except ProviderRefused as exc:
             raise ApplicationError(
-                str(exc), {"code": exc.code}, type=REJECTED, non_retryable=True
+                str(exc), {"code": exc.code}, type=PROVIDER_REJECTED, non_retryable=True
             ) from exc
         except ProviderRejected as exc:
-            raise ApplicationError(str(exc), type=REJECTED, non_retryable=True) from exc
+            raise ApplicationError(str(exc), type=PROVIDER_REJECTED, non_retryable=True) from exc
         except ProviderError as exc:
             # The connection was never made: nothing reached the provider.
             raise ApplicationError(str(exc), type=NOT_SENT) from exc
@@ -59,5 +65,5 @@ class TransferActivities:
         try:
             found = await self._adapter(order.provider).query_transfer(order.transfer_request())
         except ProviderRejected as exc:
-            raise ApplicationError(str(exc), type=REJECTED, non_retryable=True) from exc
+            raise ApplicationError(str(exc), type=PROVIDER_REJECTED, non_retryable=True) from exc
         return None if found is None else found.reported_by(order.provider)

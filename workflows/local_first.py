@@ -15,7 +15,7 @@ merchant by event id), as a regular activity retried after a worker crash alread
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -23,29 +23,29 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
 
+A = TypeVar("A")
 T = TypeVar("T")
 
 ONE_ATTEMPT = RetryPolicy(maximum_attempts=1)
 
 
 async def try_locally(
-    activity: str,
-    arg: Any,
+    activity: Callable[[Any, A], Awaitable[T]],
+    arg: A,
     *,
-    result_type: type[T],
     start_to_close_timeout: timedelta,
     summary: str,
     non_retryable_error_types: Sequence[str] | None = None,
 ) -> T | None:
-    """The activity's result, or None when its one local attempt failed in a way the
-    regular activity's retries may fix. A failure they would not retry (non-retryable, or
-    of one of `non_retryable_error_types`) is raised as an ActivityError with the provider's
-    error as its cause: the form a regular activity's failure takes."""
+    """The result of `activity` (a method of an activity class in activities/, passed as a
+    function), or None when its one local attempt failed in a way the regular activity's
+    retries may fix. A failure they would not retry (non-retryable, or of one of
+    `non_retryable_error_types`) is raised as an ActivityError with the provider's error as
+    its cause: the form a regular activity's failure takes."""
     try:
-        result: T = await workflow.execute_local_activity(
+        result: T = await workflow.execute_local_activity_method(
             activity,
             arg,
-            result_type=result_type,
             start_to_close_timeout=start_to_close_timeout,
             retry_policy=ONE_ATTEMPT,
             summary=summary,
@@ -59,12 +59,13 @@ async def try_locally(
         if isinstance(cause, ApplicationError) and (
             cause.non_retryable or cause.type in (non_retryable_error_types or ())
         ):
+            name = activity.__name__  # the activity's name: activities/ name each after its method
             raise ActivityError(
-                f"{activity} failed",
+                f"{name} failed",
                 scheduled_event_id=0,
                 started_event_id=0,
                 identity="",
-                activity_type=activity,
+                activity_type=name,
                 activity_id="",
                 retry_state=RetryState.NON_RETRYABLE_FAILURE,
             ) from cause

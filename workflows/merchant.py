@@ -13,6 +13,7 @@ from temporalio.exceptions import ActivityError
 from workflows.local_first import try_locally
 
 with workflow.unsafe.imports_passed_through():
+    from activities.merchant import MerchantActivities
     from tempay.domain import (
         MerchantDelivery,
         MerchantDeliveryState,
@@ -73,9 +74,8 @@ async def _deliver(
     initial = retry_interval
     if local_first:
         delivered = await try_locally(
-            "notify_merchant",
+            MerchantActivities.notify_merchant,
             event,
-            result_type=MerchantDelivery,
             start_to_close_timeout=ATTEMPT_TIMEOUT,
             summary="notify merchant",
         )
@@ -85,10 +85,9 @@ async def _deliver(
         # twice that, and so on (the activity's attempt 1 is the delivery's attempt 2).
         await workflow.sleep(retry_interval, summary="retry merchant delivery")
         attempts_before, initial = 1, retry_interval * 2
-    delivery = await workflow.execute_activity(
-        "notify_merchant",
+    delivery = await workflow.execute_activity_method(
+        MerchantActivities.notify_merchant,
         event,
-        result_type=MerchantDelivery,
         start_to_close_timeout=ATTEMPT_TIMEOUT,
         # What is left of the delivery's three days, and never less than one attempt.
         schedule_to_close_timeout=max(

@@ -18,10 +18,17 @@ from workflows.refund import RefundWorkflow
 from workflows.refund_ledger import REFUNDABLE as REFUNDABLE  # transactions/start.py uses it
 from workflows.refund_ledger import RefundLedger
 from workflows.states import PAYMENT, next_status
-from workflows.status_query import ACTIVITY_TIMEOUT, NoAnswer, jittered, query_while_listening
+from workflows.status_query import (
+    ACTIVITY_TIMEOUT,
+    NoAnswer,
+    jittered,
+    query_while_listening,
+    status_query,
+)
 from workflows.trust import refusal_lines, refuse, untrusted
 
 with workflow.unsafe.imports_passed_through():
+    from activities.payments import PaymentActivities
     from tempay import search_attributes as sa
     from tempay.domain import (
         PAYMENT_REVISION,
@@ -46,16 +53,22 @@ with workflow.unsafe.imports_passed_through():
         format_amount,
         refund_workflow_id,
     )
+    from tempay.errors import (
+        PROVIDER_REJECTED,
+        REFUND_REFUSED,
+        REFUSED_BY_PROVIDER,
+        UNKNOWN_PROVIDER,
+    )
 
 CREATE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=30),
-    non_retryable_error_types=["ProviderRejected", "UnknownProvider"],
+    non_retryable_error_types=list(REFUSED_BY_PROVIDER),
 )
 CLOSE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(minutes=1),
-    non_retryable_error_types=["ProviderRejected", "UnknownProvider"],
+    non_retryable_error_types=list(REFUSED_BY_PROVIDER),
 )
 # Workflows that settled before merchant events existed replay without them (and send
 # none later); the ones that settle after the upgrade send them.
@@ -77,7 +90,7 @@ POLL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(minutes=10),
     maximum_attempts=0,
-    non_retryable_error_types=["UnknownProvider", "ProviderRejected"],
+    non_retryable_error_types=[UNKNOWN_PROVIDER, PROVIDER_REJECTED],
 )
 
 SETTLED = (
@@ -162,7 +175,7 @@ class PaymentWorkflow:
             # Checked again: refunds accepted since validation may have used up the room.
             problem = self._refund_problem(request)
             if problem is not None:
-                raise ApplicationError(problem, type="RefundRefused", non_retryable=True)
+                raise ApplicationError(problem, type=REFUND_REFUSED, non_retryable=True)
             entry = RefundEntry(
                 refund_id=request.refund_id,
                 amount=request.amount,
@@ -184,7 +197,7 @@ class PaymentWorkflow:
             raise ApplicationError(
                 f"refund id {entry.refund_id} is already used by another refund "
                 f"({refund_workflow_id(entry.refund_id)}): refund ids are unique",
-                type="RefundRefused",
+                type=REFUND_REFUSED,
                 non_retryable=True,
             )
         return RefundAccepted(
@@ -393,24 +406,21 @@ class PaymentWorkflow:
         payer waits for its answer: the activity takes over at once, with no pause)."""
         if self._order.revision >= LOCAL_FIRST_REVISION:
             created = await try_locally(
-                "create_payment",
+                PaymentActivities.create_payment,
                 self._order,
-                result_type=CreatedPayment,
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
                 summary="create payment at provider",
                 non_retryable_error_types=CREATE_RETRY.non_retryable_error_types,
             )
             if created is not None:
                 return created
-        created_later: CreatedPayment = await workflow.execute_activity(
-            "create_payment",
+        return await workflow.execute_activity_method(
+            PaymentActivities.create_payment,
             self._order,
-            result_type=CreatedPayment,
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=CREATE_RETRY,
             summary="create payment at provider",
         )
-        return created_later
 
     async def _await_outcome(self, deadline: datetime) -> None:
         if self._order.revision >= POLLING_REVISION:
@@ -577,12 +587,11 @@ class PaymentWorkflow:
         self._view.polling_since = now
         timing = self._order.timing
         return asyncio.ensure_future(
-            workflow.execute_activity(
-                "poll_payment",
+            workflow.execute_activity_method(
+                PaymentActivities.poll_payment,
                 PaymentPoll(
                     order=self._order, since=now, delay=delay, cap=timing.status_query_backoff_cap
                 ),
-                result_type=PolledPayment,
                 task_queue=timing.status_query_task_queue,
                 schedule_to_close_timeout=deadline - now,
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
@@ -599,12 +608,13 @@ class PaymentWorkflow:
         self._publish()
         try:
             observation = await query_while_listening(
-                "query_payment",
-                self._order,
-                PaymentObservation,
+                status_query(
+                    PaymentActivities.query_payment,
+                    self._order,
+                    self._order.timing.status_query_task_queue,
+                ),
                 lambda: bool(self._inbox),
                 self._take_news,
-                self._order.timing.status_query_task_queue,
             )
         except NoAnswer:
             self._queries_answered += 1
@@ -616,10 +626,9 @@ class PaymentWorkflow:
     async def _expire(self, cancelled_by: OperatorAction | None = None) -> None:
         """Close at the provider, then ask once more: money may land during the close."""
         try:
-            outcome = await workflow.execute_activity(
-                "close_payment",
+            outcome = await workflow.execute_activity_method(
+                PaymentActivities.close_payment,
                 self._order,
-                result_type=CloseOutcome,
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
                 retry_policy=CLOSE_RETRY,
                 summary="close unpaid order at provider",

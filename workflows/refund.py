@@ -8,6 +8,7 @@ then settled); a FAILED refund gives its amount back to the payment's refundable
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import timedelta
 
 from temporalio import workflow
@@ -16,9 +17,10 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 from workflows.settling import SettlesByProvider
 from workflows.states import PAYOUT
-from workflows.status_query import ACTIVITY_TIMEOUT
+from workflows.status_query import ACTIVITY_TIMEOUT, status_query
 
 with workflow.unsafe.imports_passed_through():
+    from activities.refunds import RefundActivities
     from tempay import search_attributes as sa
     from tempay.domain import (
         RefundObservation,
@@ -28,13 +30,14 @@ with workflow.unsafe.imports_passed_through():
         TransactionStatus,
         format_amount,
     )
+    from tempay.errors import REFUSED_BY_PROVIDER
 
 # The provider is idempotent by refund id: a call whose answer was lost is simply repeated.
 CREATE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(minutes=1),
     maximum_attempts=0,
-    non_retryable_error_types=["ProviderRejected", "UnknownProvider"],
+    non_retryable_error_types=list(REFUSED_BY_PROVIDER),
 )
 # How long to keep asking before deciding from a status query what happened.
 CREATE_DEADLINE = timedelta(hours=1)
@@ -42,9 +45,8 @@ OUTCOME_QUERY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(minutes=1),
     maximum_attempts=0,
-    non_retryable_error_types=["ProviderRejected", "UnknownProvider"],
+    non_retryable_error_types=list(REFUSED_BY_PROVIDER),
 )
-REFUSED = ("ProviderRejected", "UnknownProvider")
 
 
 def _error_type(exc: ActivityError) -> str | None:
@@ -54,8 +56,6 @@ def _error_type(exc: ActivityError) -> str | None:
 
 @workflow.defn
 class RefundWorkflow(SettlesByProvider):
-    QUERY_ACTIVITY = "query_refund"
-    OBSERVATION = RefundObservation
     NOUN = "refund"
     ID_FIELD = "refund_id"
     PROVIDER_NO_FIELD = "provider_refund_no"
@@ -118,10 +118,9 @@ class RefundWorkflow(SettlesByProvider):
         self._view.refund_requests += 1
         self._publish()
         try:
-            observation = await workflow.execute_activity(
-                "create_refund",
+            observation = await workflow.execute_activity_method(
+                RefundActivities.create_refund,
                 self._order,
-                result_type=RefundObservation,
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
                 schedule_to_close_timeout=CREATE_DEADLINE,
                 retry_policy=CREATE_RETRY,
@@ -131,7 +130,7 @@ class RefundWorkflow(SettlesByProvider):
             self._drain_inbox()
             if self._terminal:
                 return False
-            if _error_type(exc) in REFUSED:
+            if _error_type(exc) in REFUSED_BY_PROVIDER:
                 self._settle(TransactionStatus.FAILED, "create", f"provider refused: {exc.cause}")
                 return False
             # Never answered within the deadline: the provider alone knows whether it got it.
@@ -153,10 +152,9 @@ class RefundWorkflow(SettlesByProvider):
 
     async def _ask_provider(self) -> RefundObservation | None:
         try:
-            observation: RefundObservation | None = await workflow.execute_activity(
-                "query_refund",
+            observation = await workflow.execute_activity_method(
+                RefundActivities.query_refund,
                 self._order,
-                result_type=RefundObservation,
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
                 retry_policy=OUTCOME_QUERY_RETRY,
                 task_queue=self._order.timing.status_query_task_queue,
@@ -196,6 +194,11 @@ class RefundWorkflow(SettlesByProvider):
             )
 
     # ---- settlement ------------------------------------------------------------------
+
+    def _query_provider(self) -> Awaitable[RefundObservation | None]:
+        return status_query(
+            RefundActivities.query_refund, self._order, self._order.timing.status_query_task_queue
+        )
 
     def _unconfirmed(self, observation: RefundObservation) -> bool:
         """A success without its amount (Alipay's refund notices) is confirmed by a status

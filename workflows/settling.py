@@ -9,6 +9,7 @@ implements `_apply`, `_what` and `_headline`.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
@@ -39,8 +40,6 @@ with workflow.unsafe.imports_passed_through():
 
 
 class SettlesByProvider:
-    QUERY_ACTIVITY: ClassVar[str]  # the status-query activity
-    OBSERVATION: ClassVar[type[BaseModel]]  # what it and the notifications report
     NOUN: ClassVar[str]  # "refund", "transfer"
     ID_FIELD: ClassVar[str]  # the observation's (and order's) id field: "refund_id", ...
     PROVIDER_NO_FIELD: ClassVar[str]  # the provider's own number, in observation and view
@@ -67,6 +66,10 @@ class SettlesByProvider:
 
     def _headline(self) -> list[str]:
         """The first lines of the current details."""
+        raise NotImplementedError
+
+    def _query_provider(self) -> Awaitable[Any]:
+        """The status query (workflows/status_query.status_query) for this transaction."""
         raise NotImplementedError
 
     def _failure(self, observation: Any) -> str:
@@ -150,12 +153,7 @@ class SettlesByProvider:
         self._publish()
         try:
             observation = await query_while_listening(
-                self.QUERY_ACTIVITY,
-                self._order,
-                self.OBSERVATION,
-                lambda: bool(self._inbox),
-                self._take_news,
-                self._order.timing.status_query_task_queue,
+                self._query_provider(), lambda: bool(self._inbox), self._take_news
             )
         except NoAnswer:
             workflow.logger.warning("status query for %s did not answer", self._order.workflow_id)

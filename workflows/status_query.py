@@ -4,7 +4,7 @@ Shared by every transaction kind."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -12,6 +12,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
+A = TypeVar("A")
 T = TypeVar("T")
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
@@ -32,33 +33,35 @@ class NoAnswer(Exception):
     """The status query failed every attempt, or was cancelled because the news settled it."""
 
 
+def status_query(
+    activity: Callable[[Any, A], Awaitable[T]], arg: A, task_queue: str | None
+) -> Awaitable[T]:
+    """The status-query `activity` (a method of an activity class, passed as a function) for
+    `arg`, on `task_queue`: the rate-capped status-query queue
+    (SettlementTiming.status_query_task_queue); None runs it on the workflow's own queue.
+    Not started until awaited."""
+    return workflow.execute_activity_method(
+        activity,
+        arg,
+        start_to_close_timeout=ACTIVITY_TIMEOUT,
+        retry_policy=QUERY_RETRY,
+        task_queue=task_queue,
+        summary="status query",
+    )
+
+
 async def query_while_listening(
-    activity: str,
-    arg: Any,
-    result_type: type[T],
+    query: Awaitable[T],
     has_news: Callable[[], bool],
     take_news: Callable[[], bool],
-    task_queue: str | None = None,
 ) -> T:
-    """Run the status-query activity; a notification arriving meanwhile is taken at once
-    (`take_news` returns True when it settled the transaction, which cancels the query).
-    `task_queue`: the rate-capped status-query queue (SettlementTiming.status_query_task_queue);
-    None runs it on the workflow's own queue."""
-    query = asyncio.ensure_future(
-        workflow.execute_activity(
-            activity,
-            arg,
-            result_type=result_type,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=QUERY_RETRY,
-            task_queue=task_queue,
-            summary="status query",
-        )
-    )
-    await workflow.wait_condition(lambda: query.done() or has_news())
-    if take_news() and not query.done():
-        query.cancel()
+    """Run a `status_query`; a notification arriving meanwhile is taken at once (`take_news`
+    returns True when it settled the transaction, which cancels the query)."""
+    running = asyncio.ensure_future(query)
+    await workflow.wait_condition(lambda: running.done() or has_news())
+    if take_news() and not running.done():
+        running.cancel()
     try:
-        return await query
+        return await running
     except (ActivityError, asyncio.CancelledError):
         raise NoAnswer from None

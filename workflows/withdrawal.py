@@ -8,6 +8,7 @@ it. Then it waits for the transfer notification, with status queries when it is 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import timedelta
 
 from temporalio import workflow
@@ -16,9 +17,10 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.settling import SettlesByProvider
 from workflows.states import PAYOUT
-from workflows.status_query import ACTIVITY_TIMEOUT
+from workflows.status_query import ACTIVITY_TIMEOUT, status_query
 
 with workflow.unsafe.imports_passed_through():
+    from activities.transfers import NOT_SENT, TransferActivities
     from tempay import search_attributes as sa
     from tempay.domain import (
         TransactionStatus,
@@ -28,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         WithdrawalView,
         format_amount,
     )
+    from tempay.errors import REFUSED_BY_PROVIDER
 
 # One attempt only: every retry of a transfer is decided here, after asking the provider.
 CREATE_ONCE = RetryPolicy(maximum_attempts=1)
@@ -39,12 +42,8 @@ OUTCOME_QUERY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(minutes=1),
     maximum_attempts=0,
-    non_retryable_error_types=["ProviderRejected", "UnknownProvider"],
+    non_retryable_error_types=list(REFUSED_BY_PROVIDER),
 )
-
-# create_transfer failures (ApplicationError types, see activities/transfers.py).
-NOT_SENT = "ProviderUnreachable"
-REFUSED = ("ProviderRejected", "UnknownProvider")
 
 
 def _error_type(exc: ActivityError) -> str | None:
@@ -54,8 +53,6 @@ def _error_type(exc: ActivityError) -> str | None:
 
 @workflow.defn
 class WithdrawalWorkflow(SettlesByProvider):
-    QUERY_ACTIVITY = "query_transfer"
-    OBSERVATION = TransferObservation
     NOUN = "transfer"
     ID_FIELD = "withdrawal_id"
     PROVIDER_NO_FIELD = "provider_transfer_no"
@@ -139,17 +136,16 @@ class WithdrawalWorkflow(SettlesByProvider):
             self._view.transfer_requests += 1
             self._publish()
             try:
-                observation: TransferObservation | None = await workflow.execute_activity(
-                    "create_transfer",
+                observation: TransferObservation | None = await workflow.execute_activity_method(
+                    TransferActivities.create_transfer,
                     self._order,
-                    result_type=TransferObservation,
                     start_to_close_timeout=ACTIVITY_TIMEOUT,
                     retry_policy=CREATE_ONCE,
                     summary="create transfer at provider",
                 )
             except ActivityError as exc:
                 kind = _error_type(exc)
-                if kind in REFUSED:
+                if kind in REFUSED_BY_PROVIDER:
                     self._drain_inbox()
                     if not self._terminal:
                         self._settle(
@@ -198,10 +194,9 @@ class WithdrawalWorkflow(SettlesByProvider):
         self._view.outcome_checks += 1
         self._publish()
         try:
-            observation: TransferObservation | None = await workflow.execute_activity(
-                "query_transfer",
+            observation = await workflow.execute_activity_method(
+                TransferActivities.query_transfer,
                 self._order,
-                result_type=TransferObservation,
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
                 retry_policy=OUTCOME_QUERY_RETRY,
                 task_queue=self._order.timing.status_query_task_queue,
@@ -219,6 +214,13 @@ class WithdrawalWorkflow(SettlesByProvider):
         return observation
 
     # ---- settlement ------------------------------------------------------------------
+
+    def _query_provider(self) -> Awaitable[TransferObservation | None]:
+        return status_query(
+            TransferActivities.query_transfer,
+            self._order,
+            self._order.timing.status_query_task_queue,
+        )
 
     def _failure(self, observation: TransferObservation) -> str:
         return observation.fail_reason or "transfer failed"
