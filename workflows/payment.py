@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -11,21 +12,13 @@ from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
 from workflows.local_first import try_locally
-from workflows.merchant import MerchantOutbox, merchant_lines
-from workflows.metrics import count_settlement
-from workflows.operator import operator_lines, record
+from workflows.operator import record
 from workflows.refund import RefundWorkflow
 from workflows.refund_ledger import REFUNDABLE as REFUNDABLE  # transactions/start.py uses it
 from workflows.refund_ledger import RefundLedger
-from workflows.states import PAYMENT, next_status
-from workflows.status_query import (
-    ACTIVITY_TIMEOUT,
-    NoAnswer,
-    jittered,
-    query_while_listening,
-    status_query,
-)
-from workflows.trust import refusal_lines, refuse, untrusted
+from workflows.settling import SettlesByProvider
+from workflows.states import PAYMENT
+from workflows.status_query import ACTIVITY_TIMEOUT, jittered, status_query
 
 with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
@@ -103,37 +96,28 @@ CLOSED_UNPAID = (TransactionStatus.FAILED, TransactionStatus.EXPIRED)
 
 
 @workflow.defn
-class PaymentWorkflow:
+class PaymentWorkflow(SettlesByProvider[PaymentOrder, PaymentView, PaymentObservation]):
+    NOUN = "payment"
+
     @workflow.init
     def __init__(self, order: PaymentOrder) -> None:
-        self._order = order
-        self._status = PAYMENT.initial
         self._created: CreatedPayment | None = None
-        self._inbox: list[PaymentObservation] = []
-        self._seen_notifications: set[str] = set()
         self._closed_by_us = False
-        # Operator actions, taken up by the main loop.
-        self._query_now = False
-        self._queries_answered = 0  # status queries finished (answered or not)
-        self._cancel: OperatorAction | None = None
+        self._cancel: OperatorAction | None = None  # an operator's cancel, taken up by the loop
         # A review resolved by refunding what the payer paid: REFUNDED once it succeeds.
         self._review_refund: str | None = None
-        self._view = PaymentView(
+        view = PaymentView(
             workflow_id=order.workflow_id,
             order_id=order.order_id,
             kind=order.kind,
             provider=order.provider,
-            status=self._status,
+            status=PAYMENT.initial,
             amount=order.amount,
             currency=order.currency,
             account_id=order.account_id,
         )
-        self._refunds = RefundLedger(self._view.refunds)
-        self._merchant = MerchantOutbox(
-            order.timing.merchant_retry_interval,
-            self._publish,
-            local_first=order.revision >= LOCAL_FIRST_REVISION,
-        )
+        self._refunds = RefundLedger(view.refunds)
+        self._start_settling(order, view, local_first=order.revision >= LOCAL_FIRST_REVISION)
 
     # ---- interface -------------------------------------------------------------------
 
@@ -600,29 +584,6 @@ class PaymentWorkflow:
             )
         )
 
-    async def _status_query(self) -> None:
-        """Ask the provider while still listening: a notification may settle first."""
-        self._view.next_status_query_at = None
-        self._view.status_queries += 1
-        self._view.last_status_query_at = workflow.now()
-        self._publish()
-        try:
-            observation = await query_while_listening(
-                status_query(
-                    PaymentActivities.query_payment,
-                    self._order,
-                    self._order.timing.status_query_task_queue,
-                ),
-                lambda: bool(self._inbox),
-                self._take_news,
-            )
-        except NoAnswer:
-            self._queries_answered += 1
-            workflow.logger.warning("status query for %s did not answer", self._order.order_id)
-            return
-        self._queries_answered += 1
-        self._apply(observation)
-
     async def _expire(self, cancelled_by: OperatorAction | None = None) -> None:
         """Close at the provider, then ask once more: money may land during the close."""
         try:
@@ -759,46 +720,27 @@ class PaymentWorkflow:
         )
         self._drain_inbox()
 
-    # ---- merchant events --------------------------------------------------------------
-
-    def _raise_merchant_event(self) -> None:
-        """Tell the merchant about the settlement just made, without waiting for them."""
-        if self._since_revision(1, MERCHANT_EVENTS_PATCH):
-            self._merchant.send(self._view)
-
     # ---- settlement ------------------------------------------------------------------
 
-    def _take_news(self) -> bool:
-        """Apply what arrived; True when that settled the transaction."""
-        self._drain_inbox()
-        return self._terminal
+    def _provider_no(self, observation: PaymentObservation) -> str | None:
+        return observation.provider_trade_no
 
-    def _drain_inbox(self) -> None:
-        inbox, self._inbox = self._inbox, []
-        for observation in inbox:
-            self._apply(observation)
+    @property
+    def _known_provider_no(self) -> str | None:
+        return self._view.provider_trade_no
 
-    def _apply(self, observation: PaymentObservation) -> None:
-        """The only place an observation changes the status: settles at most once."""
-        problem = untrusted(
-            self._order.provider,
-            self._view.provider_trade_no,
-            observation.provider,
-            observation.provider_trade_no,
+    def _query_provider(self) -> Awaitable[PaymentObservation]:
+        return status_query(
+            PaymentActivities.query_payment,
+            self._order,
+            self._order.timing.status_query_task_queue,
         )
-        if problem is not None:
-            refuse(self._view, self._order.kind, *problem, observation.source)
-            self._publish()
-            return
+
+    def _take(self, observation: PaymentObservation) -> None:
         if observation.provider_trade_no and not self._view.provider_trade_no:
             self._view.provider_trade_no = observation.provider_trade_no  # known from now on
-        if observation.notification_id is not None:
-            if observation.notification_id in self._seen_notifications:
-                self._view.duplicate_notifications += 1
-                self._publish()
-                return
-            self._seen_notifications.add(observation.notification_id)
-            self._view.notifications_received += 1
+        if self._duplicate(observation.notification_id):
+            return
         source = observation.source
         state = observation.state
         if self._status in SETTLED:
@@ -840,58 +782,42 @@ class PaymentWorkflow:
         else:
             self._publish()
 
-    def _since_revision(self, revision: int, patch: str) -> bool:
-        """Whether this run has `patch`'s behaviour: an order started at `revision` or later
-        has it from its start (no marker); an older one asks workflow.patched, as before."""
-        return self._order.revision >= revision or workflow.patched(patch)
-
     def _status_word(self) -> str:
         return "declined" if self._status is TransactionStatus.FAILED else "closed"
 
-    def _settle(self, status: TransactionStatus, by: str, reason: str | None = None) -> None:
-        self._view.settled_at = workflow.now()
-        self._view.settled_by = by
-        self._view.next_status_query_at = None  # settled: nothing more is asked
+    def _settling(self, status: TransactionStatus) -> None:
         self._view.polling_since = None
-        if status is TransactionStatus.NEEDS_REVIEW or status in CLOSED_UNPAID:
-            self._view.review_reason = reason
         window = self._order.timing.refund_window
         opens = status in (TransactionStatus.SUCCEEDED, TransactionStatus.NEEDS_REVIEW)
         if opens and window > timedelta(0) and self._view.refund_window_ends_at is None:
             # Refunds (and, in review, an operator's decision) are taken this long.
             self._view.refund_window_ends_at = workflow.now() + window
-        self._set_status(status)
+
+    def _settled(self) -> None:
         if self._refund_window_opened:
             self._refund_totals()
-        self._raise_merchant_event()
-        count_settlement(self._order.kind, status)
 
-    def _set_status(self, status: TransactionStatus) -> None:
-        """The one place the status changes: only as workflows/states.py allows."""
-        self._status = next_status(self._order.kind, self._status, status)
-        self._view.status = status
-        workflow.upsert_search_attributes([sa.PAYMENT_STATUS.value_set(str(status))])
-        self._publish()
+    def _tells_merchant(self) -> bool:
+        """Tell the merchant about the settlement just made, without waiting for them."""
+        return self._since_revision(1, MERCHANT_EVENTS_PATCH)
 
-    @property
-    def _terminal(self) -> bool:
-        return self._status.is_terminal
+    def _since_revision(self, revision: int, patch: str) -> bool:
+        """Whether this run has `patch`'s behaviour: an order started at `revision` or later
+        has it from its start (no marker); an older one asks workflow.patched, as before."""
+        return self._order.revision >= revision or workflow.patched(patch)
 
-    def _publish(self) -> None:
-        """Current details for the Temporal UI."""
+    # ---- details ---------------------------------------------------------------------
+
+    def _headline(self) -> list[str]:
         v = self._view
-        lines = [
+        return [
             f"**{v.kind} {v.order_id}**: {format_amount(v.amount, v.currency)} {v.currency} "
             f"via {v.provider}",
             f"- status: **{v.status}**" + (f" ({v.review_reason})" if v.review_reason else ""),
-            f"- notifications received: {v.notifications_received}"
-            f" (duplicates: {v.duplicate_notifications})",
-            *refusal_lines(v),
-            f"- status queries: {v.status_queries}"
-            + (f", last at {v.last_status_query_at:%H:%M:%S}" if v.last_status_query_at else ""),
         ]
-        if v.next_status_query_at and not self._terminal:
-            lines.append(f"- next status query: {v.next_status_query_at:%Y-%m-%d %H:%M:%S} UTC")
+
+    def _waiting_lines(self) -> list[str]:
+        v, lines = self._view, []
         if v.polling_since and not self._terminal:
             lines.append(
                 f"- status queries since {v.polling_since:%Y-%m-%d %H:%M:%S} UTC: the "
@@ -899,22 +825,23 @@ class PaymentWorkflow:
             )
         if v.expires_at and not self._terminal:
             lines.append(f"- expires: {v.expires_at:%Y-%m-%d %H:%M:%S} UTC")
-        if v.settled_by:
-            lines.append(f"- settled by: {v.settled_by} at {v.settled_at:%Y-%m-%d %H:%M:%S} UTC")
-        lines.extend(merchant_lines(v.merchant_events))
-        lines.extend(operator_lines(v.operator_actions))
-        if v.refund_window_ends_at is not None:
-            currency = v.currency
+        return lines
+
+    def _closing_lines(self) -> list[str]:
+        v = self._view
+        if v.refund_window_ends_at is None:
+            return []
+        currency = v.currency
+        lines = [
+            f"- refunds: {len(v.refunds)}, refunded "
+            f"{format_amount(v.refunded_amount or Decimal(0), currency)}, in flight or "
+            f"review {format_amount(v.refunding_amount or Decimal(0), currency)}, "
+            f"refundable {format_amount(v.refundable_amount or Decimal(0), currency)} "
+            f"{currency} until {v.refund_window_ends_at:%Y-%m-%d %H:%M} UTC"
+        ]
+        for e in v.refunds:
             lines.append(
-                f"- refunds: {len(v.refunds)}, refunded "
-                f"{format_amount(v.refunded_amount or Decimal(0), currency)}, in flight or "
-                f"review {format_amount(v.refunding_amount or Decimal(0), currency)}, "
-                f"refundable {format_amount(v.refundable_amount or Decimal(0), currency)} "
-                f"{currency} until {v.refund_window_ends_at:%Y-%m-%d %H:%M} UTC"
+                f"  - refund {e.refund_id}: {format_amount(e.amount, e.currency)} "
+                f"**{e.status}**" + (f" ({e.fail_reason})" if e.fail_reason else "")
             )
-            for e in v.refunds:
-                lines.append(
-                    f"  - refund {e.refund_id}: {format_amount(e.amount, e.currency)} "
-                    f"**{e.status}**" + (f" ({e.fail_reason})" if e.fail_reason else "")
-                )
-        workflow.set_current_details("\n".join(lines))
+        return lines

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from datetime import timedelta
+from decimal import Decimal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
-from workflows.settling import SettlesByProvider
+from workflows.payout import SettlesPayout
 from workflows.states import PAYOUT
 from workflows.status_query import ACTIVITY_TIMEOUT, status_query
 
@@ -55,28 +56,23 @@ def _error_type(exc: ActivityError) -> str | None:
 
 
 @workflow.defn
-class RefundWorkflow(SettlesByProvider):
+class RefundWorkflow(SettlesPayout[RefundOrder, RefundView, RefundObservation]):
     NOUN = "refund"
-    ID_FIELD = "refund_id"
-    PROVIDER_NO_FIELD = "provider_refund_no"
-    MOVED_FIELDS = ("refunded_amount", "refunded_currency")
     MOVED = "refunded"
 
     @workflow.init
     def __init__(self, order: RefundOrder) -> None:
-        self._order = order
-        self._status = PAYOUT.initial
-        self._view = RefundView(
+        view = RefundView(
             workflow_id=order.workflow_id,
             refund_id=order.refund_id,
             order_id=order.order_id,
             provider=order.provider,
-            status=self._status,
+            status=PAYOUT.initial,
             amount=order.amount,
             currency=order.currency,
             reason=order.reason,
         )
-        self._start_settling()
+        self._start_settling(order, view)
 
     # ---- interface -------------------------------------------------------------------
 
@@ -194,6 +190,27 @@ class RefundWorkflow(SettlesByProvider):
             )
 
     # ---- settlement ------------------------------------------------------------------
+
+    @property
+    def _id(self) -> str:
+        return self._order.refund_id
+
+    def _id_of(self, observation: RefundObservation) -> str:
+        return observation.refund_id
+
+    def _provider_no(self, observation: RefundObservation) -> str | None:
+        return observation.provider_refund_no
+
+    @property
+    def _known_provider_no(self) -> str | None:
+        return self._view.provider_refund_no
+
+    def _learn_provider_no(self, provider_no: str) -> None:
+        self._view.provider_refund_no = provider_no
+
+    def _record_moved(self, amount: Decimal | None, currency: str | None) -> None:
+        self._view.refunded_amount = amount
+        self._view.refunded_currency = currency
 
     def _query_provider(self) -> Awaitable[RefundObservation | None]:
         return status_query(

@@ -1,10 +1,11 @@
 """Which status may follow which: the transaction state machines, written once as data.
 
-`next_status` is asked before every status change (PaymentWorkflow._set_status,
-SettlesByProvider._settle) and refuses any move not in the table. A refusal is a programming
-error, never a provider's or a person's: raised in workflow code it fails the workflow task,
-so Temporal keeps retrying it and the transaction stays visibly stuck, at its last allowed
-status, for an operator, instead of settling money twice or moving a terminal state back.
+`next_status` is asked before every status change, in the one function that makes one
+(SettlesByProvider._set_status, workflows/settling.py), and refuses any move not in the
+table. A refusal is a programming error, never a provider's or a person's: raised in
+workflow code it fails the workflow task, so Temporal keeps retrying it and the transaction
+stays visibly stuck, at its last allowed status, for an operator, instead of settling money
+twice or moving a terminal state back.
 
 Duplicate and out-of-order news never reach this table: the workflows ignore them first.
 docs/architecture.md draws these tables; tests/workflows/test_states.py keeps both in step.

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from datetime import timedelta
+from decimal import Decimal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from workflows.settling import SettlesByProvider
+from workflows.payout import SettlesPayout
 from workflows.states import PAYOUT
 from workflows.status_query import ACTIVITY_TIMEOUT, status_query
 
@@ -52,29 +53,24 @@ def _error_type(exc: ActivityError) -> str | None:
 
 
 @workflow.defn
-class WithdrawalWorkflow(SettlesByProvider):
+class WithdrawalWorkflow(SettlesPayout[WithdrawalOrder, WithdrawalView, TransferObservation]):
     NOUN = "transfer"
-    ID_FIELD = "withdrawal_id"
-    PROVIDER_NO_FIELD = "provider_transfer_no"
-    MOVED_FIELDS = ("paid_amount", "paid_currency")
     MOVED = "paid out"
 
     @workflow.init
     def __init__(self, order: WithdrawalOrder) -> None:
-        self._order = order
-        self._status = PAYOUT.initial
         self._submitted = False
-        self._view = WithdrawalView(
+        view = WithdrawalView(
             workflow_id=order.workflow_id,
             withdrawal_id=order.withdrawal_id,
             provider=order.provider,
-            status=self._status,
+            status=PAYOUT.initial,
             amount=order.amount,
             currency=order.currency,
             payee_account=order.payee_account,
             payee_name=order.payee_name,
         )
-        self._start_settling()
+        self._start_settling(order, view)
 
     # ---- interface -------------------------------------------------------------------
 
@@ -214,6 +210,27 @@ class WithdrawalWorkflow(SettlesByProvider):
         return observation
 
     # ---- settlement ------------------------------------------------------------------
+
+    @property
+    def _id(self) -> str:
+        return self._order.withdrawal_id
+
+    def _id_of(self, observation: TransferObservation) -> str:
+        return observation.withdrawal_id
+
+    def _provider_no(self, observation: TransferObservation) -> str | None:
+        return observation.provider_transfer_no
+
+    @property
+    def _known_provider_no(self) -> str | None:
+        return self._view.provider_transfer_no
+
+    def _learn_provider_no(self, provider_no: str) -> None:
+        self._view.provider_transfer_no = provider_no
+
+    def _record_moved(self, amount: Decimal | None, currency: str | None) -> None:
+        self._view.paid_amount = amount
+        self._view.paid_currency = currency
 
     def _query_provider(self) -> Awaitable[TransferObservation | None]:
         return status_query(

@@ -1,6 +1,7 @@
 """A status change outside the table fails the workflow task (retried, visible to an
-operator) and changes nothing, as in PaymentWorkflow._set_status and
-SettlesByProvider._settle, which change status only through next_status."""
+operator) and changes nothing, as in SettlesByProvider._set_status (workflows/settling.py),
+the one function that changes a payment's, refund's or withdrawal's status, only through
+next_status."""
 
 from __future__ import annotations
 
