@@ -1,4 +1,12 @@
-"""PaymentWorkflow: one payment (or recharge), from provider create to exactly-once settlement."""
+"""PaymentWorkflow: one payment (or recharge), from provider create to exactly-once settlement.
+
+The path: create at the provider (`_create_at_provider`), wait for its news, a notification
+or status queries (`_await_outcome`), close it unpaid at expiry (`_expire`), and take each
+observation once (`_take`); then stay open for late money, refunds and operators' actions.
+Settling itself (the inbox, the trust check, status changes, the UI details) is the core all
+transactions share (workflows/settling.py); code only older runs take, and the gates that
+choose it, are in workflows/revisions.py (docs/versioning.md).
+"""
 
 from __future__ import annotations
 
@@ -16,15 +24,18 @@ from workflows.operator import record
 from workflows.refund import RefundWorkflow
 from workflows.refund_ledger import REFUNDABLE as REFUNDABLE  # transactions/start.py uses it
 from workflows.refund_ledger import RefundLedger
-from workflows.settling import SettlesByProvider
+from workflows.revisions import (
+    POLLING_REVISION,
+    PaymentRevisions,
+    local_first,
+    refuse_unknown_revision,
+)
 from workflows.states import PAYMENT
 from workflows.status_query import ACTIVITY_TIMEOUT, jittered, status_query
 
 with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
-    from tempay import search_attributes as sa
     from tempay.domain import (
-        PAYMENT_REVISION,
         CheckoutInfo,
         CloseOutcome,
         CreatedPayment,
@@ -63,20 +74,6 @@ CLOSE_RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=1),
     non_retryable_error_types=list(REFUSED_BY_PROVIDER),
 )
-# Workflows that settled before merchant events existed replay without them (and send
-# none later); the ones that settle after the upgrade send them.
-MERCHANT_EVENTS_PATCH = "merchant-events"
-# Workflows that completed at settlement before refunds existed replay without the refund
-# window; the ones that settle after the upgrade stay open for refunds.
-REFUNDS_PATCH = "refund-window"
-# Orders at this revision or later (PaymentOrder.revision) wait with a steady timer.
-STEADY_TIMER_REVISION = 2
-# Orders at this revision or later hand the status queries after the first to one
-# `poll_payment` activity, whose server-side retries keep the schedule (tempay/polling.py).
-POLLING_REVISION = 3
-# Orders at this revision or later try the provider create and the first merchant delivery
-# once as local activities, in the workflow task that needs them (workflows/local_first.py).
-LOCAL_FIRST_REVISION = 4
 # The poll runs until the provider reports news or the order expires; its own retries
 # (ApplicationError.next_retry_delay) set every gap, this policy only bounds them.
 POLL_RETRY = RetryPolicy(
@@ -96,7 +93,7 @@ CLOSED_UNPAID = (TransactionStatus.FAILED, TransactionStatus.EXPIRED)
 
 
 @workflow.defn
-class PaymentWorkflow(SettlesByProvider[PaymentOrder, PaymentView, PaymentObservation]):
+class PaymentWorkflow(PaymentRevisions):
     NOUN = "payment"
 
     @workflow.init
@@ -117,7 +114,7 @@ class PaymentWorkflow(SettlesByProvider[PaymentOrder, PaymentView, PaymentObserv
             account_id=order.account_id,
         )
         self._refunds = RefundLedger(view.refunds)
-        self._start_settling(order, view, local_first=order.revision >= LOCAL_FIRST_REVISION)
+        self._start_settling(order, view, local_first=local_first(order))
 
     # ---- interface -------------------------------------------------------------------
 
@@ -333,25 +330,9 @@ class PaymentWorkflow(SettlesByProvider[PaymentOrder, PaymentView, PaymentObserv
 
     @workflow.run
     async def run(self, order: PaymentOrder) -> PaymentView:
-        if order.revision > PAYMENT_REVISION:
-            # Started by newer code than this worker's (starters upgraded first, or a
-            # rollback): fail the workflow task, not the payment, so a worker that knows
-            # the revision takes it up; running it as an older revision would not replay.
-            raise RuntimeError(
-                f"order {order.order_id} is at revision {order.revision}; this worker runs "
-                f"PaymentWorkflow up to revision {PAYMENT_REVISION}: upgrade the worker"
-            )
+        refuse_unknown_revision(order)
         timing = order.timing
-        if workflow.info().typed_search_attributes.get(sa.ORDER_ID) is None:
-            # Started without them (tempay's starters set them at the start).
-            workflow.upsert_search_attributes(
-                [
-                    sa.ORDER_ID.value_set(order.order_id),
-                    sa.PROVIDER.value_set(order.provider),
-                    sa.TRANSACTION_KIND.value_set(str(order.kind)),
-                    sa.PAYMENT_STATUS.value_set(str(self._status)),
-                ]
-            )
+        self._search_attributes_at_start()
         deadline = workflow.now() + timing.expires_after
         self._view.expires_at = deadline
         self._publish()
@@ -361,9 +342,9 @@ class PaymentWorkflow(SettlesByProvider[PaymentOrder, PaymentView, PaymentObserv
         if self._status in CLOSED_UNPAID:
             await self._watch_for_late_money(timing.late_payment_window)
         await self._merchant.finish(lambda: bool(self._inbox), self._drain_inbox)
-        if self._refund_window_opened and self._since_revision(1, REFUNDS_PATCH):
+        if self._refund_window_opened and self._has_refund_window():
             await self._hold_open()
-        if self._order.revision >= LOCAL_FIRST_REVISION:
+        if local_first(order):
             # With the provider and the merchant called locally, a payment the provider
             # refuses can end in the workflow task that receives a checkout: answer it first.
             await workflow.wait_condition(workflow.all_handlers_finished)
@@ -388,7 +369,7 @@ class PaymentWorkflow(SettlesByProvider[PaymentOrder, PaymentView, PaymentObserv
     async def _create(self) -> CreatedPayment:
         """The provider's create; at LOCAL_FIRST_REVISION, tried once locally first (the
         payer waits for its answer: the activity takes over at once, with no pause)."""
-        if self._order.revision >= LOCAL_FIRST_REVISION:
+        if local_first(self._order):
             created = await try_locally(
                 PaymentActivities.create_payment,
                 self._order,
@@ -407,103 +388,16 @@ class PaymentWorkflow(SettlesByProvider[PaymentOrder, PaymentView, PaymentObserv
         )
 
     async def _await_outcome(self, deadline: datetime) -> None:
-        if self._order.revision >= POLLING_REVISION:
-            await self._await_outcome_polling(deadline)
-            return
-        if self._order.revision >= STEADY_TIMER_REVISION:
-            await self._await_outcome_steady(deadline)
-            return
-        timing = self._order.timing
-        delay = timing.first_status_query_delay
-        while True:
-            self._drain_inbox()
-            if self._terminal:
-                return
-            now = workflow.now()
-            if now >= deadline:
-                await self._expire()
-                return
-            if self._cancel is not None:
-                await self._expire(cancelled_by=self._cancel)
-                return
-            if self._query_now:
-                self._query_now = False
-                await self._status_query()
-                continue
-            wait = min(jittered(delay), deadline - now)
-            self._view.next_status_query_at = now + wait
-            self._publish()
-            try:
-                await workflow.wait_condition(
-                    lambda: bool(self._inbox) or self._query_now or self._cancel is not None,
-                    timeout=wait,
-                    timeout_summary="next status query",
-                )
-                continue
-            except TimeoutError:
-                pass
-            if workflow.now() < deadline:
-                await self._status_query()
-                delay = min(delay * 2, timing.status_query_backoff_cap)
-
-    async def _await_outcome_steady(self, deadline: datetime) -> None:
-        """Wait for news until the next status query is due, then ask; until settled,
-        expired or cancelled. One timer per query period: news that settles nothing (a
-        duplicate, a "still waiting") wakes the workflow but leaves the timer running, where
-        a wait with a timeout would cancel it and start another each time."""
-        timing = self._order.timing
-        delay = timing.first_status_query_delay
-        timer: asyncio.Future[None] | None = None
-
-        def stop_timer() -> None:
-            nonlocal timer
-            if timer is not None and not timer.done():
-                timer.cancel()
-            timer = None
-
-        def woken() -> bool:
-            due = timer is not None and timer.done()
-            return bool(self._inbox) or self._query_now or self._cancel is not None or due
-
-        while True:
-            self._drain_inbox()
-            if self._terminal:
-                stop_timer()
-                return
-            now = workflow.now()
-            if now >= deadline:
-                stop_timer()
-                await self._expire()
-                return
-            if self._cancel is not None:
-                stop_timer()
-                await self._expire(cancelled_by=self._cancel)
-                return
-            if self._query_now:
-                self._query_now = False
-                stop_timer()  # asked now: the next one is a full period from now
-                await self._status_query()
-                continue
-            if timer is None:
-                wait = min(jittered(delay), deadline - now)
-                self._view.next_status_query_at = now + wait
-                timer = asyncio.ensure_future(workflow.sleep(wait, summary="next status query"))
-            self._publish()
-            await workflow.wait_condition(woken)
-            if not timer.done():
-                continue
-            timer = None
-            if workflow.now() < deadline:
-                await self._status_query()
-                delay = min(delay * 2, timing.status_query_backoff_cap)
-
-    async def _await_outcome_polling(self, deadline: datetime) -> None:
         """Wait for news; when the first status query is due, start one `poll_payment`
         activity that asks the provider on the schedule until it reports news or the order
         expires (the activity's schedule-to-close). Until then the workflow sleeps: its
         status queries are the activity's retries, kept by the server, which cost this
         workflow no task and its history no event. A notification, a cancel or a forced
-        query stops the poll."""
+        query stops the poll. Orders before POLLING_REVISION wait as they did
+        (workflows/revisions.py)."""
+        if self._order.revision < POLLING_REVISION:
+            await self._await_outcome_before_polling(deadline)
+            return
         timing = self._order.timing
         delay = timing.first_status_query_delay
         timer: asyncio.Future[None] | None = None
@@ -796,15 +690,6 @@ class PaymentWorkflow(SettlesByProvider[PaymentOrder, PaymentView, PaymentObserv
     def _settled(self) -> None:
         if self._refund_window_opened:
             self._refund_totals()
-
-    def _tells_merchant(self) -> bool:
-        """Tell the merchant about the settlement just made, without waiting for them."""
-        return self._since_revision(1, MERCHANT_EVENTS_PATCH)
-
-    def _since_revision(self, revision: int, patch: str) -> bool:
-        """Whether this run has `patch`'s behaviour: an order started at `revision` or later
-        has it from its start (no marker); an older one asks workflow.patched, as before."""
-        return self._order.revision >= revision or workflow.patched(patch)
 
     # ---- details ---------------------------------------------------------------------
 

@@ -23,7 +23,8 @@ from tempay.domain import (
 from tests.support.payment_workflow import TIMING, notification, payment_worker, replay, start
 from tests.support.temporal import start_time_skipping
 from tests.support.workflow_doubles import FakeMerchant, FakeProvider
-from workflows.payment import LOCAL_FIRST_REVISION, PaymentWorkflow
+from workflows.payment import PaymentWorkflow
+from workflows.revisions import LOCAL_FIRST_REVISION
 
 
 @pytest.fixture

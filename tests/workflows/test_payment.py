@@ -36,7 +36,8 @@ from tests.support.payment_workflow import (
     status_upserts,
 )
 from tests.support.workflow_doubles import FakeMerchant, FakeProvider
-from workflows.payment import POLLING_REVISION, STEADY_TIMER_REVISION, PaymentWorkflow
+from workflows.payment import PaymentWorkflow
+from workflows.revisions import POLLING_REVISION, STEADY_TIMER_REVISION
 
 
 @pytest.fixture
