@@ -16,11 +16,11 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from providers.alipay import signature
-from providers.base import Acknowledgement, ProviderAdapter, ProviderObservation
+from providers.base import Acknowledgement, ProviderObservation
+from providers.http import HTTPAdapter, unanswered
 from tempay.domain import (
     CloseOutcome,
     CreatedPayment,
@@ -37,9 +37,9 @@ from tempay.errors import (
     InvalidInput,
     MalformedNotification,
     ProviderError,
-    ProviderOutcomeUnknown,
     ProviderRefused,
     ProviderRejected,
+    SignatureError,
     UnverifiedNotification,
 )
 
@@ -87,9 +87,6 @@ REQUEST_ERRORS = ("20001", "40001", "40002", "40003", "40006")
 SYSTEM_ERRORS = ("ACQ.SYSTEM_ERROR", "isp.unknow-error", "aop.unknow-error")
 
 NOTIFY_TYPE = "trade_status_sync"
-
-# httpx errors raised before a request left: nothing reached Alipay.
-NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
 
 def payment_state(trade_status: Any) -> ProviderPaymentState:
@@ -151,7 +148,7 @@ class AlipayBusinessError(Exception):
         return ProviderRefused(str(self), code, details)
 
 
-class AlipayAdapter(ProviderAdapter):
+class AlipayAdapter(HTTPAdapter):
     name = "alipay"
 
     def __init__(
@@ -167,30 +164,18 @@ class AlipayAdapter(ProviderAdapter):
         notification_tolerance: timedelta = timedelta(minutes=5),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        super().__init__(timeout=timeout)
         self._app_id = app_id
         self._private_key = private_key
         self._alipay_public_key = alipay_public_key
         self._gateway = gateway
         self._seller_id = seller_id
-        self._timeout = timeout
         self._max_age = notification_max_age
         self._tolerance = notification_tolerance
         self._clock = clock
-        self._http: httpx.AsyncClient | None = None
 
     def __repr__(self) -> str:
         return f"AlipayAdapter(app_id={self._app_id!r}, gateway={self._gateway!r})"
-
-    @property
-    def http(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self._timeout)
-        return self._http
-
-    async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
 
     # Requests
 
@@ -221,25 +206,22 @@ class AlipayAdapter(ProviderAdapter):
         `moves_money`, ProviderOutcomeUnknown once the request may have arrived) otherwise."""
         params = self.signed_params(method, biz_content)
         body = {"biz_content": params.pop("biz_content")}
-        lost = ProviderOutcomeUnknown if moves_money else ProviderError
-        maybe = "; the request may have been processed" if moves_money else ""
-        try:
-            response = await self.http.post(
-                self._gateway,
-                params=params,
-                data=body,
-                headers={"Content-Type": "application/x-www-form-urlencoded;charset=utf-8"},
-            )
-        except NOT_SENT as exc:
-            raise ProviderError(f"Alipay unreachable: {type(exc).__name__}: {exc}") from exc
-        except httpx.HTTPError as exc:
-            raise lost(f"Alipay {method}: no answer ({type(exc).__name__}: {exc}){maybe}") from exc
+        what = f"Alipay {method}"
+        response = await self.http.request(
+            "POST",
+            self._gateway,
+            what,
+            moves_money=moves_money,
+            params=params,
+            data=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded;charset=utf-8"},
+        )
         if response.status_code != 200:
-            raise lost(f"Alipay {method}: HTTP {response.status_code}{maybe}")
+            raise unanswered(f"{what}: HTTP {response.status_code}", moves_money)
         try:
             payload = self._verified_answer(method, response.content)
         except AlipayAnswerError as exc:
-            raise lost(f"Alipay {method}: {exc}{maybe}") from None
+            raise unanswered(f"{what}: {exc}", moves_money) from None
         code = str(payload.get("code"))
         sub_code = str(payload.get("sub_code") or "")
         if code == SUCCESS:
@@ -249,7 +231,7 @@ class AlipayAdapter(ProviderAdapter):
         description = f"{code} {payload.get('msg', '')} {sub_code} {payload.get('sub_msg', '')}"
         if code in REQUEST_ERRORS:
             raise ProviderRejected(f"Alipay rejected {method}: {description.strip()}")
-        raise lost(f"Alipay {method}: {description.strip()}{maybe}")
+        raise unanswered(f"{what}: {description.strip()}", moves_money)
 
     def _verified_answer(self, method: str, content: bytes) -> dict[str, Any]:
         try:
@@ -264,8 +246,10 @@ class AlipayAdapter(ProviderAdapter):
             if str(payload.get("code")) in REQUEST_ERRORS:
                 return payload
             raise AlipayAnswerError("unsigned answer")
-        if not signature.verify(self._alipay_public_key, answer.raw.encode("utf-8"), answer.sign):
-            raise AlipayAnswerError("answer signature does not verify with Alipay's public key")
+        try:
+            signature.verify(self._alipay_public_key, answer.raw.encode("utf-8"), answer.sign)
+        except SignatureError as exc:
+            raise AlipayAnswerError(f"answer signature not believed: {exc}") from None
         return payload
 
     # Payments
@@ -496,13 +480,13 @@ class AlipayAdapter(ProviderAdapter):
             data[key] = value
         if data.get("charset", "utf-8").lower() != "utf-8":
             raise MalformedNotification(f"charset {data['charset']!r} is not utf-8")
-        if not data.get("sign"):
-            raise UnverifiedNotification("missing sign")
         if data.get("sign_type", "RSA2") != "RSA2":
             raise UnverifiedNotification(f"sign_type {data['sign_type']!r} is not RSA2")
         content = signature.notification_sign_content(data).encode("utf-8")
-        if not signature.verify(self._alipay_public_key, content, data["sign"]):
-            raise UnverifiedNotification("sign does not verify with Alipay's public key")
+        try:
+            signature.verify(self._alipay_public_key, content, data.get("sign"))
+        except SignatureError as exc:
+            raise UnverifiedNotification(str(exc)) from None
         if data.get("app_id") != self._app_id:
             raise UnverifiedNotification(f"app_id {data.get('app_id')!r} is not this application")
         if data.get("seller_id") != self._seller_id:

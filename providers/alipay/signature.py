@@ -23,6 +23,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from tempay.errors import SignatureError
+
 
 class KeyFileError(ValueError):
     """A key file that cannot be used; the message names the setting, never the key."""
@@ -41,18 +43,20 @@ def sign(private_key: rsa.RSAPrivateKey, content: str) -> str:
     return base64.b64encode(signature).decode("ascii")
 
 
-def verify(public_key: rsa.RSAPublicKey, content: bytes, signature: str | None) -> bool:
+def verify(public_key: rsa.RSAPublicKey, content: bytes, signature: str | None) -> None:
+    """Check `signature` over `content` (a request's, answer's or notification's sign
+    content, as above); SignatureError says which check failed."""
     if not signature:
-        return False
+        raise SignatureError("missing sign")
     try:
         raw = base64.b64decode(signature, validate=True)
     except (binascii.Error, ValueError):
-        return False
+        raise SignatureError("sign is not base64") from None
     try:
+        # RSA verification does not leak where a signature differs: no timing side channel.
         public_key.verify(raw, content, padding.PKCS1v15(), hashes.SHA256())
     except InvalidSignature:
-        return False
-    return True
+        raise SignatureError("sign does not verify with Alipay's public key") from None
 
 
 class ResponseShapeError(ValueError):

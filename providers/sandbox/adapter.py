@@ -16,9 +16,10 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from providers.base import Acknowledgement, ProviderAdapter, ProviderObservation
+from providers.base import Acknowledgement, ProviderObservation
+from providers.http import HTTPAdapter
 from providers.sandbox.keys import load_public_key
-from providers.sandbox.signature import SIGNATURE_HEADER, SignatureError, verify_body
+from providers.sandbox.signature import SIGNATURE_HEADER, verify_body
 from tempay.domain import (
     CloseOutcome,
     CreatedPayment,
@@ -35,10 +36,9 @@ from tempay.domain import (
 )
 from tempay.errors import (
     MalformedNotification,
-    ProviderError,
-    ProviderOutcomeUnknown,
     ProviderRefused,
     ProviderRejected,
+    SignatureError,
     UnverifiedNotification,
     VerificationUnavailable,
 )
@@ -67,9 +67,6 @@ TRANSFER_STATUS_MAP: dict[str, ProviderTransferState] = {
 # notify_type of each kind of notification; one without a notify_type is a payment's.
 REFUND_NOTIFICATION = "refund_status_sync"
 TRANSFER_NOTIFICATION = "transfer_status_sync"
-
-# httpx errors raised before a request left: nothing reached the provider.
-NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
 
 def _refund_state(status: Any) -> ProviderRefundState:
@@ -176,7 +173,7 @@ def _required(data: Mapping[str, Any], *fields: str) -> None:
         raise MalformedNotification(f"missing fields: {', '.join(missing)}")
 
 
-class SandboxAdapter(ProviderAdapter):
+class SandboxAdapter(HTTPAdapter):
     name = "sandbox"
 
     def __init__(
@@ -186,32 +183,18 @@ class SandboxAdapter(ProviderAdapter):
         tolerance: timedelta = timedelta(minutes=5),
         timeout: float = 10.0,
     ) -> None:
-        self._base_url = base_url.rstrip("/")
+        super().__init__(base_url=base_url.rstrip("/"), timeout=timeout)
         self._public_key_file = public_key_file
         self._public_key: rsa.RSAPublicKey | None = None
         self._tolerance = tolerance
-        self._timeout = timeout
-        self._http: httpx.AsyncClient | None = None
 
-    @property
-    def http(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = httpx.AsyncClient(base_url=self._base_url, timeout=self._timeout)
-        return self._http
-
-    async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
-
-    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = await self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ProviderError(f"sandbox unreachable: {type(exc).__name__}: {exc}") from exc
-        if response.status_code >= 500:
-            raise ProviderError(f"sandbox {method} {path}: HTTP {response.status_code}")
-        return response
+    async def _call(
+        self, method: str, path: str, *, moves_money: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        """One call. For one that moves money (refunds, transfers), an answer lost once the
+        request may have left is an unknown outcome, not a plain failure."""
+        what = f"sandbox {method} {path}"
+        return await self.http.request(method, path, what, moves_money=moves_money, **kwargs)
 
     @staticmethod
     def _rejected(response: httpx.Response, what: str) -> ProviderRejected:
@@ -401,25 +384,6 @@ class SandboxAdapter(ProviderAdapter):
 
     # Refunds and transfers
 
-    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """A call that moves money: once the request may have left, a lost answer is an
-        unknown outcome, not a plain failure."""
-        try:
-            response = await self.http.request(method, path, **kwargs)
-        except NOT_SENT as exc:
-            raise ProviderError(f"sandbox unreachable: {type(exc).__name__}: {exc}") from exc
-        except httpx.HTTPError as exc:
-            raise ProviderOutcomeUnknown(
-                f"sandbox {method} {path}: no answer ({type(exc).__name__}: {exc}); "
-                "the request may have been processed"
-            ) from exc
-        if response.status_code >= 500:
-            raise ProviderOutcomeUnknown(
-                f"sandbox {method} {path}: HTTP {response.status_code}; "
-                "the request may have been processed"
-            )
-        return response
-
     @staticmethod
     def _refused(response: httpx.Response, what: str) -> ProviderRejected:
         code, details = _error_code(response)
@@ -429,9 +393,10 @@ class SandboxAdapter(ProviderAdapter):
         )
 
     async def create_refund(self, request: RefundRequest) -> RefundObservation:
-        response = await self._send(
+        response = await self._call(
             "POST",
             f"/payments/{request.order_id}/refunds",
+            moves_money=True,
             json={
                 "out_request_no": request.refund_id,
                 "refund_amount": format_amount(request.amount, request.currency),
@@ -455,9 +420,10 @@ class SandboxAdapter(ProviderAdapter):
         return _refund_observation(response.json(), "status_query")
 
     async def create_transfer(self, request: TransferRequest) -> TransferObservation:
-        response = await self._send(
+        response = await self._call(
             "POST",
             "/transfers",
+            moves_money=True,
             json={
                 "out_biz_no": request.withdrawal_id,
                 "amount": format_amount(request.amount, request.currency),

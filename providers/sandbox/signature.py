@@ -14,11 +14,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from tempay.errors import SignatureError
+
 SIGNATURE_HEADER = "X-Sandbox-Signature"
-
-
-class SignatureError(Exception):
-    """The notification's signature is missing or does not verify."""
 
 
 def sign_body(private_key: rsa.RSAPrivateKey, body: bytes) -> str:

@@ -38,9 +38,10 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from providers.base import Acknowledgement, ProviderAdapter, ProviderObservation
+from providers.base import Acknowledgement, ProviderObservation
+from providers.http import HTTPAdapter
 from providers.stripe.settings import StripeSettings
-from providers.stripe.signature import SIGNATURE_HEADER, SignatureError, verify
+from providers.stripe.signature import SIGNATURE_HEADER, verify
 from tempay.domain import (
     MINOR_UNITS,
     CloseOutcome,
@@ -59,6 +60,7 @@ from tempay.errors import (
     ProviderOutcomeUnknown,
     ProviderRefused,
     ProviderRejected,
+    SignatureError,
     UnverifiedNotification,
 )
 
@@ -66,9 +68,6 @@ from tempay.errors import (
 STRIPE_VERSION = "2024-06-20"
 # Orders must be closed (the session expired by tempay) while the create key still finds it.
 MAX_ORDER_LIFETIME = timedelta(hours=20)
-
-# httpx errors raised before a request left: nothing reached Stripe.
-NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
 
 # ---- status mapping: the one place Stripe's states become the core's ----------------------
@@ -178,7 +177,7 @@ def _order_id_of(obj: Mapping[str, Any]) -> str | None:
     return str(order_id) if order_id else None
 
 
-class StripeAdapter(ProviderAdapter):
+class StripeAdapter(HTTPAdapter):
     name = "stripe"
 
     def __init__(
@@ -190,13 +189,12 @@ class StripeAdapter(ProviderAdapter):
         tolerance: timedelta = timedelta(minutes=5),
         return_url: str | None = None,
     ) -> None:
+        super().__init__(base_url=api_base.rstrip("/"), timeout=timeout)
         self._api_key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
         self._secrets = [s if isinstance(s, SecretStr) else SecretStr(s) for s in webhook_secrets]
         self._api_base = api_base.rstrip("/")
-        self._timeout = timeout
         self._tolerance = tolerance
         self._return_url = return_url
-        self._http: httpx.AsyncClient | None = None
 
     @classmethod
     def from_settings(
@@ -217,17 +215,6 @@ class StripeAdapter(ProviderAdapter):
         return f"StripeAdapter(api_base={self._api_base!r})"
 
     # ---- HTTP -----------------------------------------------------------------------------
-
-    @property
-    def http(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = httpx.AsyncClient(base_url=self._api_base, timeout=self._timeout)
-        return self._http
-
-    async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
 
     async def _request(
         self,
@@ -251,24 +238,15 @@ class StripeAdapter(ProviderAdapter):
             assert idempotency_key, "every POST to Stripe carries an Idempotency-Key"
             headers["Idempotency-Key"] = idempotency_key
         what = f"stripe {method} {path}"
-        try:
-            response = await self.http.request(
-                method, path, data=data, params=params, headers=headers
-            )
-        except NOT_SENT as exc:
-            raise ProviderError(f"{what}: unreachable ({type(exc).__name__})") from None
-        except httpx.HTTPError as exc:
-            if moves_money:
-                raise ProviderOutcomeUnknown(
-                    f"{what}: no answer ({type(exc).__name__}); it may have been processed"
-                ) from None
-            raise ProviderError(f"{what}: no answer ({type(exc).__name__})") from None
-        if response.status_code >= 500:
-            if moves_money:
-                raise ProviderOutcomeUnknown(
-                    f"{what}: HTTP {response.status_code}; it may have been processed"
-                )
-            raise ProviderError(f"{what}: HTTP {response.status_code}")
+        response = await self.http.request(
+            method,
+            path,
+            what,
+            moves_money=moves_money,
+            data=data,
+            params=params,
+            headers=headers,
+        )
         if response.status_code >= 400:
             raise self._error(what, response)
         try:

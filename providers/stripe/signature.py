@@ -16,16 +16,14 @@ from collections.abc import Sequence
 
 from pydantic import SecretStr
 
+from tempay.errors import SignatureError
+
 SIGNATURE_HEADER = "Stripe-Signature"
 SCHEME = "v1"
 DEFAULT_TOLERANCE = 300.0
 # Unix seconds in ASCII digits only: int() alone also takes "+1", " 1", "1_0", "١" and
 # raises ValueError past 4,300 digits; twelve digits reach the year 33658.
 TIMESTAMP = re.compile(r"[0-9]{1,12}")
-
-
-class SignatureError(Exception):
-    """Missing, garbled, wrong or stale signature. The message never holds a secret."""
 
 
 def _secret(value: SecretStr | str) -> bytes:

@@ -17,9 +17,8 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
-from providers.base import Acknowledgement, ProviderAdapter, ProviderObservation
+from providers.base import Acknowledgement, ProviderObservation
+from providers.http import HTTPAdapter, unanswered
 from providers.wechatpay import crypto
 from providers.wechatpay.settings import WechatPayConfig
 from tempay.domain import (
@@ -38,6 +37,7 @@ from tempay.errors import (
     ProviderOutcomeUnknown,
     ProviderRefused,
     ProviderRejected,
+    SignatureError,
     UnverifiedNotification,
 )
 
@@ -82,9 +82,6 @@ CHANNELS: dict[str, tuple[str, str]] = {
 # WeChat Pay's out_trade_no: 6-32 of digits, letters, _ - *.
 OUT_TRADE_NO = re.compile(r"[0-9A-Za-z_\-*]{6,32}")
 OUT_REFUND_NO = re.compile(r"[0-9A-Za-z_\-|*@]{1,64}")
-
-# httpx errors raised before a request left: nothing reached WeChat Pay.
-NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
 
 class _BadData(ValueError):
@@ -200,7 +197,7 @@ def _refund_observation(
     )
 
 
-class WechatPayAdapter(ProviderAdapter):
+class WechatPayAdapter(HTTPAdapter):
     name = NAME
 
     def __init__(
@@ -208,26 +205,13 @@ class WechatPayAdapter(ProviderAdapter):
         config: WechatPayConfig,
         tolerance: timedelta = timedelta(minutes=5),
     ) -> None:
+        super().__init__(base_url=config.api_base, timeout=config.timeout)
         self._config = config
         self._tolerance = tolerance
         self._h5_ip = config.h5_payer_client_ip
-        self._http: httpx.AsyncClient | None = None
 
     def __repr__(self) -> str:
         return f"WechatPayAdapter(mchid={self._config.mchid!r}, api={self._config.api_base!r})"
-
-    @property
-    def http(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = httpx.AsyncClient(
-                base_url=self._config.api_base, timeout=self._config.timeout
-            )
-        return self._http
-
-    async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
 
     # The signed HTTP exchange
 
@@ -244,7 +228,7 @@ class WechatPayAdapter(ProviderAdapter):
         that may have arrived without its answer raises ProviderOutcomeUnknown. A 2xx answer
         whose signature does not verify is never believed."""
         text = "" if body is None else json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-        request = self.http.build_request(method, path, content=text.encode("utf-8"))
+        request = self.http.client.build_request(method, path, content=text.encode("utf-8"))
         url = request.url.raw_path.decode("ascii")
         request.headers["Authorization"] = crypto.authorization(
             self._config.private_key,
@@ -260,22 +244,9 @@ class WechatPayAdapter(ProviderAdapter):
         request.headers["Wechatpay-Serial"] = self._config.public_key_id
         if body is not None:
             request.headers["Content-Type"] = "application/json"
-        lost = ProviderOutcomeUnknown if moves_money else ProviderError
-        try:
-            response = await self.http.send(request)
-        except NOT_SENT as exc:
-            raise ProviderError(f"wechatpay unreachable: {type(exc).__name__}: {exc}") from exc
-        except httpx.HTTPError as exc:
-            raise lost(
-                f"wechatpay {method} {path}: no answer ({type(exc).__name__}: {exc})"
-                + ("; the request may have been processed" if moves_money else "")
-            ) from exc
+        what = f"wechatpay {method} {path}"
+        response = await self.http.send(request, what, moves_money=moves_money)
         status = response.status_code
-        if status >= 500:
-            raise lost(
-                f"wechatpay {method} {path}: HTTP {status}"
-                + ("; the request may have been processed" if moves_money else "")
-            )
         signed = any(k.lower() == crypto.SIGNATURE_HEADER.lower() for k in response.headers)
         if 200 <= status < 300 or signed:
             try:
@@ -287,20 +258,20 @@ class WechatPayAdapter(ProviderAdapter):
                     response.content,
                 )
                 self._check_fresh(signed_answer.timestamp)
-            except crypto.SignatureError as exc:
-                raise lost(
-                    f"wechatpay {method} {path}: HTTP {status} answer not believed: {exc}"
+            except SignatureError as exc:
+                raise unanswered(
+                    f"{what}: HTTP {status} answer not believed: {exc}", moves_money
                 ) from None
         if status == 429:
-            raise ProviderError(f"wechatpay {method} {path}: rate limited (429)")
+            raise ProviderError(f"{what}: rate limited (429)")
         if not response.content:
             return status, {}
         try:
             data = response.json()
         except ValueError:
-            raise lost(f"wechatpay {method} {path}: HTTP {status} answer is not JSON") from None
+            raise unanswered(f"{what}: HTTP {status} answer is not JSON", moves_money) from None
         if not isinstance(data, dict):
-            raise lost(f"wechatpay {method} {path}: HTTP {status} answer is not an object")
+            raise unanswered(f"{what}: HTTP {status} answer is not an object", moves_money)
         return status, data
 
     @staticmethod
@@ -473,7 +444,7 @@ class WechatPayAdapter(ProviderAdapter):
         may be a replay: not believed."""
         sent_at = crypto.parse_timestamp(timestamp)
         if abs(time.time() - sent_at) > self._tolerance.total_seconds():
-            raise crypto.SignatureError(
+            raise SignatureError(
                 f"{crypto.TIMESTAMP_HEADER} {sent_at} is outside the {self._tolerance} tolerance"
             )
 
@@ -484,7 +455,7 @@ class WechatPayAdapter(ProviderAdapter):
         resource."""
         try:
             signed = crypto.signed_headers(headers)
-        except crypto.SignatureError as exc:
+        except SignatureError as exc:
             raise UnverifiedNotification(str(exc)) from None
         if signed.serial != self._config.public_key_id:
             raise UnverifiedNotification(
@@ -493,7 +464,7 @@ class WechatPayAdapter(ProviderAdapter):
         try:
             self._check_fresh(signed.timestamp)
             crypto.verify_signed(self._config.public_key, self._config.public_key_id, signed, body)
-        except crypto.SignatureError as exc:
+        except SignatureError as exc:
             raise UnverifiedNotification(str(exc)) from None
         try:
             event = json.loads(body)

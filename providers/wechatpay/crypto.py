@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from tempay.errors import SignatureError
+
 SCHEMA = "WECHATPAY2-SHA256-RSA2048"
 SIGNATURE_HEADER = "Wechatpay-Signature"
 TIMESTAMP_HEADER = "Wechatpay-Timestamp"
@@ -35,10 +37,6 @@ _AUTH_PARAM = re.compile(r'(\w+)="([^"]*)"')
 # Unix seconds in ASCII digits only: int() alone also takes "+1", " 1", "1_0", "١" and
 # raises past 4,300 digits; a float of a longer one overflows. Twelve reach the year 33658.
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
-
-
-class SignatureError(Exception):
-    """A signature that is missing, malformed or does not verify."""
 
 
 class DecryptionError(Exception):

@@ -21,7 +21,13 @@ from tempay.domain import (
     ProviderRefundState,
     RefundRequest,
 )
-from tempay.errors import ProviderError, ProviderOutcomeUnknown, ProviderRefused, ProviderRejected
+from tempay.errors import (
+    ProviderError,
+    ProviderOutcomeUnknown,
+    ProviderRefused,
+    ProviderRejected,
+    SignatureError,
+)
 from tests.support.fakes.alipay_gateway import FakeAlipayGateway
 from tests.support.providers.alipay import MerchantKeys, make_adapter, new_merchant_keys
 from tests.support.stack import bound_socket, url_of
@@ -336,10 +342,11 @@ def test_response_is_verified_over_its_raw_text(fake: FakeAlipayGateway) -> None
     assert answer.payload["subject"] == "咖啡&"
     key = serialization.load_pem_public_key(fake.public_pem.encode())
     assert isinstance(key, rsa.RSAPublicKey)
-    assert signature.verify(key, answer.raw.encode(), answer.sign)
+    signature.verify(key, answer.raw.encode(), answer.sign)
     # Re-serialized, the same content no longer verifies: only the raw text does.
     reserialized = json.dumps(answer.payload, ensure_ascii=False, separators=(",", ":"))
-    assert not signature.verify(key, reserialized.encode(), answer.sign)
+    with pytest.raises(SignatureError, match="does not verify"):
+        signature.verify(key, reserialized.encode(), answer.sign)
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from providers.stripe.signature import (
-    SignatureError,
     compute_signature,
     parse_header,
     signature_header,
     verify,
 )
+from tempay.errors import SignatureError
 from tests.support.fakes.stripe_api import FakeStripe
 
 SECRET = "whsec_test_0123456789abcdef"

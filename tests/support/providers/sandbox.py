@@ -25,7 +25,8 @@ from fastapi import FastAPI, Request, Response
 
 from providers.sandbox.app import create_app
 from providers.sandbox.settings import SandboxSettings
-from providers.sandbox.signature import SIGNATURE_HEADER, SignatureError, verify_body
+from providers.sandbox.signature import SIGNATURE_HEADER, verify_body
+from tempay.errors import SignatureError
 from tests.support.stack import bound_socket, serve, url_of
 
 # Alipay's 25-hour retry schedule shrinks to under a second.
