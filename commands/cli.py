@@ -18,6 +18,7 @@ import httpx
 from pydantic import ValidationError
 from temporalio.service import RPCError
 
+from providers.registry import PROVIDERS
 from tempay.domain import (
     OperatorAction,
     PaymentOrder,
@@ -486,13 +487,16 @@ def _operator_arguments(command: argparse.ArgumentParser, refund_or_withdrawal: 
 
 
 PROVIDER_HELP = "the provider; default TEMPAY_DEFAULT_PROVIDER, or sandbox under `tempay dev`"
+CHANNEL_HELP = "the provider's payment product; default the provider's own: " + ", ".join(
+    f"{spec.name} {spec.default_channel}" for spec in PROVIDERS if spec.default_channel
+)
 
 
 def _order_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--order-id", required=True, help="the merchant's order number")
     command.add_argument("--amount", required=True, help='decimal string, e.g. "10.00"')
     command.add_argument("--currency", required=True, help="ISO 4217 code, e.g. CNY")
-    command.add_argument("--channel", default="alipay_wap")
+    command.add_argument("--channel", help=CHANNEL_HELP)
     command.add_argument("--subject", default="")
     command.add_argument("--provider", help=PROVIDER_HELP)
     command.add_argument("--return-url", default="")

@@ -13,6 +13,7 @@ from datetime import timedelta
 import httpx
 from temporalio.client import Client
 
+from providers.sandbox.settings import SandboxClientSettings
 from tempay.domain import PaymentView, SettlementTiming, TransactionStatus
 from tempay.settings import Settings
 from tempay.temporal import connect
@@ -164,11 +165,13 @@ def table(results: list[tuple[Scenario, PaymentView]]) -> str:
     return "\n".join(lines)
 
 
-async def run_demo(settings: Settings) -> bool:
+async def run_demo(settings: Settings, sandbox_url: str | None = None) -> bool:
+    """Every scenario through the sandbox at `sandbox_url` (default TEMPAY_SANDBOX_URL)."""
     client = await connect(settings)
     run_id = time.strftime("%H%M%S")
     print(f"tempay demo: {len(SCENARIOS)} payments through the sandbox provider", flush=True)
-    async with httpx.AsyncClient(base_url=settings.sandbox_url, timeout=10) as http:
+    sandbox_url = sandbox_url or SandboxClientSettings().url
+    async with httpx.AsyncClient(base_url=sandbox_url, timeout=10) as http:
         results = await asyncio.gather(
             *(run_scenario(client, settings, http, s, run_id) for s in SCENARIOS)
         )

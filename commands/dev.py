@@ -25,6 +25,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
 from providers.sandbox.keys import ensure_keypair
+from providers.sandbox.settings import SandboxClientSettings
 from tempay import search_attributes as sa
 from tempay.codec import ensure_key_file
 from tempay.errors import TemporalUnavailable
@@ -80,14 +81,14 @@ def dev_settings(settings: Settings) -> Settings:
 def private_settings(data_dir: Path, **overrides: Any) -> Settings:
     """Settings for a stack of its own (benchmarks, fault scenarios): its data in `data_dir`
     and every listening port a fresh one, so it runs beside a `tempay dev` or another such
-    stack. `overrides` are further Settings fields."""
+    stack (`private_stack` gives the sandbox one too). `overrides` are further Settings
+    fields."""
     webhook_port = free_port()
     settings = Settings(
         temporal_address=f"127.0.0.1:{free_port()}",
         data_dir=data_dir,
         webhook_port=webhook_port,
         webhook_url=f"http://127.0.0.1:{webhook_port}",
-        sandbox_url=f"http://127.0.0.1:{free_port()}",
         temporal_ui_port=free_port(),
         worker_metrics_port=free_port(),
         **overrides,
@@ -133,16 +134,22 @@ def worker_argv() -> list[str]:
     return [sys.executable, "-m", "tempay", "worker"]
 
 
+def _sandbox_url() -> str:
+    return SandboxClientSettings().url
+
+
 @dataclass
 class Stack:
     """The four processes of a tempay installation on one machine. `worker` is the worker's
-    command line (the benchmarks run one that also serves their baselines: proof/worker.py)."""
+    command line (the benchmarks run one that also serves their baselines: proof/worker.py);
+    the sandbox serves at `sandbox_url` (TEMPAY_SANDBOX_URL unless given)."""
 
     settings: Settings
     sandbox_env: dict[str, str] = field(default_factory=dict)
     with_ui: bool = True
     worker: Sequence[str] = field(default_factory=worker_argv)
     children: list[Child] = field(default_factory=list)
+    sandbox_url: str = field(default_factory=_sandbox_url)
 
     @property
     def data_dir(self) -> Path:
@@ -154,7 +161,7 @@ class Stack:
 
     @property
     def sandbox_port(self) -> int:
-        return int(self.settings.sandbox_url.rsplit(":", 1)[1].split("/")[0])
+        return int(self.sandbox_url.rsplit(":", 1)[1].split("/")[0])
 
     def ports(self) -> dict[str, int]:
         ports = {
@@ -179,9 +186,9 @@ class Stack:
                 "TEMPAY_TASK_QUEUE": s.task_queue,
                 "TEMPAY_WEBHOOK_PORT": str(s.webhook_port),
                 "TEMPAY_WEBHOOK_URL": s.webhook_url,
-                "TEMPAY_SANDBOX_URL": s.sandbox_url,
+                "TEMPAY_SANDBOX_URL": self.sandbox_url,
                 "TEMPAY_SANDBOX_PORT": str(self.sandbox_port),
-                "TEMPAY_SANDBOX_PUBLIC_URL": s.sandbox_url,
+                "TEMPAY_SANDBOX_PUBLIC_URL": self.sandbox_url,
                 "TEMPAY_SANDBOX": "true" if s.sandbox_enabled else "false",
                 "TEMPAY_INTERNAL_ON_WEBHOOK_PORT": str(s.internal_on_webhook_port).lower(),
                 "PYTHONUNBUFFERED": "1",
@@ -257,7 +264,7 @@ class Stack:
         deadline = time.monotonic() + within
         checks = {
             "Temporal": self._temporal_ready,
-            "sandbox": lambda: self._http_ready(f"{self.settings.sandbox_url}/healthz"),
+            "sandbox": lambda: self._http_ready(f"{self.sandbox_url}/healthz"),
             "webhook": lambda: self._http_ready(
                 f"http://127.0.0.1:{self.settings.webhook_port}/healthz"
             ),
@@ -337,6 +344,12 @@ class Stack:
             child.stop()
 
 
+def private_stack(settings: Settings, **fields: Any) -> Stack:
+    """The stack of `private_settings`, its sandbox on a fresh port too; `fields` are
+    further Stack fields (sandbox_env, with_ui, worker)."""
+    return Stack(settings, sandbox_url=f"http://127.0.0.1:{free_port()}", **fields)
+
+
 async def supervise(stack: Stack, stop: asyncio.Event) -> None:
     while not stop.is_set():
         stack.raise_if_exited()
@@ -371,7 +384,7 @@ async def run_dev(settings: Settings, demo: bool = False) -> int:
             f"  webhook       http://127.0.0.1:{s.webhook_port}  (POST /notify/sandbox)\n"
             f"  codec         {stack.codec_endpoint}  (payloads are encrypted; the UI decrypts "
             "through it)\n"
-            f"  sandbox       {s.sandbox_url}\n"
+            f"  sandbox       {stack.sandbox_url}\n"
             "  worker        task queue " + s.task_queue + "\n"
             f"  metrics       http://127.0.0.1:{s.webhook_port}/metrics (webhook), "
             + (f"http://{address}/metrics (worker)" if address else "worker metrics off")
@@ -380,7 +393,7 @@ async def run_dev(settings: Settings, demo: bool = False) -> int:
             flush=True,
         )
         if demo:
-            demo_task = asyncio.create_task(run_demo(settings))
+            demo_task = asyncio.create_task(run_demo(settings, stack.sandbox_url))
             supervisor = asyncio.create_task(supervise(stack, stop))
             done, _ = await asyncio.wait(
                 {demo_task, supervisor}, return_when=asyncio.FIRST_COMPLETED

@@ -24,7 +24,7 @@ import httpx
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
-from commands.dev import Stack, private_settings
+from commands.dev import Stack, private_settings, private_stack
 from proof import worker
 from proof.baseline_workflows import BareFeatures, BareSettlementWorkflow
 from tempay import search_attributes as sa
@@ -117,6 +117,8 @@ async def run_many(count: int, concurrency: int, one: Callable[[int], Awaitable[
 
 
 class Bench:
+    """`http`'s base URL is the sandbox's."""
+
     def __init__(self, client: Client, settings: Settings, http: httpx.AsyncClient) -> None:
         self.client, self.settings, self.http = client, settings, http
         self.run_id = uuid.uuid4().hex[:6]
@@ -133,9 +135,7 @@ class Bench:
     async def payment(self, i: int, tag: str) -> None:
         order = self.order(i, tag)
         checkout = await start_payment(self.client, self.settings, order)
-        paid = await self.http.post(
-            f"{self.settings.sandbox_url}/sandbox/payments/{order.order_id}/pay", json={}
-        )
+        paid = await self.http.post(f"/sandbox/payments/{order.order_id}/pay", json={})
         paid.raise_for_status()
         handle = self.client.get_workflow_handle(checkout.workflow_id, result_type=PaymentView)
         view = await handle.result()
@@ -192,13 +192,18 @@ def breakdown_phases(payload_bytes: int) -> dict[str, BareFeatures]:
 
 
 async def measure(
-    payments: int, concurrency: int, settings: Settings, cpu: CpuMeter, breakdown: bool = False
+    payments: int,
+    concurrency: int,
+    settings: Settings,
+    sandbox_url: str,
+    cpu: CpuMeter,
+    breakdown: bool = False,
 ) -> dict[str, float]:
     """Payments/s and bare workflows/s (and, with `breakdown`, each of breakdown_phases'
     workflows/s, keyed by phase name), plus the webhook's acknowledgement latency."""
     client = await connect(settings)
     limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+    async with httpx.AsyncClient(base_url=sandbox_url, timeout=30, limits=limits) as http:
         bench = Bench(client, settings, http)
         phases: dict[str, Callable[..., Awaitable[None]]] = {
             "payments": bench.payment,
@@ -244,7 +249,7 @@ async def run_bench(payments: int, concurrency: int, breakdown: bool = False) ->
     with tempfile.TemporaryDirectory(prefix="tempay-bench-") as tmp:
         settings = bench_settings(Path(tmp))
         env = {"TEMPAY_SANDBOX_TIME_SCALE": "0.001", **worker.ENV}
-        stack = Stack(settings, sandbox_env=env, with_ui=False, worker=worker.ARGV)
+        stack = private_stack(settings, sandbox_env=env, with_ui=False, worker=worker.ARGV)
         try:
             stack.start()
             await stack.wait_ready()
@@ -254,7 +259,9 @@ async def run_bench(payments: int, concurrency: int, breakdown: bool = False) ->
                 flush=True,
             )
             cpu = CpuMeter(stack_pids(stack))
-            figures = await measure(payments, concurrency, settings, cpu, breakdown)
+            figures = await measure(
+                payments, concurrency, settings, stack.sandbox_url, cpu, breakdown
+            )
         finally:
             stack.stop()
     ratio = figures["payments_per_s"] / figures["bare_per_s"]

@@ -58,7 +58,7 @@ from temporalio.client import Client
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError
 
-from commands.dev import Stack, private_settings
+from commands.dev import Stack, private_settings, private_stack
 from tempay.domain import (
     PaymentView,
     RefundView,
@@ -800,7 +800,7 @@ class Run:
         checks: dict[str, Callable[[], Awaitable[bool]]] = {
             "temporal": self._temporal_ready,
             "webhook": lambda: self.stack._http_ready(f"{self.settings.webhook_url}/healthz"),
-            "sandbox": lambda: self.stack._http_ready(f"{self.settings.sandbox_url}/healthz"),
+            "sandbox": lambda: self.stack._http_ready(f"{self.stack.sandbox_url}/healthz"),
             "worker": self._new_worker_polling,
         }
         while not await checks[name]():
@@ -1074,13 +1074,13 @@ async def run_scenario(
                 "TEMPAY_MERCHANT_WEBHOOK_SECRET": receiver.secret,
                 **scenario.sandbox_env,
             }
-            stack = Stack(settings, sandbox_env=env, with_ui=False)
+            stack = private_stack(settings, sandbox_env=env, with_ui=False)
             try:
                 stack.start()
                 await stack.wait_ready()
                 say(f"stack up in {tmp}; {plan.size} transactions; fault: {scenario.what}")
                 client = await connect(settings, harness_runtime())
-                async with httpx.AsyncClient(base_url=settings.sandbox_url, timeout=30) as http:
+                async with httpx.AsyncClient(base_url=stack.sandbox_url, timeout=30) as http:
                     verdict, faults = await _drive(
                         scenario, stack, client, http, plan, receiver, concurrency, say
                     )

@@ -32,7 +32,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 from temporalio.client import Client, WorkflowHandle
 
-from commands.dev import Stack
+from commands.dev import private_stack
 from proof import worker
 from proof.baseline_workflows import BareListenerWorkflow
 from proof.bench import bench_settings, cpu_seconds, cpu_used, run_many
@@ -284,7 +284,9 @@ class PrivateStack:
             cap = float(env["TEMPAY_STATUS_QUERY_RATE_CAP"])
             self.settings = self.settings.model_copy(update={"status_query_rate_cap": cap})
         env.update(worker.ENV)
-        self.stack = Stack(self.settings, sandbox_env=env, with_ui=False, worker=worker.ARGV)
+        self.stack = private_stack(
+            self.settings, sandbox_env=env, with_ui=False, worker=worker.ARGV
+        )
 
     async def __aenter__(self) -> PrivateStack:
         try:
@@ -438,7 +440,7 @@ async def pending_at_scale(
         sampler = asyncio.create_task(sample())
         limits = httpx.Limits(max_connections=concurrency)
         async with httpx.AsyncClient(timeout=60, limits=limits) as http:
-            stats_url = f"{settings.sandbox_url}/sandbox/stats"
+            stats_url = f"{private.stack.sandbox_url}/sandbox/stats"
             began = time.time()
             print(f"  {count}: starting payments", flush=True)
             last = [0, began]
@@ -476,7 +478,7 @@ async def pending_at_scale(
             retried: list[str] = []
 
             async def pay(i: int) -> None:
-                url = f"{settings.sandbox_url}/sandbox/payments/{orders[i][0]}/pay"
+                url = f"{private.stack.sandbox_url}/sandbox/payments/{orders[i][0]}/pay"
                 response = await pay_once(http, url, retried)
                 response.raise_for_status()
 

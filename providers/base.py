@@ -1,11 +1,15 @@
-"""What every provider adapter offers the core. The core never sees a provider's wire format."""
+"""What every provider offers the core: an adapter (the core never sees a provider's wire
+format), and a ProviderSpec, by which its folder declares it to the registry."""
 
 from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from pydantic_settings import BaseSettings
 
 from tempay.domain import (
     CloseOutcome,
@@ -18,6 +22,7 @@ from tempay.domain import (
     TransferRequest,
 )
 from tempay.errors import ProviderUnsupported
+from tempay.settings import Settings
 
 # Whatever a provider notification can be about.
 ProviderObservation = PaymentObservation | RefundObservation | TransferObservation
@@ -85,3 +90,25 @@ class ProviderAdapter(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - adapters without connections need nothing
         """Release connections."""
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+@dataclass(frozen=True)
+class ProviderSpec(Generic[S]):
+    """A provider as its folder declares it (`PROVIDER` in its __init__.py). The registry
+    lists one per line; the API's provider names and channel defaults come from there."""
+
+    # The --provider value, the route /notify/{name} and the adapter's `name`.
+    name: str
+    # Its own settings (TEMPAY_<NAME>_*), read from the environment; a malformed value raises.
+    settings: Callable[[], S]
+    # Whether this deployment offers it, from tempay's settings and its own.
+    enabled: Callable[[Settings, S], bool]
+    # The adapter; a configuration that cannot work raises, naming the variable (never a secret).
+    build: Callable[[Settings, S], ProviderAdapter]
+    # The payment products the adapter offers (`channel`); empty: it checks none.
+    channels: tuple[str, ...] = ()
+    # The channel an order gets when the caller names none; None: it takes no channel.
+    default_channel: str | None = None

@@ -1,38 +1,61 @@
-"""Provider adapters by name, built from the settings."""
+"""The providers tempay ships, one line each, and their adapters built from the settings.
+
+A provider's folder declares itself in one ProviderSpec (`PROVIDER` in its __init__.py); adding
+a provider is that folder and one line below (docs/providers/adding.md). This is the one
+module that names a provider's folder (an import-linter contract in pyproject.toml).
+"""
 
 from __future__ import annotations
 
-from providers.alipay import alipay_adapters
-from providers.base import ProviderAdapter
-from providers.sandbox.adapter import SandboxAdapter
-from providers.stripe.adapter import StripeAdapter
-from providers.stripe.settings import StripeSettings
-from providers.wechatpay import adapter_from_env as wechatpay_from_env
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic_settings import BaseSettings
+
+from providers import alipay, sandbox, stripe, wechatpay
+from providers.base import ProviderAdapter, ProviderSpec
 from tempay.settings import Settings
 
+# In this order their settings are read and their adapters built (and a bad one stops startup).
+PROVIDERS: tuple[ProviderSpec[Any], ...] = (
+    alipay.PROVIDER,
+    sandbox.PROVIDER,
+    stripe.PROVIDER,
+    wechatpay.PROVIDER,
+)
 
-def build_adapters(settings: Settings) -> dict[str, ProviderAdapter]:
-    adapters: dict[str, ProviderAdapter] = {**alipay_adapters(settings)}
-    # The sandbox signs whatever anyone asks it to (it is a simulator): it exists only
-    # where it is switched on (`tempay dev`, TEMPAY_SANDBOX=true), never by default.
-    if settings.sandbox_enabled:
-        adapters["sandbox"] = SandboxAdapter(
-            settings.sandbox_url,
-            public_key_file=settings.sandbox_public_key_file,
-            tolerance=settings.notification_tolerance,
-            timeout=settings.provider_timeout.total_seconds(),
-        )
-    # Offered only with TEMPAY_STRIPE_API_KEY; then a missing webhook secret stops startup.
-    stripe_settings = StripeSettings()
-    if stripe_settings.enabled:
-        adapters["stripe"] = StripeAdapter.from_settings(
-            stripe_settings, settings.notification_tolerance
-        )
-    # Only when TEMPAY_WECHATPAY_MCHID is set; a bad configuration stops startup.
-    if (wechatpay := wechatpay_from_env(settings.notification_tolerance)) is not None:
-        adapters["wechatpay"] = wechatpay
-    # The webhook routes by this key and stamps the adapter's name on what it verified.
-    for name, adapter in adapters.items():
-        if name != adapter.name:
-            raise RuntimeError(f"provider {name!r} is served by an adapter named {adapter.name!r}")
+PROVIDER_NAMES: tuple[str, ...] = tuple(spec.name for spec in PROVIDERS)
+
+
+def provider_spec(name: str) -> ProviderSpec[Any] | None:
+    """The provider by that name; None for one tempay does not ship."""
+    return next((spec for spec in PROVIDERS if spec.name == name), None)
+
+
+def default_channel(provider: str) -> str | None:
+    """The channel an order with `provider` gets when the caller names none."""
+    spec = provider_spec(provider)
+    return spec.default_channel if spec is not None else None
+
+
+def build_adapters(
+    settings: Settings, provider_settings: Mapping[str, BaseSettings] | None = None
+) -> dict[str, ProviderAdapter]:
+    """The adapter of every provider this deployment offers, by name. A provider's own
+    settings come from the environment unless `provider_settings` holds them (by name)."""
+    given = provider_settings or {}
+    if unknown := sorted(set(given) - set(PROVIDER_NAMES)):
+        raise ValueError(f"settings for providers tempay does not ship: {', '.join(unknown)}")
+    adapters: dict[str, ProviderAdapter] = {}
+    for spec in PROVIDERS:
+        own = given[spec.name] if spec.name in given else spec.settings()
+        if not spec.enabled(settings, own):
+            continue
+        adapter = spec.build(settings, own)
+        # The webhook routes by this key and stamps the adapter's name on what it verified.
+        if adapter.name != spec.name:
+            raise RuntimeError(
+                f"provider {spec.name!r} is served by an adapter named {adapter.name!r}"
+            )
+        adapters[spec.name] = adapter
     return adapters

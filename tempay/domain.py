@@ -215,7 +215,9 @@ class PaymentOrder(MoneyTerms):
     currency: str
     kind: TransactionKind = TransactionKind.PAYMENT
     provider: str  # no default: outside `tempay dev` the caller always names one
-    channel: str = "alipay_wap"
+    # The provider's payment product. build_order writes the provider's default when the
+    # caller names none; None (orders built elsewhere): the adapter uses its default.
+    channel: str | None = None
     subject: str = ""
     notify_url: str = ""
     return_url: str = ""

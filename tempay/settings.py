@@ -74,9 +74,9 @@ class Settings(BaseSettings):
     # The sandbox provider exists only where it is switched on: its adapter, its
     # notification route and the default provider. Servers need TEMPAY_SANDBOX=true (`tempay
     # dev` sets it for its children); CLI commands beside a `tempay dev` also see it on
-    # (`beside_tempay_dev`).
+    # (`beside_tempay_dev`). Its own settings (TEMPAY_SANDBOX_URL, ...) are the provider's:
+    # providers/sandbox/settings.py.
     sandbox: bool | None = None
-    sandbox_url: str = "http://127.0.0.1:8001"
     # The provider `tempay pay/recharge/withdraw` and /api use when the caller names none.
     # Unset: "sandbox" where the sandbox is on; elsewhere a provider must always be named.
     default_provider: str | None = None
@@ -222,10 +222,6 @@ class Settings(BaseSettings):
     @property
     def status_query_task_queue(self) -> str:
         return f"{self.task_queue}-status"
-
-    @property
-    def sandbox_public_key_file(self) -> Path:
-        return self.data_dir / "sandbox" / "notify_public.pem"
 
     @property
     def sandbox_enabled(self) -> bool:

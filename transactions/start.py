@@ -14,6 +14,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from providers.registry import default_channel
 from tempay import search_attributes as sa
 from tempay.domain import (
     PAYMENT_REVISION,
@@ -69,14 +70,15 @@ def build_order(
     amount: str | Decimal,
     currency: str,
     provider: str | None = None,
-    channel: str = "alipay_wap",
+    channel: str | None = None,
     subject: str = "",
     return_url: str = "",
     kind: TransactionKind = TransactionKind.PAYMENT,
     account_id: str | None = None,
     timing: SettlementTiming | None = None,
 ) -> PaymentOrder:
-    """Validate a merchant's order; raises InvalidInput with a message a user can act on."""
+    """Validate a merchant's order; raises InvalidInput with a message a user can act on.
+    No channel: the provider's default (its ProviderSpec's), written into the order."""
     currency = parse_currency(currency)
     order_id, amount = parse_order_id(order_id), parse_amount(amount, currency)
     provider = chosen_provider(settings, provider)  # after the terms: their errors come first
@@ -86,7 +88,7 @@ def build_order(
         currency=currency,
         kind=kind,
         provider=provider,
-        channel=channel,
+        channel=default_channel(provider) if channel is None else channel,
         subject=subject,
         notify_url=f"{settings.webhook_url.rstrip('/')}/notify/{provider}",
         return_url=return_url,

@@ -35,6 +35,7 @@ from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
 from providers.base import ProviderAdapter
+from providers.registry import PROVIDER_NAMES, PROVIDERS
 from tempay.domain import (
     MINOR_UNITS,
     ORDER_ID_PATTERN,
@@ -148,13 +149,23 @@ class Body(BaseModel):
 
 
 # Documented as the providers tempay ships; a deployment answers 422 for one it has not set up.
-PROVIDER_NAMES = ["alipay", "sandbox", "stripe", "wechatpay"]
 Provider = Annotated[
     str,
     Field(
         description="a provider configured on this deployment",
         max_length=64,
-        json_schema_extra={"enum": PROVIDER_NAMES},
+        json_schema_extra={"enum": list(PROVIDER_NAMES)},
+    ),
+]
+CHANNEL_DEFAULTS = ", ".join(
+    f"{spec.name}: {spec.default_channel}" for spec in PROVIDERS if spec.default_channel
+)
+Channel = Annotated[
+    str | None,
+    Field(
+        description="the provider's payment product; unset: the provider's default "
+        f"({CHANNEL_DEFAULTS}; the others take none)",
+        max_length=64,
     ),
 ]
 
@@ -165,7 +176,7 @@ class PaymentIn(Body):
     currency: Currency
     # Unset: TEMPAY_DEFAULT_PROVIDER, or the sandbox under `tempay dev`; else 422.
     provider: Provider | None = None
-    channel: str = Field(default="alipay_wap", max_length=64)
+    channel: Channel = None
     subject: str = Field(default="", max_length=256)
     return_url: str = Field(default="", max_length=2048)
 

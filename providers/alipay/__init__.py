@@ -1,11 +1,11 @@
-"""The Alipay open platform provider (RSA2): `alipay_adapters(settings)` for the registry."""
+"""The Alipay open platform provider (RSA2), offered when TEMPAY_ALIPAY_APP_ID is set."""
 
 from __future__ import annotations
 
-from providers.alipay.adapter import AlipayAdapter
+from providers.alipay.adapter import CHANNELS, DEFAULT_CHANNEL, AlipayAdapter
 from providers.alipay.settings import AlipaySettings
 from providers.alipay.signature import KeyFileError, load_private_key, load_public_key
-from providers.base import ProviderAdapter
+from providers.base import ProviderSpec
 from tempay.settings import Settings
 
 
@@ -52,14 +52,17 @@ def build_alipay_adapter(settings: Settings, alipay: AlipaySettings) -> AlipayAd
     )
 
 
-def alipay_adapters(
-    settings: Settings, alipay: AlipaySettings | None = None
-) -> dict[str, ProviderAdapter]:
-    """{"alipay": adapter} when TEMPAY_ALIPAY_APP_ID is set, else {}."""
-    alipay = alipay if alipay is not None else AlipaySettings()
-    if alipay.app_id is None:
-        return {}
-    return {"alipay": build_alipay_adapter(settings, alipay)}
+def _enabled(settings: Settings, alipay: AlipaySettings) -> bool:
+    return alipay.app_id is not None
 
 
-__all__ = ["AlipayAdapter", "AlipayConfigError", "AlipaySettings", "alipay_adapters"]
+PROVIDER = ProviderSpec(
+    name=AlipayAdapter.name,
+    settings=AlipaySettings,
+    enabled=_enabled,
+    build=build_alipay_adapter,
+    channels=tuple(CHANNELS),
+    default_channel=DEFAULT_CHANNEL,
+)
+
+__all__ = ["PROVIDER", "AlipayAdapter", "AlipayConfigError", "AlipaySettings"]

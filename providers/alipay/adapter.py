@@ -78,6 +78,8 @@ CHANNELS: dict[str, tuple[str, str]] = {
     "alipay_page": ("alipay.trade.page.pay", "FAST_INSTANT_TRADE_PAY"),
     "alipay_pc": ("alipay.trade.page.pay", "FAST_INSTANT_TRADE_PAY"),
 }
+# An order that names no channel: a mobile browser's checkout page.
+DEFAULT_CHANNEL = "alipay_wap"
 
 SUCCESS = "10000"
 # Errors about the request itself (auth, missing or invalid arguments, permissions): Alipay
@@ -257,11 +259,12 @@ class AlipayAdapter(HTTPAdapter):
     async def create_payment(self, order: PaymentOrder) -> CreatedPayment:
         if order.currency != "CNY":
             raise ProviderRejected(f"Alipay takes CNY orders only, not {order.currency}")
+        channel = DEFAULT_CHANNEL if order.channel is None else order.channel
         try:
-            method, product_code = CHANNELS[order.channel]
+            method, product_code = CHANNELS[channel]
         except KeyError:
             raise ProviderRejected(
-                f"Alipay channel {order.channel!r} unknown: use one of {', '.join(CHANNELS)}"
+                f"Alipay channel {channel!r} unknown: use one of {', '.join(CHANNELS)}"
             ) from None
         # The payment URL stops working when the order expires, so a payer cannot open a
         # trade after tempay has given up on it.

@@ -68,6 +68,9 @@ TRANSFER_STATUS_MAP: dict[str, ProviderTransferState] = {
 REFUND_NOTIFICATION = "refund_status_sync"
 TRANSFER_NOTIFICATION = "transfer_status_sync"
 
+# The sandbox takes any channel and passes it through; an order that names none gets this.
+DEFAULT_CHANNEL = "alipay_wap"
+
 
 def _refund_state(status: Any) -> ProviderRefundState:
     try:
@@ -212,7 +215,7 @@ class SandboxAdapter(HTTPAdapter):
                 "currency": order.currency.lower(),
                 "body": order.subject or order.order_id,
                 "subject": order.subject,
-                "channel": order.channel,
+                "channel": DEFAULT_CHANNEL if order.channel is None else order.channel,
                 "return_url": order.return_url,
                 "notify_url": order.notify_url,
             },

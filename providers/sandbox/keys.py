@@ -12,6 +12,12 @@ PRIVATE_KEY_NAME = "notify_private.pem"
 PUBLIC_KEY_NAME = "notify_public.pem"
 
 
+def public_key_file(data_dir: Path) -> Path:
+    """The public key that verifies the sandbox's notifications, in tempay's data dir
+    (TEMPAY_DATA_DIR): the sandbox writes it, the webhook reads it."""
+    return data_dir / "sandbox" / PUBLIC_KEY_NAME
+
+
 def ensure_keypair(directory: Path) -> tuple[Path, Path]:
     """Create the key pair once; later calls keep the existing keys."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,8 @@
-"""Sandbox provider settings (env `TEMPAY_SANDBOX_*`) and its runtime-adjustable faults."""
+"""Sandbox provider settings (env `TEMPAY_SANDBOX_*`): the server's, its runtime-adjustable
+faults, and what tempay's own processes need to reach it.
+
+Whether the sandbox exists at all is TEMPAY_SANDBOX, a core setting (`Settings.sandbox`):
+the trust boundary relies on it, so it is not here."""
 
 from __future__ import annotations
 
@@ -12,6 +16,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 Rate = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
+# Where the sandbox serves by default (TEMPAY_SANDBOX_HOST and TEMPAY_SANDBOX_PORT).
+DEFAULT_URL = "http://127.0.0.1:8001"
+
+
+class SandboxClientSettings(BaseSettings):
+    """How tempay's processes (the worker, the webhook, `tempay dev` and the demo) reach the
+    sandbox. Apart from the server's settings, so that a worker never reads those."""
+
+    model_config = SettingsConfigDict(env_prefix="TEMPAY_SANDBOX_", extra="ignore")
+
+    # The sandbox's API (TEMPAY_SANDBOX_URL); `tempay dev` serves the sandbox there.
+    url: str = DEFAULT_URL
+
 
 class SandboxSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TEMPAY_SANDBOX_", populate_by_name=True)
@@ -19,7 +36,7 @@ class SandboxSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8001, ge=0, le=65535)
     # Base of every payment_url: what a payer's browser can reach.
-    public_url: str = "http://127.0.0.1:8001"
+    public_url: str = DEFAULT_URL
     # Multiplies the notification retry schedule (4m, 10m, ... 15h); tests use a tiny value.
     time_scale: Seconds = 1.0
     drop_rate: Rate = 0

@@ -1,5 +1,34 @@
 """The Stripe provider: Checkout Sessions for payments, Refunds, signed webhook events.
 
-Imported as `providers.stripe` (absolute imports only): `import stripe` anywhere still means
-the Stripe SDK, which tempay uses only in its tests, as the reference for signatures.
+Offered when TEMPAY_STRIPE_API_KEY is set. Imported as `providers.stripe` (absolute imports
+only): `import stripe` anywhere still means the Stripe SDK, which tempay uses only in its
+tests, as the reference for signatures.
 """
+
+from __future__ import annotations
+
+from providers.base import ProviderSpec
+from providers.stripe.adapter import StripeAdapter
+from providers.stripe.settings import StripeSettings
+from tempay.settings import Settings
+
+
+def _enabled(settings: Settings, stripe: StripeSettings) -> bool:
+    # Without the key Stripe is not offered; with it, a missing webhook secret stops startup
+    # (StripeSettings refuses it as it is read).
+    return stripe.enabled
+
+
+def _build(settings: Settings, stripe: StripeSettings) -> StripeAdapter:
+    return StripeAdapter.from_settings(stripe, settings.notification_tolerance)
+
+
+# Checkout lets the payer choose how to pay on Stripe's page: an order's channel is ignored.
+PROVIDER = ProviderSpec(
+    name=StripeAdapter.name,
+    settings=StripeSettings,
+    enabled=_enabled,
+    build=_build,
+)
+
+__all__ = ["PROVIDER", "StripeAdapter", "StripeSettings"]

@@ -1,26 +1,34 @@
-"""WeChat Pay API v3 provider adapter (env `TEMPAY_WECHATPAY_*`)."""
+"""WeChat Pay API v3 provider (env `TEMPAY_WECHATPAY_*`), offered when TEMPAY_WECHATPAY_MCHID
+is set; then a missing or invalid piece stops startup with WechatPayConfigError naming it."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from providers.wechatpay.adapter import WechatPayAdapter
+from providers.base import ProviderSpec
+from providers.wechatpay.adapter import CHANNELS, DEFAULT_CHANNEL, NAME, WechatPayAdapter
 from providers.wechatpay.settings import (
     WechatPayConfigError,
     WechatPaySettings,
     build_config,
     load_settings,
 )
+from tempay.settings import Settings
 
-__all__ = ["WechatPayAdapter", "WechatPayConfigError", "adapter_from_env"]
+
+def _enabled(settings: Settings, wechatpay: WechatPaySettings) -> bool:
+    return wechatpay.enabled
 
 
-def adapter_from_env(
-    tolerance: timedelta, settings: WechatPaySettings | None = None
-) -> WechatPayAdapter | None:
-    """The adapter when TEMPAY_WECHATPAY_MCHID is set, else None; a missing or invalid
-    piece raises WechatPayConfigError naming its variable."""
-    settings = settings or load_settings()
-    if not settings.enabled:
-        return None
-    return WechatPayAdapter(build_config(settings), tolerance=tolerance)
+def _build(settings: Settings, wechatpay: WechatPaySettings) -> WechatPayAdapter:
+    return WechatPayAdapter(build_config(wechatpay), tolerance=settings.notification_tolerance)
+
+
+PROVIDER = ProviderSpec(
+    name=NAME,
+    settings=load_settings,
+    enabled=_enabled,
+    build=_build,
+    channels=tuple(CHANNELS),
+    default_channel=DEFAULT_CHANNEL,
+)
+
+__all__ = ["PROVIDER", "WechatPayAdapter", "WechatPayConfigError"]

@@ -78,6 +78,9 @@ CHANNELS: dict[str, tuple[str, str]] = {
     "wechat_h5": ("/v3/pay/transactions/h5", "h5_url"),
     "wechat_native": ("/v3/pay/transactions/native", "code_url"),
 }
+# An order that names no channel: a QR code to scan, which needs nothing of the payer (H5
+# must declare the payer's IP, which orders do not carry yet).
+DEFAULT_CHANNEL = "wechat_native"
 
 # WeChat Pay's out_trade_no: 6-32 of digits, letters, _ - *.
 OUT_TRADE_NO = re.compile(r"[0-9A-Za-z_\-*]{6,32}")
@@ -301,11 +304,12 @@ class WechatPayAdapter(HTTPAdapter):
     # Payments
 
     async def create_payment(self, order: PaymentOrder) -> CreatedPayment:
+        channel = DEFAULT_CHANNEL if order.channel is None else order.channel
         try:
-            path, url_field = CHANNELS[order.channel]
+            path, url_field = CHANNELS[channel]
         except KeyError:
             raise ProviderRejected(
-                f"wechatpay has no channel {order.channel!r}; use one of {', '.join(CHANNELS)}"
+                f"wechatpay has no channel {channel!r}; use one of {', '.join(CHANNELS)}"
             ) from None
         if not order.notify_url:
             raise ProviderRejected("wechatpay needs a notify_url")
@@ -317,7 +321,7 @@ class WechatPayAdapter(HTTPAdapter):
             "notify_url": order.notify_url,
             "amount": {"total": to_fen(order.amount, order.currency), "currency": CURRENCY},
         }
-        if order.channel == "wechat_h5":
+        if channel == "wechat_h5":
             body["scene_info"] = {
                 "payer_client_ip": self._h5_ip,
                 "h5_info": {"type": "Wap"},

@@ -501,10 +501,10 @@ async def webhook_only(settings: Settings) -> AsyncIterator[str]:
 
 
 def bare_settings(dev_env: WorkflowEnvironment, tmp_path: Path, **overrides: Any) -> Settings:
-    with bound_socket() as sock:  # a port nothing answers on, for the sandbox
+    with bound_socket() as sock:  # a port nothing answers on
         dead = url_of(sock)
     return stack_settings(
-        dev_env.client, tmp_path, f"tq-none-{uuid.uuid4().hex[:8]}", dead, dead, **overrides
+        dev_env.client, tmp_path, f"tq-none-{uuid.uuid4().hex[:8]}", dead, **overrides
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from commands.dev import Stack, private_stack
 from proof.bench import bench_settings
 from proof.load import (
     TABLE,
@@ -163,14 +164,15 @@ def test_cpu_seconds_of_this_process_grow() -> None:
 
 def test_a_bench_stack_takes_none_of_the_dev_stacks_ports(tmp_path: Path) -> None:
     """A benchmark runs beside `tempay dev`: each of its listening ports is a fresh one."""
-    dev, bench = Settings(), bench_settings(tmp_path)
+    dev, bench = Stack(Settings()), private_stack(bench_settings(tmp_path))
 
-    def ports(settings: Settings) -> dict[str, int]:
+    def ports(stack: Stack) -> dict[str, int]:
+        settings = stack.settings
         return {
             "temporal": int(settings.temporal_address.rsplit(":", 1)[1]),
             "ui": settings.temporal_ui_port,
             "webhook": settings.webhook_port,
-            "sandbox": int(settings.sandbox_url.rsplit(":", 1)[1]),
+            "sandbox": stack.sandbox_port,
             "worker metrics": settings.worker_metrics_port,
         }
 

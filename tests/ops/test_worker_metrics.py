@@ -117,7 +117,7 @@ def worker_env(stack: Stack, metrics_port: int) -> dict[str, str]:
         "TEMPORAL_NAMESPACE": s.temporal_namespace,
         "TEMPAY_TASK_QUEUE": s.task_queue,
         "TEMPAY_DATA_DIR": str(s.data_dir),
-        "TEMPAY_SANDBOX_URL": s.sandbox_url,
+        "TEMPAY_SANDBOX_URL": stack.sandbox_url,
         "TEMPAY_SANDBOX": "true",
         "TEMPAY_WEBHOOK_URL": s.webhook_url,
         "TEMPAY_MERCHANT_WEBHOOK_URL": s.merchant_webhook_url,

@@ -32,7 +32,7 @@ from providers.base import ProviderAdapter
 from providers.registry import build_adapters
 from providers.sandbox.app import create_app as create_sandbox_app
 from providers.sandbox.keys import ensure_keypair, load_private_key
-from providers.sandbox.settings import SandboxSettings
+from providers.sandbox.settings import SandboxClientSettings, SandboxSettings
 from tempay.domain import CheckoutInfo, MerchantEvent, PaymentView, SettlementTiming
 from tempay.errors import WebhookVerificationError
 from tempay.merchant_webhooks import generate_secret, verify
@@ -200,7 +200,6 @@ def stack_settings(
     data_dir: Path,
     task_queue: str,
     webhook_url: str,
-    sandbox_url: str,
     merchant_webhook_url: str | None = None,
     merchant_webhook_secret: str | None = None,
     **overrides: Any,
@@ -211,7 +210,6 @@ def stack_settings(
         task_queue=task_queue,
         data_dir=data_dir,
         webhook_url=webhook_url,
-        sandbox_url=sandbox_url,
         notification_max_bytes=64 * 1024,
         notification_tolerance=timedelta(minutes=5),
         signal_timeout=timedelta(seconds=5),
@@ -258,12 +256,15 @@ async def running_stack(
             data_dir,
             task_queue,
             webhook_url,
-            sandbox_url,
             merchant_webhook_url=url_of(merchant_sock) + MerchantReceiver.PATH,
             merchant_webhook_secret=merchant.secret,
             **(settings_overrides or {}),
         )
-        adapters = {**build_adapters(settings), **(extra_adapters or {})}
+        sandbox_client = SandboxClientSettings(url=sandbox_url)
+        adapters = {
+            **build_adapters(settings, {"sandbox": sandbox_client}),
+            **(extra_adapters or {}),
+        }
         for adapter in adapters.values():
             stack.push_async_callback(adapter.aclose)
         await stack.enter_async_context(serve(create_sandbox_app(sandbox_settings), sandbox_sock))

@@ -18,8 +18,9 @@ from pydantic import SecretStr
 from temporalio.testing import WorkflowEnvironment
 
 from providers.registry import build_adapters
-from providers.sandbox.keys import ensure_keypair, load_private_key
+from providers.sandbox.keys import ensure_keypair, load_private_key, public_key_file
 from providers.sandbox.notifier import utc_iso
+from providers.sandbox.settings import SandboxClientSettings
 from providers.sandbox.signature import SIGNATURE_HEADER, sign_body
 from tempay.settings import Settings
 from tests.support.listeners import serve_listeners
@@ -102,14 +103,16 @@ async def webhook(
     settings = Settings(
         data_dir=tmp_path,
         sandbox=True,
-        sandbox_url="http://127.0.0.1:1",  # never called: notifications are verified locally
         temporal_address=proxy.address,
         temporal_namespace=dev_env.client.namespace,
         signal_timeout=SIGNAL_TIMEOUT,
         api_key=SecretStr(API_KEY),
     )
-    assert settings.sandbox_public_key_file.is_file()
-    adapters = build_adapters(settings)
+    assert public_key_file(tmp_path).is_file()
+    # The sandbox is never called: notifications are verified locally.
+    adapters = build_adapters(
+        settings, {"sandbox": SandboxClientSettings(url="http://127.0.0.1:1")}
+    )
     try:
         async with serve_listeners(webhook_listeners(settings, adapters), settings) as urls:
             yield urls

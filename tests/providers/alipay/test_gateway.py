@@ -114,6 +114,16 @@ async def test_tampered_payment_url_is_refused_by_alipay(
     assert fake.trades == {} and fake.rejected == ["isv.invalid-signature"]
 
 
+async def test_an_order_without_a_channel_is_wap(adapter: AlipayAdapter) -> None:
+    # Alipay's declared default (providers/alipay): a mobile browser's checkout page.
+    unnamed = order("A4")
+    assert unnamed.channel is None
+    created = await adapter.create_payment(unnamed)
+    params = dict(parse_qsl(urlsplit(created.payment_url).query))
+    assert params["method"] == "alipay.trade.wap.pay"
+    assert json.loads(params["biz_content"])["product_code"] == "QUICK_WAP_WAY"
+
+
 async def test_page_channel(adapter: AlipayAdapter, fake: FakeAlipayGateway) -> None:
     created = await adapter.create_payment(order("A3", channel="alipay_page"))
     params = dict(parse_qsl(urlsplit(created.payment_url).query))

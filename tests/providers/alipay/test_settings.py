@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from providers.alipay import AlipayAdapter, AlipayConfigError, AlipaySettings, alipay_adapters
+from providers.alipay import PROVIDER, AlipayAdapter, AlipayConfigError, AlipaySettings
 from providers.registry import build_adapters
 from tempay.settings import Settings
 from tests.support.fakes.alipay_gateway import SELLER_ID
@@ -39,7 +39,7 @@ def key_files(tmp_path: Path, merchant_keys: MerchantKeys) -> tuple[Path, Path]:
 
 
 def test_no_app_id_no_adapter() -> None:
-    assert alipay_adapters(Settings()) == {}
+    assert not PROVIDER.enabled(Settings(), AlipaySettings())
     assert "alipay" not in build_adapters(Settings())
 
 
@@ -68,7 +68,7 @@ def test_app_id_without_a_key_file_names_the_variable(
         public_key_file=None if missing == "PUBLIC_KEY_FILE" else public,
     )
     with pytest.raises(AlipayConfigError, match=f"TEMPAY_ALIPAY_{missing} is required"):
-        alipay_adapters(Settings(), settings)
+        build_adapters(Settings(), {"alipay": settings})
 
 
 def test_unreadable_key_file_names_the_variable(
@@ -78,7 +78,7 @@ def test_unreadable_key_file_names_the_variable(
     gone = tmp_path / "nowhere.pem"
     settings = configured(private_key_file=gone, public_key_file=public)
     with pytest.raises(AlipayConfigError, match="TEMPAY_ALIPAY_PRIVATE_KEY_FILE: cannot read"):
-        alipay_adapters(Settings(), settings)
+        build_adapters(Settings(), {"alipay": settings})
 
 
 def test_a_key_file_that_is_not_a_key_never_shows_its_contents(
@@ -89,17 +89,17 @@ def test_a_key_file_that_is_not_a_key_never_shows_its_contents(
     bad = tmp_path / "bad.pem"
     bad.write_text(secret)
     with pytest.raises(AlipayConfigError) as caught:
-        alipay_adapters(
+        build_adapters(
             Settings(),
-            configured(private_key_file=bad, public_key_file=private),
+            {"alipay": configured(private_key_file=bad, public_key_file=private)},
         )
     message = str(caught.value)
     assert "TEMPAY_ALIPAY_PRIVATE_KEY_FILE" in message and "TOP-SECRET" not in message
     # A private key given as Alipay's public key is refused too, without showing it.
     with pytest.raises(AlipayConfigError) as swapped:
-        alipay_adapters(
+        build_adapters(
             Settings(),
-            configured(private_key_file=private, public_key_file=private),
+            {"alipay": configured(private_key_file=private, public_key_file=private)},
         )
     assert "TEMPAY_ALIPAY_PUBLIC_KEY_FILE" in str(swapped.value)
     pem = merchant_keys.private_pem().decode()
@@ -124,9 +124,9 @@ def test_pkcs1_pem_and_alipays_bare_base64_keys_load(
     bare_public = tmp_path / "alipay_public.txt"
     bare_public.write_text(base64.b64encode(public_der).decode())
     for private in (pkcs1, bare_private):
-        adapters = alipay_adapters(
+        adapters = build_adapters(
             Settings(),
-            configured(private_key_file=private, public_key_file=bare_public),
+            {"alipay": configured(private_key_file=private, public_key_file=bare_public)},
         )
         assert isinstance(adapters["alipay"], AlipayAdapter)
 
@@ -139,7 +139,7 @@ def test_app_id_without_a_seller_id_names_the_variable(
     private, public = key_files
     settings = configured(seller_id=seller_id, private_key_file=private, public_key_file=public)
     with pytest.raises(AlipayConfigError, match="TEMPAY_ALIPAY_SELLER_ID is required"):
-        alipay_adapters(Settings(), settings)
+        build_adapters(Settings(), {"alipay": settings})
 
 
 def test_app_id_from_the_environment_without_a_seller_id_stops_the_start(

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import FastAPI, Request
 
 from providers.base import Acknowledgement, ProviderAdapter
 from providers.sandbox.adapter import SandboxAdapter
@@ -49,7 +50,7 @@ from tests.support.providers.sandbox import (
     eventually,
     running_sandbox,
 )
-from tests.support.stack import bound_socket, url_of
+from tests.support.stack import bound_socket, serve, url_of
 
 BASELINE = {
     **DEFAULT_FAULTS,
@@ -286,6 +287,31 @@ async def test_lost_transfer_answer_is_an_unknown_outcome(
     truth = await tuned.get("/sandbox/transfers", params={"out_biz_no": request.withdrawal_id})
     [transfer] = truth.json()
     assert (transfer["requests"], transfer["paid_out"]) == (2, 1)
+
+
+@pytest.mark.parametrize(("channel", "sent"), [(None, "alipay_wap"), ("qr", "qr")])
+async def test_the_channel_is_passed_through_and_defaults_to_alipay_wap(
+    channel: str | None, sent: str
+) -> None:
+    asked: list[dict[str, Any]] = []
+    app = FastAPI()
+
+    @app.post("/payments")
+    async def create(request: Request) -> dict[str, str]:
+        asked.append(await request.json())
+        return {"trade_no": "T1", "payment_url": "http://127.0.0.1:9/pay/T1"}
+
+    order = PaymentOrder(
+        order_id="ch-1", amount=Decimal("1.00"), currency="CNY", provider="sandbox",
+        channel=channel,
+    )  # fmt: skip
+    async with serve(app) as url:
+        adapter = SandboxAdapter(url, timeout=5)
+        try:
+            await adapter.create_payment(order)
+        finally:
+            await adapter.aclose()
+    assert [a["channel"] for a in asked] == [sent]
 
 
 async def test_unreachable_provider_is_a_plain_error() -> None:

@@ -24,7 +24,10 @@ from tests.support.stack import bound_socket, url_of
 
 
 def order(
-    order_id: str = "ord-000001", channel: str = "wechat_native", amount: str = "12.34", **kw: str
+    order_id: str = "ord-000001",
+    channel: str | None = "wechat_native",
+    amount: str = "12.34",
+    **kw: str,
 ) -> PaymentOrder:
     return PaymentOrder(
         order_id=order_id,
@@ -67,6 +70,17 @@ async def test_native_create(adapter: WechatPayAdapter, fake: FakeWechatPay) -> 
     assert all_signed(fake)
     # Idempotent by out_trade_no: the same order gets the same code_url.
     assert (await adapter.create_payment(order())).payment_url == created.payment_url
+
+
+async def test_an_order_without_a_channel_is_native(
+    adapter: WechatPayAdapter, fake: FakeWechatPay
+) -> None:
+    # WeChat Pay's declared default (providers/wechatpay): a QR code, which needs nothing of
+    # the payer, where H5 must name the payer's IP.
+    created = await adapter.create_payment(order("ord-default-1", channel=None))
+    assert created.payment_url.startswith("weixin://wxpay/bizpayurl?pr=")
+    assert fake.orders["ord-default-1"]["trade_type"] == "NATIVE"
+    assert all_signed(fake)
 
 
 async def test_h5_create(adapter: WechatPayAdapter, fake: FakeWechatPay) -> None:

@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from providers.registry import build_adapters
-from providers.wechatpay import WechatPayConfigError, adapter_from_env
+from providers.wechatpay import PROVIDER, WechatPayConfigError
 from providers.wechatpay.adapter import WechatPayAdapter
 from providers.wechatpay.settings import build_config, load_settings
 from tempay.settings import Settings
@@ -47,7 +47,7 @@ def clear(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_off_without_a_merchant_id(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     clear(monkeypatch)
-    assert adapter_from_env(Settings().notification_tolerance) is None
+    assert not PROVIDER.enabled(Settings(), load_settings())
     assert "wechatpay" not in build_adapters(Settings(data_dir=tmp_path))
 
 
@@ -71,22 +71,22 @@ def test_a_missing_piece_is_named(env: pytest.MonkeyPatch, tmp_path: Path, name:
 def test_an_apiv3_key_of_the_wrong_length(env: pytest.MonkeyPatch, key: str) -> None:
     env.setenv(PREFIX + "APIV3_KEY", key)
     with pytest.raises(WechatPayConfigError, match=PREFIX + "APIV3_KEY") as caught:
-        adapter_from_env(Settings().notification_tolerance)
+        build_adapters(Settings())
     assert key not in str(caught.value)
 
 
 def test_unreadable_or_wrong_key_files(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     env.setenv(PREFIX + "PRIVATE_KEY_FILE", str(tmp_path / "nowhere.pem"))
     with pytest.raises(WechatPayConfigError, match=PREFIX + "PRIVATE_KEY_FILE"):
-        adapter_from_env(Settings().notification_tolerance)
+        build_adapters(Settings())
     # The public key where the private key should be, and the other way round.
     env.setenv(PREFIX + "PRIVATE_KEY_FILE", str(tmp_path / "pub_key.pem"))
     with pytest.raises(WechatPayConfigError, match=PREFIX + "PRIVATE_KEY_FILE"):
-        adapter_from_env(Settings().notification_tolerance)
+        build_adapters(Settings())
     env.setenv(PREFIX + "PRIVATE_KEY_FILE", str(tmp_path / "apiclient_key.pem"))
     env.setenv(PREFIX + "PUBLIC_KEY_FILE", str(tmp_path / "apiclient_key.pem"))
     with pytest.raises(WechatPayConfigError, match=PREFIX + "PUBLIC_KEY_FILE") as caught:
-        adapter_from_env(Settings().notification_tolerance)
+        build_adapters(Settings())
     assert "PRIVATE KEY-----" not in str(caught.value)
 
 
