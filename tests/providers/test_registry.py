@@ -5,6 +5,7 @@ channel an order gets when the caller names none."""
 from __future__ import annotations
 
 import ast
+import tomllib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,23 @@ def test_the_list_has_one_line_per_provider_folder() -> None:
     assert PROVIDER_NAMES == SHIPPED
     assert sorted(PROVIDER_NAMES) == folders
     assert len(set(PROVIDER_NAMES)) == len(PROVIDERS)
+
+
+def test_the_import_contracts_cover_every_provider_folder() -> None:
+    """pyproject.toml names the folders in its import-linter contracts: a provider left out
+    could import another, or be imported from outside the registry, unnoticed."""
+    config = tomllib.loads((Path(providers.__file__).parents[1] / "pyproject.toml").read_text())
+    contracts = {c["name"]: c for c in config["tool"]["importlinter"]["contracts"]}
+    [independent] = [c for c in contracts.values() if c["type"] == "independence"]
+    protected = {
+        module
+        for c in contracts.values()
+        if c["type"] == "protected" and "providers.registry" in c["allowed_importers"]
+        for module in c["protected_modules"]
+    }
+    folders = {f"providers.{name}" for name in PROVIDER_NAMES}
+    assert set(independent["modules"]) == folders
+    assert protected == folders
 
 
 def test_each_provider_declares_its_default_channel() -> None:
