@@ -9,4 +9,3 @@ TEMPAY_DATABASE_URL; the schema is versioned by Alembic (`tempay db upgrade`).
 
 from book.store import Book as Book
 from book.store import TransactionRecord as TransactionRecord
-from book.store import database_url as database_url

@@ -37,19 +37,9 @@ from tempay.domain import (
     WithdrawalView,
 )
 from tempay.errors import BookUnavailable, InvalidInput
+from tempay.settings import Settings
 
 T = TypeVar("T")
-
-
-def database_url(url: str | None, data_dir: Path) -> str:
-    """The SQLAlchemy URL: TEMPAY_DATABASE_URL as given (a bare postgresql:// URL gets the
-    psycopg 3 driver), else SQLite at {data_dir}/tempay.db."""
-    if not url:
-        return f"sqlite:///{(data_dir / 'tempay.db').resolve()}"
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url.removeprefix(prefix)
-    return url
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -162,6 +152,10 @@ def _one_of(value: str, valid: list[str], what: str) -> str:
 class Book:
     """The system of record. One per process; thread-safe (a connection pool)."""
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Book:
+        return cls(settings.book_url)
+
     def __init__(self, url: str) -> None:
         try:
             parsed = make_url(url)
@@ -175,9 +169,6 @@ class Book:
             )
         options: dict[str, Any] = {}
         if self.dialect == "sqlite":
-            path = parsed.database
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
             # A file per process, opened per use: SQLite's own locking does the rest.
             options = {"poolclass": NullPool, "connect_args": {"timeout": 10}}
         else:
@@ -188,6 +179,16 @@ class Book:
             raise InvalidInput(f"TEMPAY_DATABASE_URL: no driver for it ({exc})") from None
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    @property
+    def file(self) -> Path | None:
+        """SQLite's database file (None on PostgreSQL or in memory)."""
+        path = self.url.database if self.dialect == "sqlite" else None
+        return Path(path) if path and path != ":memory:" else None
+
+    def exists(self) -> bool:
+        """False only for a SQLite file not yet created (`tempay db upgrade` creates it)."""
+        return self.file is None or self.file.exists()
 
     @property
     def name(self) -> str:

@@ -16,8 +16,12 @@ from typing import Any, NoReturn
 
 import httpx
 from pydantic import ValidationError
+from temporalio.client import Client
 from temporalio.service import RPCError
 
+from book import Book
+from book.migrate import reading_book
+from commands.db import cmd_db_backfill, cmd_db_upgrade, cmd_export
 from providers.registry import PROVIDERS
 from tempay.domain import (
     OperatorAction,
@@ -28,6 +32,8 @@ from tempay.domain import (
 )
 from tempay.errors import (
     ActionRefused,
+    BookOutdated,
+    BookUnavailable,
     InvalidInput,
     MetricsUnavailable,
     OrderConflict,
@@ -57,6 +63,8 @@ from transactions import (
 START_TIMEOUT_SECONDS = 30.0
 USER_ERRORS = (
     ActionRefused,
+    BookOutdated,  # the book's schema is not this code's: the message says what to run
+    BookUnavailable,
     InvalidInput,
     TemporalUnavailable,
     MetricsUnavailable,
@@ -70,6 +78,14 @@ USER_ERRORS = (
 
 class CommandError(Exception):
     pass
+
+
+def _warn(message: str) -> None:
+    print(f"tempay: warning: {message}", file=sys.stderr)
+
+
+def _book(settings: Settings) -> Book | None:
+    return reading_book(settings, _warn)
 
 
 def _print_json(model: Any) -> None:
@@ -114,7 +130,7 @@ async def _start_and_print(order: PaymentOrder, settings: Settings) -> None:
     client = await connect(settings)
     try:
         checkout = await asyncio.wait_for(
-            start_payment(client, settings, order), START_TIMEOUT_SECONDS
+            start_payment(client, settings, order, _book(settings)), START_TIMEOUT_SECONDS
         )
     except TimeoutError:
         raise CommandError(
@@ -138,7 +154,7 @@ async def cmd_withdraw(args: argparse.Namespace, settings: Settings) -> int:
     client = await connect(settings)
     try:
         submitted = await asyncio.wait_for(
-            start_withdrawal(client, settings, order), START_TIMEOUT_SECONDS
+            start_withdrawal(client, settings, order, _book(settings)), START_TIMEOUT_SECONDS
         )
     except TimeoutError:
         raise CommandError(
@@ -161,6 +177,7 @@ async def cmd_refund(args: argparse.Namespace, settings: Settings) -> int:
                 amount=args.amount,
                 currency=args.currency,
                 reason=args.reason,
+                book=_book(settings),
             ),
             START_TIMEOUT_SECONDS,
         )
@@ -239,12 +256,13 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             "name one transaction: ORDER_ID, --refund REFUND_ID or --withdrawal WITHDRAWAL_ID"
         )
     client = await connect(settings)
+    book = _book(settings)
     if args.withdrawal is not None:
-        _print_json(await withdrawal_view(client, args.withdrawal))
+        _print_json(await withdrawal_view(client, args.withdrawal, book))
     elif args.refund is not None:
-        _print_json(await refund_view(client, args.refund))
+        _print_json(await refund_view(client, args.refund, book))
     else:
-        _print_json(await payment_view(client, args.order_id))
+        _print_json(await payment_view(client, args.order_id, book))
     return 0
 
 
@@ -253,16 +271,29 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     transactions_query(**filters)  # bad filters are refused before connecting
     if args.limit is not None and args.limit < 1:
         raise InvalidInput("--limit must be positive")
-    client = await connect(settings)
+    # The book answers alone; Temporal only without one, or when it cannot be reached.
+    book = _book(settings)
+    client = None if book is not None else await connect(settings)
+    try:
+        await _print_list(args, filters, client, book)
+    except BookUnavailable as exc:
+        _warn(f"{exc}; listing from Temporal, which keeps closed ones only for its retention")
+        await _print_list(args, filters, await connect(settings), None)
+    return 0
+
+
+async def _print_list(
+    args: argparse.Namespace, filters: dict[str, Any], client: Client | None, book: Book | None
+) -> None:
     if args.count:
-        counts = await count_transactions(client, **filters)
+        counts = await count_transactions(client, **filters, book=book, warn=_warn)
         for status, n in counts.by_status.items():
             print(f"{status}\t{n}")
         print(f"TOTAL\t{counts.total}")
-        return 0
-    async for row in list_transactions(client, limit=args.limit, **filters):
+        return
+    rows = list_transactions(client, limit=args.limit, **filters, book=book, warn=_warn)
+    async for row in rows:
         print(f"{row.order_id}\t{row.status}\t{row.kind}\t{row.provider}\t{row.workflow_id}")
-    return 0
 
 
 async def cmd_demo(_: argparse.Namespace, settings: Settings) -> int:
@@ -408,9 +439,10 @@ def parser() -> argparse.ArgumentParser:
     listing = commands.add_parser(
         "list",
         help="one line per transaction, or --count by status",
-        description="Transactions from Temporal's visibility store: one line each "
-        "(order id, status, kind, provider, workflow id), or with --count one line per "
-        "status and a TOTAL line. Filters combine.",
+        description="Transactions from the book (tempay's system of record, which keeps "
+        "them after Temporal's retention; Temporal's visibility store when there is no "
+        "book): one line each, newest first (order id, status, kind, provider, workflow "
+        "id), or with --count one line per status and a TOTAL line. Filters combine.",
     )
     listing.add_argument("--status", help="only this status, e.g. PENDING")
     listing.add_argument(
@@ -422,6 +454,26 @@ def parser() -> argparse.ArgumentParser:
         "--count", action="store_true", help="count by status instead (STATUS<TAB>N, TOTAL<TAB>N)"
     )
     listing.set_defaults(run=cmd_list)
+
+    db = commands.add_parser("db", help="the book's schema: upgrade, backfill")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    db_commands.add_parser(
+        "upgrade", help="create the book, or bring its schema to this tempay's (idempotent)"
+    ).set_defaults(run=cmd_db_upgrade)
+    db_commands.add_parser(
+        "backfill", help="give every open transaction without a row in the book one, now"
+    ).set_defaults(run=cmd_db_backfill)
+
+    export = commands.add_parser(
+        "export",
+        help="the book's transactions created in a date range, for finance",
+        description="Streams every transaction created from --from to --to (whole UTC "
+        "days, both included) as CSV with a header, or as JSON lines. Amounts are strings.",
+    )
+    export.add_argument("--from", dest="start", required=True, metavar="YYYY-MM-DD")
+    export.add_argument("--to", dest="end", required=True, metavar="YYYY-MM-DD")
+    export.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    export.set_defaults(run=cmd_export)
 
     commands.add_parser("demo", help="drive every path against a running stack").set_defaults(
         run=cmd_demo
@@ -514,6 +566,7 @@ def main(argv: list[str] | None = None) -> None:
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
         )
         logging.getLogger("httpx").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # its schema checks, per start
     run: Callable[[argparse.Namespace, Settings], Awaitable[int] | int] = args.run
     try:
         result = run(args, settings)

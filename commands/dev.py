@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,14 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
+from book.migrate import prepare as prepare_book
 from providers.sandbox.keys import ensure_keypair
 from providers.sandbox.settings import SandboxClientSettings
 from tempay import search_attributes as sa
 from tempay.codec import ensure_key_file
-from tempay.errors import TemporalUnavailable
+from tempay.errors import BookOutdated, BookUnavailable, TemporalUnavailable
 from tempay.settings import SANDBOX_MARKER, Settings
-from tempay.temporal import connect, find_binary, metrics_address
+from tempay.temporal import apply_retention, connect, find_binary, metrics_address
 
 STOP_GRACE_SECONDS = 10.0
 READY_TIMEOUT_SECONDS = 60.0
@@ -150,6 +152,7 @@ class Stack:
     worker: Sequence[str] = field(default_factory=worker_argv)
     children: list[Child] = field(default_factory=list)
     sandbox_url: str = field(default_factory=_sandbox_url)
+    book: str = "not prepared"  # what start() found or made of the book
 
     @property
     def data_dir(self) -> Path:
@@ -238,6 +241,10 @@ class Stack:
                 "TEMPAY_WORKER_METRICS_PORT)"
             )
         logs = self.data_dir / "logs"
+        try:
+            self.book = prepare_book(self.settings)
+        except (BookOutdated, BookUnavailable) as exc:
+            raise StackError(str(exc)) from None
         ensure_keypair(self.data_dir / "sandbox")
         if self.settings.sandbox_enabled:
             # CLI commands on this data dir (another shell) then see the sandbox as on.
@@ -276,6 +283,10 @@ class Stack:
                 if time.monotonic() > deadline:
                     raise StackError(f"{name} did not start within {within:.0f} s: see {self.logs}")
                 await asyncio.sleep(0.2)
+        # The embedded server keeps closed workflows 24 h unless told otherwise; the book
+        # keeps them for good.
+        client = await connect(self.settings)
+        await apply_retention(client, self.settings.temporal_namespace, self.settings.retention)
 
     @property
     def logs(self) -> Path:
@@ -344,6 +355,11 @@ class Stack:
             child.stop()
 
 
+def _days(retention: timedelta) -> str:
+    days = retention / timedelta(days=1)
+    return f"{days:g} day" + ("" if days == 1 else "s")
+
+
 def private_stack(settings: Settings, **fields: Any) -> Stack:
     """The stack of `private_settings`, its sandbox on a fresh port too; `fields` are
     further Stack fields (sandbox_env, with_ui, worker)."""
@@ -385,6 +401,8 @@ async def run_dev(settings: Settings, demo: bool = False) -> int:
             f"  codec         {stack.codec_endpoint}  (payloads are encrypted; the UI decrypts "
             "through it)\n"
             f"  sandbox       {stack.sandbox_url}\n"
+            f"  book          {stack.book}; Temporal keeps closed workflows "
+            f"{_days(s.retention)}\n"
             "  worker        task queue " + s.task_queue + "\n"
             f"  metrics       http://127.0.0.1:{s.webhook_port}/metrics (webhook), "
             + (f"http://{address}/metrics (worker)" if address else "worker metrics off")

@@ -15,10 +15,13 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.book import BookActivities
 from activities.merchant import MerchantActivities
 from activities.payments import PaymentActivities
 from activities.refunds import RefundActivities
 from activities.transfers import TransferActivities
+from book import Book
+from book.migrate import open_book
 from providers.base import ProviderAdapter
 from providers.registry import build_adapters
 from tempay.codec import EncryptionCodec
@@ -74,6 +77,7 @@ def build_worker(
     adapters: dict[str, ProviderAdapter],
     extra_workflows: Sequence[type] = (),
     extra_activities: Sequence[Callable[..., Any]] = (),
+    book: Book | None = None,
 ) -> TempayWorkers:
     """tempay's workers; `extra_workflows` and `extra_activities` also run on the main queue
     (the benchmarks' baselines, beside the payments they are compared with: proof/worker.py)."""
@@ -81,6 +85,9 @@ def build_worker(
     refunds = RefundActivities(adapters)
     transfers = TransferActivities(adapters)
     merchant = MerchantActivities(settings)
+    # Without a book (some tests), nothing serves record_transaction: the workflows' writes
+    # then wait, retried, as they would for a database that is down.
+    writes = [BookActivities(book).record_transaction] if book is not None else []
     queries: list[Callable[..., Any]] = [
         payments.query_payment,
         payments.poll_payment,
@@ -99,6 +106,7 @@ def build_worker(
             refunds.create_refund,
             transfers.create_transfer,
             merchant.notify_merchant,
+            *writes,
             *extra_activities,
             # Still here for workflows whose input names no status-query queue (started
             # before it existed): their queries run uncapped on the main queue.
@@ -128,6 +136,9 @@ async def run_worker(
     # bytecode caching (PYTHONDONTWRITEBYTECODE) each run recompiles their source.
     sys.dont_write_bytecode = False
     settings = settings or get_settings()
+    # The book first: a worker never writes to a schema other than its own (one line says
+    # what to run), and never starts without its book.
+    book = open_book(settings)
     client = await connect(settings, runtime=metrics_runtime(settings))
     if not isinstance(client.data_converter.payload_codec, EncryptionCodec):
         logging.getLogger("tempay.worker").warning(
@@ -136,7 +147,7 @@ async def run_worker(
             settings.data_dir,
         )
     adapters = build_adapters(settings)
-    worker = build_worker(client, settings, adapters, extra_workflows, extra_activities)
+    worker = build_worker(client, settings, adapters, extra_workflows, extra_activities, book)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -157,3 +168,4 @@ async def run_worker(
         await stop.wait()
     for adapter in adapters.values():
         await adapter.aclose()
+    book.close()

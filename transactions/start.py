@@ -14,27 +14,33 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from book import Book
 from providers.registry import default_channel
 from tempay import search_attributes as sa
 from tempay.domain import (
     PAYMENT_REVISION,
+    WITHDRAWAL_REVISION,
     CheckoutInfo,
     PaymentOrder,
     PaymentView,
     RefundAccepted,
     RefundRequest,
+    RefundView,
     SettlementTiming,
     TransactionKind,
     TransactionStatus,
     WithdrawalOrder,
     WithdrawalSubmitted,
+    WithdrawalView,
+    format_amount,
     parse_amount,
     parse_currency,
     parse_order_id,
+    refund_workflow_id,
 )
 from tempay.errors import InvalidInput, OrderConflict, RefundRefused, update_refusal
 from tempay.settings import Settings
-from transactions.read import parse_provider, payment_view, withdrawal_view
+from transactions.read import M, parse_provider, payment_view, recorded, withdrawal_view
 from workflows.payment import REFUNDABLE, PaymentWorkflow
 from workflows.withdrawal import WithdrawalWorkflow
 
@@ -98,8 +104,47 @@ def build_order(
     )
 
 
-async def start_payment(client: Client, settings: Settings, order: PaymentOrder) -> CheckoutInfo:
-    """Start (or find) the order's workflow and return once the payer has a payment_url."""
+async def in_temporal(client: Client, workflow_id: str) -> bool:
+    """Whether Temporal still holds the workflow (open, or closed within its retention)."""
+    try:
+        await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+async def closed_in_book(
+    client: Client, book: Book | None, workflow_id: str, result_type: type[M]
+) -> M | None:
+    """The book's record of a transaction that Temporal no longer holds: its id is still
+    taken (ids are idempotency keys for good), and the record is the answer. None when the
+    book has no record, or Temporal still holds the workflow (then Temporal answers)."""
+    found = await recorded(book, workflow_id, result_type)
+    if found is None or await in_temporal(client, workflow_id):
+        return None
+    return found
+
+
+def _payment_terms(view: PaymentView, order: PaymentOrder) -> PaymentView:
+    terms = (view.amount, view.currency, view.kind, view.provider, view.account_id)
+    if terms != (order.amount, order.currency, order.kind, order.provider, order.account_id):
+        raise OrderConflict(
+            f"order {order.order_id} already exists with different terms: "
+            f"{view.kind} of {view.amount} {view.currency}"
+        )
+    return view
+
+
+async def start_payment(
+    client: Client, settings: Settings, order: PaymentOrder, book: Book | None = None
+) -> CheckoutInfo:
+    """Start (or find) the order's workflow and return once the payer has a payment_url.
+    An order the book holds and Temporal no longer does is answered from the book: no
+    workflow starts, no provider is called."""
+    if (old := await closed_in_book(client, book, order.workflow_id, PaymentView)) is not None:
+        return CheckoutInfo.of(_payment_terms(old, order))
     start = WithStartWorkflowOperation(
         PaymentWorkflow.run,
         order,
@@ -124,14 +169,8 @@ async def start_payment(client: Client, settings: Settings, order: PaymentOrder)
     except WorkflowAlreadyStartedError:
         with contextlib.suppress(WorkflowAlreadyStartedError):
             await start.workflow_handle()  # the operation holds the same error: consume it
-        view = await payment_view(client, order.order_id)
-        terms = (view.amount, view.currency, view.kind, view.provider, view.account_id)
-        if terms != (order.amount, order.currency, order.kind, order.provider, order.account_id):
-            raise OrderConflict(
-                f"order {order.order_id} already exists with different terms: "
-                f"{view.kind} of {view.amount} {view.currency}"
-            ) from None
-        return CheckoutInfo.of(view)
+        view = await payment_view(client, order.order_id, book)
+        return CheckoutInfo.of(_payment_terms(view, order))
 
 
 def build_withdrawal(
@@ -170,13 +209,41 @@ def build_withdrawal(
         provider=provider,
         notify_url=f"{settings.webhook_url.rstrip('/')}/notify/{provider}",
         timing=timing or settlement_timing(settings),
+        revision=WITHDRAWAL_REVISION,
+    )
+
+
+def _submitted(view: WithdrawalView, order: WithdrawalOrder) -> WithdrawalSubmitted:
+    terms = (view.amount, view.currency, view.payee_account, view.payee_name, view.provider)
+    if terms != (
+        order.amount,
+        order.currency,
+        order.payee_account,
+        order.payee_name,
+        order.provider,
+    ):
+        raise OrderConflict(
+            f"withdrawal {order.withdrawal_id} already exists with different terms: "
+            f"{view.amount} {view.currency} to {view.payee_account}"
+        )
+    return WithdrawalSubmitted(
+        workflow_id=view.workflow_id,
+        withdrawal_id=view.withdrawal_id,
+        status=view.status,
+        provider_transfer_no=view.provider_transfer_no,
+        fail_reason=view.review_reason,
     )
 
 
 async def start_withdrawal(
-    client: Client, settings: Settings, order: WithdrawalOrder
+    client: Client, settings: Settings, order: WithdrawalOrder, book: Book | None = None
 ) -> WithdrawalSubmitted:
-    """Start (or find) the withdrawal's workflow; returns once the provider holds the transfer."""
+    """Start (or find) the withdrawal's workflow; returns once the provider holds the
+    transfer. One the book holds and Temporal no longer does is answered from the book:
+    no second transfer request ever reaches the provider."""
+    old = await closed_in_book(client, book, order.workflow_id, WithdrawalView)
+    if old is not None:
+        return _submitted(old, order)
     start = WithStartWorkflowOperation(
         WithdrawalWorkflow.run,
         order,
@@ -198,26 +265,35 @@ async def start_withdrawal(
     except WorkflowAlreadyStartedError:
         with contextlib.suppress(WorkflowAlreadyStartedError):
             await start.workflow_handle()
-        view = await withdrawal_view(client, order.withdrawal_id)
-        terms = (view.amount, view.currency, view.payee_account, view.payee_name, view.provider)
-        if terms != (
-            order.amount,
-            order.currency,
-            order.payee_account,
-            order.payee_name,
-            order.provider,
-        ):
-            raise OrderConflict(
-                f"withdrawal {order.withdrawal_id} already exists with different terms: "
-                f"{view.amount} {view.currency} to {view.payee_account}"
-            ) from None
-        return WithdrawalSubmitted(
-            workflow_id=view.workflow_id,
-            withdrawal_id=view.withdrawal_id,
-            status=view.status,
-            provider_transfer_no=view.provider_transfer_no,
-            fail_reason=view.review_reason,
+        view = await withdrawal_view(client, order.withdrawal_id, book)
+        return _submitted(view, order)
+
+
+def _accepted(old: RefundView, request: RefundRequest, payment: PaymentView) -> RefundAccepted:
+    """A recorded refund asked for again: the same refund, or a refusal as the payment's
+    ledger words it."""
+    if old.order_id != request.order_id:
+        raise RefundRefused(
+            f"refund id {old.refund_id} is already used by another refund "
+            f"({old.workflow_id}): refund ids are unique"
         )
+    if (old.amount, old.currency) != (request.amount, request.currency):
+        raise RefundRefused(
+            f"refund {old.refund_id} already exists for "
+            f"{format_amount(old.amount, old.currency)} {old.currency}: "
+            "a refund id always means the same refund"
+        )
+    return RefundAccepted(
+        workflow_id=old.workflow_id,
+        refund_id=old.refund_id,
+        order_id=old.order_id,
+        status=old.status,
+        amount=old.amount,
+        currency=old.currency,
+        fail_reason=old.review_reason if old.status.is_terminal else None,
+        payment_status=payment.status,
+        refundable_amount=payment.refundable_amount or Decimal(0),
+    )
 
 
 async def start_refund(
@@ -229,9 +305,11 @@ async def start_refund(
     amount: str | Decimal,
     currency: str | None = None,
     reason: str = "",
+    book: Book | None = None,
 ) -> RefundAccepted:
     """Refund (part of) a paid payment; returns once the provider has the refund. The refund
-    id is the idempotency key: the same id and amount again returns the same refund."""
+    id is the idempotency key, for good: the same id and amount again returns the same
+    refund, from the book once Temporal no longer holds it."""
     order_id = parse_order_id(order_id)
     try:
         refund_id = parse_order_id(refund_id)
@@ -241,7 +319,8 @@ async def start_refund(
         ) from None
     if len(reason) > 256:
         raise InvalidInput("--reason must be at most 256 characters")
-    payment = await payment_view(client, order_id)
+    old = await closed_in_book(client, book, refund_workflow_id(refund_id), RefundView)
+    payment = await payment_view(client, order_id, book)
     # The currency defaults to the payment's; the amount is checked against its minor units.
     currency = parse_currency(currency) if currency else payment.currency
     if currency != payment.currency:
@@ -256,6 +335,8 @@ async def start_refund(
         reason=reason,
         notify_url=f"{settings.webhook_url.rstrip('/')}/notify/{payment.provider}",
     )
+    if old is not None:
+        return _accepted(old, request, payment)
     handle = client.get_workflow_handle(payment.workflow_id, result_type=PaymentView)
     try:
         return await handle.execute_update(PaymentWorkflow.refund, request)

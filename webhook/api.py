@@ -34,6 +34,7 @@ from starlette.exceptions import HTTPException
 from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
+from book import Book
 from providers.base import ProviderAdapter
 from providers.registry import PROVIDER_NAMES, PROVIDERS
 from tempay.domain import (
@@ -51,6 +52,7 @@ from tempay.domain import (
     parse_order_id,
 )
 from tempay.errors import (
+    BookUnavailable,
     InvalidInput,
     OrderConflict,
     RefundRefused,
@@ -257,7 +259,7 @@ def _error_response(exc: Exception) -> Response | None:
         status = 404
     elif isinstance(exc, OrderConflict | RefundRefused):
         status = 409
-    elif isinstance(exc, TemporalUnavailable | WorkerUnavailable):
+    elif isinstance(exc, TemporalUnavailable | WorkerUnavailable | BookUnavailable):
         status = 503
     elif isinstance(exc, RPCError):
         log.error("Temporal refused an API request: %s", exc.message)
@@ -321,7 +323,10 @@ TIMEOUT: dict[int | str, dict[str, Any]] = {
 
 
 def create_api_router(
-    settings: Settings, temporal: TemporalSource, providers: dict[str, ProviderAdapter]
+    settings: Settings,
+    temporal: TemporalSource,
+    providers: dict[str, ProviderAdapter],
+    book: Book | None = None,
 ) -> APIRouter:
     # HTTPBearer only describes the scheme in /openapi.json; ApiRoute enforces it.
     bearer = HTTPBearer(
@@ -366,7 +371,7 @@ def create_api_router(
         )
         client = await temporal.get()
         return await within(
-            start_payment(client, settings, order),
+            start_payment(client, settings, order, book),
             f"order {order.order_id} is recorded and goes on once a worker runs: "
             f"GET /api/payments/{order.order_id}",
         )
@@ -404,7 +409,7 @@ def create_api_router(
     )
     async def get_payment(order_id: str) -> PaymentView:
         client = await temporal.get()
-        return await within(payment_view(client, parse_order_id(order_id)), "try again")
+        return await within(payment_view(client, parse_order_id(order_id), book), "try again")
 
     @router.post(
         "/payments/{order_id}/refunds",
@@ -435,7 +440,7 @@ def create_api_router(
         if body.currency is not None:
             # Never refundable in another currency, whatever the payment's state: 422.
             currency = parse_currency(body.currency)
-            payment = await within(payment_view(client, order_id), "try again")
+            payment = await within(payment_view(client, order_id, book), "try again")
             if currency != payment.currency:
                 raise InvalidInput(
                     f"refund currency {currency} differs from order {order_id}'s {payment.currency}"
@@ -449,6 +454,7 @@ def create_api_router(
                 amount=body.amount,
                 currency=body.currency,
                 reason=body.reason,
+                book=book,
             ),
             f"refund {body.refund_id} is recorded and retried: GET /api/refunds/{body.refund_id}",
         )
@@ -468,7 +474,7 @@ def create_api_router(
     )
     async def get_refund(refund_id: str) -> RefundView:
         client = await temporal.get()
-        return await within(refund_view(client, parse_order_id(refund_id)), "try again")
+        return await within(refund_view(client, parse_order_id(refund_id), book), "try again")
 
     @router.post(
         "/withdrawals",
@@ -490,7 +496,7 @@ def create_api_router(
         )
         client = await temporal.get()
         return await within(
-            start_withdrawal(client, settings, order),
+            start_withdrawal(client, settings, order, book),
             f"withdrawal {order.withdrawal_id} is recorded and goes on once a worker runs: "
             f"GET /api/withdrawals/{order.withdrawal_id}",
         )
@@ -503,7 +509,9 @@ def create_api_router(
     )
     async def get_withdrawal(withdrawal_id: str) -> WithdrawalView:
         client = await temporal.get()
-        return await within(withdrawal_view(client, parse_order_id(withdrawal_id)), "try again")
+        return await within(
+            withdrawal_view(client, parse_order_id(withdrawal_id), book), "try again"
+        )
 
     return router
 

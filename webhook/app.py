@@ -20,6 +20,7 @@ from starlette.requests import ClientDisconnect
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from book.migrate import reading_book
 from providers.base import ProviderAdapter, ProviderObservation
 from providers.registry import build_adapters
 from tempay import search_attributes as sa
@@ -219,7 +220,9 @@ def _add_internal(
     adapters: dict[str, ProviderAdapter],
     temporal: TemporalConnection,
 ) -> None:
-    app.include_router(create_api_router(settings, temporal, adapters))  # /api (webhook/api.py)
+    # Reads of closed transactions after Temporal's retention come from the book.
+    book = reading_book(settings, log.warning)
+    app.include_router(create_api_router(settings, temporal, adapters, book))  # /api
     app.mount("/codec", create_codec_app(settings))  # Temporal UI/CLI codec (webhook/codec.py)
     app.add_api_route("/metrics", metrics, methods=["GET"])
 

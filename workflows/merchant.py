@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
+from workflows.book import BookWriter
 from workflows.local_first import try_locally
 
 with workflow.unsafe.imports_passed_through():
@@ -100,13 +101,28 @@ async def _deliver(
     return delivery
 
 
+async def _after_book(book: BookWriter, version: int, delivery: Awaitable[None]) -> None:
+    await book.written_up_to(version)
+    await delivery
+
+
 class MerchantOutbox:
     """A transaction's merchant events: each is delivered in the background while the
     workflow goes on; the workflow ends only once every one is delivered (or given up)."""
 
     def __init__(
-        self, retry_interval: timedelta, publish: Callable[[], None], local_first: bool = False
+        self,
+        retry_interval: timedelta,
+        publish: Callable[[], None],
+        local_first: bool = False,
+        book: BookWriter | None = None,
+        unique_ids: bool = False,
     ) -> None:
+        self._book = book  # an event waits until the book holds its settlement
+        # A status reached a second time (FAILED, then late money in review, then FAILED by
+        # an operator) gets an id of its own (`..._failed_2`): a receiver that drops
+        # repeated ids must not drop it. Runs from before (book revisions) keep one id.
+        self._unique_ids = unique_ids
         self._retry_interval = retry_interval
         self._publish = publish
         self._local_first = local_first
@@ -115,16 +131,23 @@ class MerchantOutbox:
     def send(self, view: PaymentView | RefundView | WithdrawalView) -> None:
         """Tell the merchant about the settlement just made, without waiting for them."""
         event = merchant_event(view, workflow.now())
+        if self._unique_ids:
+            seen = sum(
+                1
+                for p in view.merchant_events
+                if p.event_id == event.id or p.event_id.startswith(f"{event.id}_")
+            )
+            if seen:
+                event = event.model_copy(update={"id": f"{event.id}_{seen + 1}"})
         progress = MerchantEventProgress(event_id=event.id, type=event.type)
         view.merchant_events.append(progress)
         self._publish()
-        self._deliveries.append(
-            asyncio.ensure_future(
-                deliver_merchant_event(
-                    event, progress, self._retry_interval, self._publish, self._local_first
-                )
-            )
+        delivery = deliver_merchant_event(
+            event, progress, self._retry_interval, self._publish, self._local_first
         )
+        if self._book is not None and not self._book.is_written(self._book.version):
+            delivery = _after_book(self._book, self._book.version, delivery)
+        self._deliveries.append(asyncio.ensure_future(delivery))
 
     @property
     def delivered(self) -> bool:

@@ -29,6 +29,7 @@ from workflows.revisions import (
     PaymentRevisions,
     local_first,
     refuse_unknown_revision,
+    writes_book,
 )
 from workflows.states import PAYMENT
 from workflows.status_query import ACTIVITY_TIMEOUT, jittered, status_query
@@ -36,6 +37,7 @@ from workflows.status_query import ACTIVITY_TIMEOUT, jittered, status_query
 with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
     from tempay.domain import (
+        REFUND_REVISION,
         CheckoutInfo,
         CloseOutcome,
         CreatedPayment,
@@ -114,7 +116,9 @@ class PaymentWorkflow(PaymentRevisions):
             account_id=order.account_id,
         )
         self._refunds = RefundLedger(view.refunds)
-        self._start_settling(order, view, local_first=local_first(order))
+        self._start_settling(
+            order, view, local_first=local_first(order), writes_book=writes_book(order)
+        )
 
     # ---- interface -------------------------------------------------------------------
 
@@ -336,6 +340,7 @@ class PaymentWorkflow(PaymentRevisions):
         deadline = workflow.now() + timing.expires_after
         self._view.expires_at = deadline
         self._publish()
+        self._begin_book()
 
         if await self._create_at_provider():
             await self._await_outcome(deadline)
@@ -348,6 +353,11 @@ class PaymentWorkflow(PaymentRevisions):
             # With the provider and the merchant called locally, a payment the provider
             # refuses can end in the workflow task that receives a checkout: answer it first.
             await workflow.wait_condition(workflow.all_handlers_finished)
+        if writes_book(order):
+            # What the refund window's end (or an operator's FAIL) raised is delivered before
+            # the run ends; older runs ended without it.
+            await self._merchant.finish(lambda: bool(self._inbox), self._drain_inbox)
+        await self._book_written()
         return self._view
 
     async def _create_at_provider(self) -> bool:
@@ -363,7 +373,7 @@ class PaymentWorkflow(PaymentRevisions):
         # Alipay and WeChat Pay name their trade only in its first notification or answer.
         self._view.provider_trade_no = created.provider_trade_no or self._view.provider_trade_no
         if self._status is TransactionStatus.CREATED:
-            self._set_status(TransactionStatus.PENDING)
+            self._set_status(TransactionStatus.PENDING, "create")
         return True
 
     async def _create(self) -> CreatedPayment:
@@ -563,8 +573,9 @@ class PaymentWorkflow(PaymentRevisions):
         self._view.refundable_amount = ledger.refundable(paid, self._status)
         status = ledger.payment_status(paid, self._status)
         if status is not self._status:
-            self._set_status(status)
+            self._set_status(status, "refund")
         else:
+            self._book.write(self._view)  # the totals moved: the book takes them
             self._publish()
 
     async def _start_refund(self, request: RefundRequest) -> None:
@@ -579,6 +590,7 @@ class PaymentWorkflow(PaymentRevisions):
             reason=request.reason,
             notify_url=request.notify_url or order.notify_url,
             timing=order.timing,
+            revision=REFUND_REVISION if writes_book(order) else 0,
         )
         await workflow.start_child_workflow(
             RefundWorkflow.run,

@@ -197,3 +197,4 @@ class SettlesPayout(SettlesByProvider[PayoutOrderT, PayoutViewT, PayoutObservati
             if self._status is not TransactionStatus.NEEDS_REVIEW:
                 await self._decided()
                 await self._merchant.finish(lambda: bool(self._inbox), self._drain_inbox)
+        await self._book_written()

@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.refunds import RefundActivities
     from tempay import search_attributes as sa
     from tempay.domain import (
+        REFUND_REVISION,
         RefundObservation,
         RefundOrder,
         RefundProgress,
@@ -72,7 +73,7 @@ class RefundWorkflow(SettlesPayout[RefundOrder, RefundView, RefundObservation]):
             currency=order.currency,
             reason=order.reason,
         )
-        self._start_settling(order, view)
+        self._start_settling(order, view, writes_book=order.revision >= REFUND_REVISION)
 
     # ---- interface -------------------------------------------------------------------
 
@@ -99,6 +100,7 @@ class RefundWorkflow(SettlesPayout[RefundOrder, RefundView, RefundObservation]):
             ]
         )
         self._publish()
+        self._begin_book()
         if await self._submit():
             await self._tell_payment(submitted=True)
             await self._await_outcome()

@@ -62,6 +62,16 @@ def refuse_unknown_revision(order: PaymentOrder) -> None:
         )
 
 
+# 5: every status change written to the book from the start (workflows/book.py).
+BOOK_REVISION = 5
+
+
+def writes_book(order: PaymentOrder) -> bool:
+    """Whether the run writes its status changes to the book from its start (older runs
+    write from their next change after the upgrade: workflows/book.py)."""
+    return order.revision >= BOOK_REVISION
+
+
 def local_first(order: PaymentOrder) -> bool:
     """Whether the provider create and the first merchant delivery are tried locally first
     (and the run waits for its update handlers before it ends)."""

@@ -19,6 +19,7 @@ from typing import ClassVar, Generic, TypeVar
 
 from temporalio import workflow
 
+from workflows.book import BookWriter, book_lines
 from workflows.merchant import MerchantOutbox, merchant_lines
 from workflows.metrics import count_settlement
 from workflows.operator import operator_lines
@@ -59,7 +60,9 @@ class SettlesByProvider(ABC, Generic[OrderT, ViewT, ObservationT]):
     _status: TransactionStatus
     _inbox: list[ObservationT]
 
-    def _start_settling(self, order: OrderT, view: ViewT, *, local_first: bool = False) -> None:
+    def _start_settling(
+        self, order: OrderT, view: ViewT, *, local_first: bool = False, writes_book: bool = False
+    ) -> None:
         self._order = order
         self._view = view
         self._status = view.status
@@ -67,9 +70,28 @@ class SettlesByProvider(ABC, Generic[OrderT, ViewT, ObservationT]):
         self._seen_notifications: set[str] = set()
         self._query_now = False  # ask the provider at once (an operator, or a confirmation)
         self._queries_answered = 0  # status queries finished, answered or not
+        # The journal and the book's writes (workflows/book.py); `writes_book`: the run's
+        # revision writes from its start.
+        self._book = BookWriter(writes_book, workflow.info().start_time)
         self._merchant = MerchantOutbox(
-            order.timing.merchant_retry_interval, self._publish, local_first=local_first
+            order.timing.merchant_retry_interval,
+            self._publish,
+            local_first=local_first,
+            book=self._book,
+            unique_ids=writes_book,
         )
+
+    def _begin_book(self) -> None:
+        """The journal's first entry, at the run's start; written at once unless the
+        transaction is only CREATED (a payment is written once the provider has it)."""
+        self._book.begin(self._view.status)
+        if self._status is not TransactionStatus.CREATED:
+            self._book.write(self._view)
+
+    async def _book_written(self) -> None:
+        """Wait until the book holds the last state: a run never ends before it does."""
+        if not self._book.done:
+            await workflow.wait_condition(lambda: self._book.done)
 
     # ---- what each kind says ---------------------------------------------------------
 
@@ -192,17 +214,26 @@ class SettlesByProvider(ABC, Generic[OrderT, ViewT, ObservationT]):
         if status is not TransactionStatus.SUCCEEDED:
             view.review_reason = reason
         self._settling(status)
-        self._set_status(status)
+        self._set_status(status, by, reason)
         self._settled()
         if self._tells_merchant():
             self._merchant.send(view)
         count_settlement(view.kind, status)
 
-    def _set_status(self, status: TransactionStatus) -> None:
-        """The one place the status changes: only as workflows/states.py allows."""
+    def _set_status(
+        self, status: TransactionStatus, by: str = "workflow", reason: str | None = None
+    ) -> None:
+        """The one place the status changes: only as workflows/states.py allows; every
+        change is journalled and written to the book (`by`: what changed it)."""
+        before = self._status
         self._status = next_status(self._view.kind, self._status, status)
         self._view.status = status
         workflow.upsert_search_attributes([sa.PAYMENT_STATUS.value_set(str(status))])
+        operator = None
+        if by == "operator" and self._view.operator_actions:
+            action = self._view.operator_actions[-1]
+            operator, reason = action.operator, reason or action.reason
+        self._book.change(self._view, before, status, by, operator, reason)
         self._publish()
 
     @property
@@ -226,6 +257,7 @@ class SettlesByProvider(ABC, Generic[OrderT, ViewT, ObservationT]):
         if v.settled_by and v.settled_at:
             lines.append(f"- settled by: {v.settled_by} at {v.settled_at:%Y-%m-%d %H:%M:%S} UTC")
         lines.extend(merchant_lines(v.merchant_events))
+        lines.extend(book_lines(self._book))
         lines.extend(operator_lines(v.operator_actions))
         lines.extend(self._closing_lines())
         workflow.set_current_details("\n".join(lines))

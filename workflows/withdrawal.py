@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.transfers import NOT_SENT, TransferActivities
     from tempay import search_attributes as sa
     from tempay.domain import (
+        WITHDRAWAL_REVISION,
         TransactionStatus,
         TransferObservation,
         WithdrawalOrder,
@@ -70,7 +71,7 @@ class WithdrawalWorkflow(SettlesPayout[WithdrawalOrder, WithdrawalView, Transfer
             payee_account=order.payee_account,
             payee_name=order.payee_name,
         )
-        self._start_settling(order, view)
+        self._start_settling(order, view, writes_book=order.revision >= WITHDRAWAL_REVISION)
 
     # ---- interface -------------------------------------------------------------------
 
@@ -120,6 +121,7 @@ class WithdrawalWorkflow(SettlesPayout[WithdrawalOrder, WithdrawalView, Transfer
             ]
         )
         self._publish()
+        self._begin_book()
         if await self._submit():
             await self._await_outcome()
         await self._finish()

@@ -16,7 +16,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, select
 
-from book import Book, database_url
+from book import Book
 from book.migrate import current, head, require_current, upgrade
 from book.schema import journal, metadata, transactions
 from tempay.domain import (
@@ -29,6 +29,7 @@ from tempay.domain import (
     WithdrawalView,
 )
 from tempay.errors import BookOutdated, BookUnavailable, InvalidInput
+from tempay.settings import Settings
 from tests.support.postgres import Cluster
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
@@ -37,12 +38,11 @@ S = TransactionStatus
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def empty_book(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Book]:
-    if request.param == "sqlite":
-        url = database_url(None, tmp_path)
-    else:
+    url = None
+    if request.param == "postgresql":
         cluster: Cluster = request.getfixturevalue("pg_cluster")
         url = cluster.create_database(f"book_{uuid.uuid4().hex[:12]}")
-    book = Book(database_url(url, tmp_path))
+    book = Book.from_settings(Settings(data_dir=tmp_path, database_url=url))
     yield book
     book.close()
 
@@ -242,7 +242,8 @@ def test_an_unreachable_database_is_one_clear_error_without_its_password(tmp_pat
     with __import__("socket").socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, never listening: connections are refused
-        book = Book(database_url(f"postgresql://tempay:s3cret@127.0.0.1:{port}/tempay", tmp_path))
+        url = f"postgresql://tempay:s3cret@127.0.0.1:{port}/tempay"
+        book = Book.from_settings(Settings(data_dir=tmp_path, database_url=url))
         with pytest.raises(BookUnavailable) as caught:
             book.get("payment-A1")
     assert "could not read a transaction" in str(caught.value)

@@ -119,6 +119,7 @@ def test_worker_warns_at_start_when_payloads_are_not_encrypted(
 ) -> None:
     env = {**env, "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host}
     env.pop("TEMPAY_CODEC_KEYS", None)
+    assert tempay("db", "upgrade", env=env).returncode == 0  # a worker needs its book
     log = run_worker_until(env, "worker polling")
     assert "payloads are NOT encrypted" in log
 

@@ -23,6 +23,7 @@ from tempay.domain import TransactionStatus, WithdrawalView
 from tempay.errors import MetricsUnavailable
 from tempay.settings import Settings
 from tempay.temporal import metrics_address, metrics_runtime
+from tests.support.cli import tempay
 from tests.support.stack import Stack, running_stack, start_payment
 from transactions import build_withdrawal, start_withdrawal
 
@@ -208,9 +209,11 @@ def test_a_worker_whose_metrics_port_is_taken_says_so_in_one_line(tmp_path: Path
         taken.listen()
         port = taken.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPAY_", "TEMPORAL_"))}
+        env = {**env, "TEMPAY_DATA_DIR": str(tmp_path), "TEMPAY_WORKER_METRICS_PORT": str(port)}
+        assert tempay("db", "upgrade", env=env).returncode == 0  # a worker needs its book
         result = subprocess.run(
             [sys.executable, "-m", "tempay", "worker"],
-            env={**env, "TEMPAY_DATA_DIR": str(tmp_path), "TEMPAY_WORKER_METRICS_PORT": str(port)},
+            env=env,
             capture_output=True,
             text=True,
             timeout=60,

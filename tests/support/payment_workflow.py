@@ -17,13 +17,14 @@ from temporalio.worker import Replayer, Worker
 
 from tempay import search_attributes as sa
 from tempay.domain import (
+    PAYMENT_REVISION,
     PaymentObservation,
     PaymentOrder,
     PaymentView,
     ProviderPaymentState,
     SettlementTiming,
 )
-from tests.support.workflow_doubles import FakeMerchant, FakeProvider
+from tests.support.workflow_doubles import FakeBook, FakeMerchant, FakeProvider
 from workflows.payment import PaymentWorkflow
 
 TIMING = SettlementTiming(
@@ -34,8 +35,25 @@ TIMING = SettlementTiming(
 )
 
 
+def order_at(order_id: str, revision: int = PAYMENT_REVISION) -> PaymentOrder:
+    """A 10.00 CNY sandbox order at `revision` (the current one unless told)."""
+    return PaymentOrder(
+        provider="sandbox",
+        order_id=order_id,
+        amount=Decimal("10.00"),
+        currency="CNY",
+        subject="test",
+        timing=TIMING,
+        revision=revision,
+    )
+
+
 def payment_worker(
-    env: WorkflowEnvironment, task_queue: str, provider: FakeProvider, merchant: FakeMerchant
+    env: WorkflowEnvironment,
+    task_queue: str,
+    provider: FakeProvider,
+    merchant: FakeMerchant,
+    book: FakeBook | None = None,
 ) -> Worker:
     return Worker(
         env.client,
@@ -47,6 +65,7 @@ def payment_worker(
             provider.poll_payment,
             provider.close_payment,
             merchant.notify_merchant,
+            (book or FakeBook()).record_transaction,
         ],
     )
 

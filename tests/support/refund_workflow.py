@@ -56,7 +56,10 @@ async def settle_refund(
 ) -> RefundView:
     handle = refund_handle(client, refund_id)
     notification: RefundObservation = refund_notification(
-        order, refund_id, amount, **kwargs  # type: ignore[arg-type]
+        order,
+        refund_id,
+        amount,
+        **kwargs,  # type: ignore[arg-type]
     )
     await handle.signal(
         RefundWorkflow.notify,

@@ -27,6 +27,8 @@ from fastapi import FastAPI, Request, Response
 from temporalio.client import Client, WorkflowHandle
 
 import transactions
+from book import Book
+from book.migrate import upgrade
 from commands.worker import build_worker
 from providers.base import ProviderAdapter
 from providers.registry import build_adapters
@@ -185,6 +187,7 @@ class Stack:
     sandbox_url: str
     webhook_url: str
     merchant: MerchantReceiver
+    book: Book  # the system of record the worker writes and /api reads
 
     @property
     def notify_url(self) -> str:
@@ -260,6 +263,10 @@ async def running_stack(
             merchant_webhook_secret=merchant.secret,
             **(settings_overrides or {}),
         )
+        # The book, as `tempay dev` makes it: created in the data dir before anything runs.
+        book = Book.from_settings(settings)
+        upgrade(book)
+        stack.callback(book.close)
         sandbox_client = SandboxClientSettings(url=sandbox_url)
         adapters = {
             **build_adapters(settings, {"sandbox": sandbox_client}),
@@ -273,7 +280,7 @@ async def running_stack(
         # The worker stops first (on exit, in reverse order), while the sandbox still answers.
         if worker:
             await stack.enter_async_context(
-                build_worker(client, settings, adapters, *worker_extras)
+                build_worker(client, settings, adapters, *worker_extras, book=book)
             )
         yield Stack(
             client=client,
@@ -282,6 +289,7 @@ async def running_stack(
             sandbox_url=sandbox_url,
             webhook_url=webhook_url,
             merchant=merchant,
+            book=book,
         )
 
 

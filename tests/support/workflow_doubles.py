@@ -14,6 +14,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from tempay.domain import (
+    BookEntry,
     CloseOutcome,
     CreatedPayment,
     MerchantDelivery,
@@ -186,3 +187,26 @@ class FakeRefundProvider:
 
     def finish(self, refund_id: str, state: ProviderRefundState = ProviderRefundState.SUCCEEDED):
         self.states[refund_id] = state
+
+
+@dataclass
+class FakeBook:
+    """The book behind the real activity name: keeps every write, in arrival order, and can
+    fail the next writes as a database that is down would."""
+
+    entries: list[BookEntry] = field(default_factory=list)
+    failures: int = 0  # the next writes fail (the workflow retries them)
+    attempts: int = 0
+
+    @activity.defn(name="record_transaction")
+    async def record_transaction(self, entry: BookEntry) -> bool:
+        self.attempts += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise ApplicationError("the book's database is down")
+        self.entries.append(entry)
+        return True
+
+    def latest(self, workflow_id: str) -> BookEntry | None:
+        mine = [e for e in self.entries if e.view.workflow_id == workflow_id]
+        return max(mine, key=lambda e: e.version) if mine else None

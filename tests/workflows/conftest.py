@@ -12,7 +12,12 @@ from temporalio.worker import Worker
 
 from tempay.settings import Settings
 from tests.support.temporal import start_time_skipping
-from tests.support.workflow_doubles import FakeMerchant, FakeProvider, FakeRefundProvider
+from tests.support.workflow_doubles import (
+    FakeBook,
+    FakeMerchant,
+    FakeProvider,
+    FakeRefundProvider,
+)
 from workflows.payment import PaymentWorkflow
 from workflows.refund import RefundWorkflow
 
@@ -25,6 +30,11 @@ def refunds() -> FakeRefundProvider:
 @pytest.fixture
 def merchant() -> FakeMerchant:
     return FakeMerchant()
+
+
+@pytest.fixture
+def book() -> FakeBook:
+    return FakeBook()
 
 
 @pytest.fixture
@@ -49,6 +59,7 @@ async def client(
     provider: FakeProvider,
     refunds: FakeRefundProvider,
     merchant: FakeMerchant,
+    book: FakeBook,
 ) -> AsyncIterator[Client]:
     async with Worker(
         refund_env.client,
@@ -62,6 +73,7 @@ async def client(
             refunds.create_refund,
             refunds.query_refund,
             merchant.notify_merchant,
+            book.record_transaction,
         ],
     ):
         yield refund_env.client

@@ -15,6 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from tempay.domain import (
     PAYMENT_REVISION,
+    MerchantDeliveryState,
     OperatorAction,
     PaymentOrder,
     PaymentView,
@@ -169,6 +170,29 @@ async def test_resolve_fail_ends_the_payment(client: Client, task_queue: str) ->
     final = await handle.result()  # nothing left to wait for
     assert final.status is TransactionStatus.FAILED
     assert [e.type for e in final.merchant_events] == ["payment.needs_review", "payment.failed"]
+    # Delivered before the run ended (revisions before 5 ended with it PENDING, never sent).
+    assert [e.state for e in final.merchant_events] == [MerchantDeliveryState.DELIVERED] * 2
+
+
+async def test_a_status_reached_twice_gets_an_event_id_of_its_own(
+    client: Client, task_queue: str
+) -> None:
+    """Declined, then paid late (NEEDS_REVIEW), then failed by an operator: the second
+    FAILED event must not reuse the first one's id, or a receiver that drops repeated ids
+    drops it."""
+    order, handle = await started(client, task_queue)
+    await handle.signal(PaymentWorkflow.notify, notification(order, ProviderPaymentState.FAILED))
+    await wait_for(handle, lambda v: v.status is TransactionStatus.FAILED)
+    await handle.signal(PaymentWorkflow.notify, notification(order, ProviderPaymentState.PAID))
+    await wait_for(handle, lambda v: v.status is TransactionStatus.NEEDS_REVIEW)
+    await act(client, order, "resolve", resolution("fail"))
+    final = await handle.result()
+    wid = order.workflow_id
+    assert [(e.event_id, e.state) for e in final.merchant_events] == [
+        (f"evt_{wid}_failed", MerchantDeliveryState.DELIVERED),
+        (f"evt_{wid}_needs_review", MerchantDeliveryState.DELIVERED),
+        (f"evt_{wid}_failed_2", MerchantDeliveryState.DELIVERED),
+    ]
 
 
 async def test_resolve_refund_gives_back_what_was_paid(

@@ -27,7 +27,7 @@ from tempay.domain import (
     WithdrawalView,
 )
 from tests.support.payment_workflow import status_upserts
-from tests.support.workflow_doubles import FakeMerchant
+from tests.support.workflow_doubles import FakeBook, FakeMerchant
 from workflows.withdrawal import WithdrawalWorkflow
 
 TIMING = SettlementTiming(
@@ -124,7 +124,12 @@ async def client(
         time_env.client,
         task_queue=task_queue,
         workflows=[WithdrawalWorkflow],
-        activities=[provider.create_transfer, provider.query_transfer, merchant.notify_merchant],
+        activities=[
+            provider.create_transfer,
+            provider.query_transfer,
+            merchant.notify_merchant,
+            FakeBook().record_transaction,
+        ],
     ):
         yield time_env.client
 
