@@ -44,7 +44,7 @@ def test_the_stack_has_its_parts() -> None:
     assert checks.by_image(COMPOSE, "postgres"), "no PostgreSQL"
     assert checks.by_image(COMPOSE, checks.SERVER_IMAGE), "no Temporal server"
     assert checks.by_image(COMPOSE, checks.UI_IMAGE), "no Temporal UI"
-    assert set(BUILT) == {"worker", "webhook", "sandbox"}
+    assert set(BUILT) == {"worker", "webhook", "sandbox", "tempay-migrate"}
     assert checks.role_problems(COMPOSE) == []
 
 
@@ -98,6 +98,10 @@ def test_workers_scale() -> None:
 
 def test_search_attributes_are_registered_before_tempay_starts() -> None:
     assert checks.search_attribute_problems(COMPOSE) == []
+
+
+def test_the_book_is_one_postgresql_database_migrated_before_use() -> None:
+    assert checks.book_problems(COMPOSE) == []
 
 
 def test_mounted_scripts_and_config_exist() -> None:
@@ -190,6 +194,7 @@ def all_problems(compose: dict[str, Any]) -> list[str]:
         checks.scaling_problems,
         checks.search_attribute_problems,
         checks.mount_problems,
+        checks.book_problems,
     ):
         problems += check(compose)
     return problems
@@ -453,6 +458,18 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         "does not exist",
     ),
     ("missing script", set_command("temporal-schema", "/deploy/setup.sh"), "runs /deploy/setup.sh"),
+    ("sqlite book", set_env("worker", "TEMPAY_DATABASE_URL", "sqlite:////t.db"), "not a Postg"),
+    (
+        "other book",
+        set_env("webhook", "TEMPAY_DATABASE_URL", "postgresql://u:p@elsewhere/tempay"),
+        "not the one tempay-migrate migrates",
+    ),
+    (
+        "unmigrated",
+        lambda c: svc(c, "worker")["depends_on"].pop("tempay-migrate"),
+        "does not wait for tempay-migrate",
+    ),
+    ("no migration", set_command("tempay-migrate", "tempay", "db", "backfill"), "runs in 0"),
     (
         "dynamic config",
         set_env("temporal", "DYNAMIC_CONFIG_FILE_PATH", "config/dynamicconfig/x.yaml"),

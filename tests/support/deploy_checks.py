@@ -825,3 +825,24 @@ def install_needs(context: Path = ROOT) -> set[str]:
             if p.is_dir() and p.name.startswith(top) and (p / "__init__.py").exists()
         }
     return needs
+
+
+def book_problems(compose: dict[str, Any]) -> list[str]:
+    """The worker and webhook use one PostgreSQL book (the dev default, SQLite in the data
+    dir, would be one file per container), migrated by a one-shot `tempay db upgrade` on
+    the same URL that both wait for (the worker refuses an older schema)."""
+    migrations = {n: s for n, s in built(compose).items() if argv_of(s)[1:3] == ["db", "upgrade"]}
+    if len(migrations) != 1:
+        return [f"`tempay db upgrade` runs in {len(migrations)} one-shot services, not 1"]
+    name, migrate = next(iter(migrations.items()))
+    url = env_of(migrate).get("TEMPAY_DATABASE_URL")
+    problems = []
+    for dependant, service in talking_to_temporal(compose).items():
+        theirs = env_of(service).get("TEMPAY_DATABASE_URL")
+        if not theirs or not theirs.startswith(("postgresql://", "postgres://")):
+            problems.append(f"{dependant}: TEMPAY_DATABASE_URL is not a PostgreSQL URL")
+        elif theirs != url:
+            problems.append(f"{dependant}: its book is not the one {name} migrates")
+        if depends_on(service).get(name, {}).get("condition") != "service_completed_successfully":
+            problems.append(f"{dependant}: does not wait for {name} to complete")
+    return problems
