@@ -24,7 +24,6 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
     StatementError,
 )
-from sqlalchemy.pool import NullPool
 
 from book.schema import journal, transactions
 from tempay.domain import (
@@ -169,8 +168,14 @@ class Book:
             )
         options: dict[str, Any] = {}
         if self.dialect == "sqlite":
-            # A file per process, opened per use: SQLite's own locking does the rest.
-            options = {"poolclass": NullPool, "connect_args": {"timeout": 10}}
+            # A few connections kept open per process (threads take turns; SQLite's own
+            # locking orders the processes). Opening one per write cost the worker more
+            # than the write itself (`tempay bench`: the PRAGMAs, the file, the WAL index).
+            options = {
+                "pool_size": 4,
+                "max_overflow": 4,
+                "connect_args": {"timeout": 10, "check_same_thread": False},
+            }
         else:
             options = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
         try:
@@ -179,6 +184,19 @@ class Book:
             raise InvalidInput(f"TEMPAY_DATABASE_URL: no driver for it ({exc})") from None
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        # The two writes, built once: their parameters come at execution, so each compiles
+        # once per process (building them per write cost more than the write).
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        new = insert(transactions)
+        columns = [c.name for c in transactions.columns if c.name != "workflow_id"]
+        self._upsert = new.on_conflict_do_update(
+            index_elements=[transactions.c.workflow_id],
+            set_={name: new.excluded[name] for name in columns},
+            where=transactions.c.version < new.excluded.version,
+        ).returning(transactions.c.version)  # a row back: it was written
+        self._journal_insert = insert(journal).on_conflict_do_nothing(
+            index_elements=["workflow_id", "seq"]
+        )
 
     @property
     def file(self) -> Path | None:
@@ -221,24 +239,13 @@ class Book:
         a journal entry is written once per (workflow id, seq); the row only moves forward
         (a higher version), so a retried, replayed or out-of-order write changes nothing."""
         row = _columns(entry)
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        new = insert(transactions).values(row)
-        upsert = new.on_conflict_do_update(
-            index_elements=[transactions.c.workflow_id],
-            set_={name: new.excluded[name] for name in row if name != "workflow_id"},
-            where=transactions.c.version < new.excluded.version,
-        ).returning(transactions.c.version)  # a row back: it was written
         entries = _journal_rows(entry.view.workflow_id, entry.changes)
 
         def write() -> bool:
             with self.engine.begin() as conn:
-                changed = conn.execute(upsert).first() is not None
+                changed = conn.execute(self._upsert, row).first() is not None
                 if entries:
-                    conn.execute(
-                        insert(journal)
-                        .values(entries)
-                        .on_conflict_do_nothing(index_elements=["workflow_id", "seq"])
-                    )
+                    conn.execute(self._journal_insert, entries)
                 return changed
 
         return self._run("record a transaction", write)
