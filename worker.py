@@ -1,10 +1,6 @@
-"""`python worker.py` runs the tempay worker (the same as `tempay worker`)."""
+"""`python worker.py` runs the tempay worker: exactly `tempay worker`, one-line errors included."""
 
-import asyncio
-import logging
-
-from commands.worker import run_worker
+from commands.cli import main
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run_worker())
+    main(["worker"])

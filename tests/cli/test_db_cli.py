@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import csv
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 from book import Book
 from tempay.settings import Settings
 from tests.support.cli import assert_one_line_error, tempay
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_db_upgrade_creates_the_book_once(env: dict[str, str]) -> None:
@@ -59,3 +63,15 @@ def test_export_refuses_bad_dates_and_streams_csv(env: dict[str, str]) -> None:
         "transaction_id",
     ]
     assert "exported 0 transaction(s)" in result.stderr
+
+
+def test_python_worker_py_is_tempay_worker(env: dict[str, str]) -> None:
+    """The design card's `python worker.py`: the same command, the same one-line refusal."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "worker.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert_one_line_error(result, "has no schema yet: run `tempay db upgrade`")
