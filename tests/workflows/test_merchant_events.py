@@ -26,7 +26,14 @@ from tempay.domain import (
     TransactionKind,
     TransactionStatus,
 )
-from tests.support.payment_workflow import TIMING, notification, payment_worker, replay, start
+from tests.support.payment_workflow import (
+    TIMING,
+    notification,
+    order_at,
+    payment_worker,
+    replay,
+    start,
+)
 from tests.support.workflow_doubles import FakeMerchant, FakeProvider
 from workflows.merchant import MERCHANT_DELIVERY_TIMEOUT
 from workflows.payment import PaymentWorkflow
@@ -59,15 +66,7 @@ async def client(
 # alone) and on one built today (its first attempt a local activity, then the activity).
 @pytest.fixture(params=[0, PAYMENT_REVISION], ids=["revision0", "current"])
 def order(order_id: str, request: pytest.FixtureRequest) -> PaymentOrder:
-    return PaymentOrder(
-        provider="sandbox",
-        order_id=order_id,
-        amount=Decimal("10.00"),
-        currency="CNY",
-        subject="test",
-        timing=TIMING,
-        revision=request.param,
-    )
+    return order_at(order_id, request.param)
 
 
 async def wait_for(

@@ -31,6 +31,7 @@ from tempay.domain import (
 from tests.support.payment_workflow import (
     TIMING,
     notification,
+    order_at,
     payment_worker,
     start,
     status_upserts,
@@ -64,15 +65,7 @@ async def client(
     params=[0, STEADY_TIMER_REVISION, PAYMENT_REVISION], ids=["revision0", "revision2", "current"]
 )
 def order(order_id: str, request: pytest.FixtureRequest) -> PaymentOrder:
-    return PaymentOrder(
-        provider="sandbox",
-        order_id=order_id,
-        amount=Decimal("10.00"),
-        currency="CNY",
-        subject="test",
-        timing=TIMING,
-        revision=request.param,
-    )
+    return order_at(order_id, request.param)
 
 
 async def test_paid_by_notification(client: Client, order: PaymentOrder, task_queue: str) -> None:
