@@ -31,9 +31,9 @@ from tempay.domain import (
     PaymentView,
     RefundView,
     StatusChange,
-    TransactionKind,
-    TransactionStatus,
     WithdrawalView,
+    parse_kind,
+    parse_status,
 )
 from tempay.errors import BookUnavailable, InvalidInput
 from tempay.settings import Settings
@@ -135,17 +135,6 @@ def _journal_rows(workflow_id: str, changes: Sequence[StatusChange]) -> list[dic
         }
         for change in changes
     ]
-
-
-STATUSES = list(TransactionStatus.__members__)
-KINDS = [str(k) for k in TransactionKind]
-
-
-def _one_of(value: str, valid: list[str], what: str) -> str:
-    for candidate in valid:
-        if value.strip().lower() == candidate.lower():
-            return candidate
-    raise InvalidInput(f"unknown {what} {value!r}: one of {', '.join(valid)}")
 
 
 class Book:
@@ -289,9 +278,9 @@ class Book:
     def _filters(status: str | None, kind: str | None, provider: str | None) -> list[Any]:
         clauses = []
         if status is not None:
-            clauses.append(transactions.c.status == _one_of(status, STATUSES, "status"))
+            clauses.append(transactions.c.status == parse_status(status))
         if kind is not None:
-            clauses.append(transactions.c.kind == _one_of(kind, KINDS, "kind"))
+            clauses.append(transactions.c.kind == parse_kind(kind))
         if provider is not None:
             clauses.append(transactions.c.provider == provider)
         return clauses

@@ -120,6 +120,23 @@ class TransactionStatus(StrEnum):
         return self not in (TransactionStatus.CREATED, TransactionStatus.PENDING)
 
 
+def _one_of(value: str, valid: list[str], what: str) -> str:
+    for candidate in valid:
+        if value.strip().lower() == candidate.lower():
+            return candidate
+    raise InvalidInput(f"unknown {what} {value!r}: one of {', '.join(valid)}")
+
+
+def parse_status(text: str) -> str:
+    """A status filter as typed (any case) -> the status; InvalidInput lists the valid ones."""
+    return _one_of(text, list(TransactionStatus.__members__), "status")
+
+
+def parse_kind(text: str) -> str:
+    """A kind filter as typed (any case) -> the kind; InvalidInput lists the valid ones."""
+    return _one_of(text, [str(k) for k in TransactionKind], "kind")
+
+
 class ProviderPaymentState(StrEnum):
     """A provider's view of a payment, mapped once in each provider adapter."""
 

@@ -18,9 +18,10 @@ from tempay import search_attributes as sa
 from tempay.domain import (
     PaymentView,
     RefundView,
-    TransactionKind,
     TransactionStatus,
     WithdrawalView,
+    parse_kind,
+    parse_status,
     payment_workflow_id,
     refund_workflow_id,
     withdrawal_workflow_id,
@@ -131,13 +132,6 @@ def parse_provider(name: str) -> str:
     return name
 
 
-def _one_of(value: str, valid: list[str], what: str) -> str:
-    for candidate in valid:
-        if value.strip().lower() == candidate.lower():
-            return candidate
-    raise InvalidInput(f"unknown {what} {value!r}: one of {', '.join(valid)}")
-
-
 def transactions_query(
     status: str | None = None, kind: str | None = None, provider: str | None = None
 ) -> str:
@@ -146,10 +140,10 @@ def transactions_query(
     matches PROVIDER_NAME, so nothing a user types can change the query's meaning."""
     clauses = [f"{sa.TRANSACTION_KIND.name} IS NOT NULL"]
     if status is not None:
-        status = _one_of(status, list(TransactionStatus.__members__), "status")
+        status = parse_status(status)
         clauses.append(f"{sa.PAYMENT_STATUS.name} = '{status}'")
     if kind is not None:
-        kind = _one_of(kind, [str(k) for k in TransactionKind], "kind")
+        kind = parse_kind(kind)
         clauses.append(f"{sa.TRANSACTION_KIND.name} = '{kind}'")
     if provider is not None:
         clauses.append(f"{sa.PROVIDER.name} = '{parse_provider(provider)}'")
@@ -229,11 +223,7 @@ async def count_transactions(
     is not supported for search attribute PaymentStatus"). Counts are the visibility
     store's, which trails the workflows by a moment."""
     transactions_query(status, kind, provider)  # refuse bad filters before any query
-    statuses = (
-        [_one_of(status, list(TransactionStatus.__members__), "status")]
-        if status is not None
-        else list(TransactionStatus.__members__)
-    )
+    statuses = [parse_status(status)] if status is not None else list(TransactionStatus.__members__)
     if book is not None:
         try:
             grouped = await asyncio.to_thread(book.count, status, kind, provider)
