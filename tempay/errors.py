@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
 # ApplicationError types: what activities raise and workflows match on.
@@ -46,9 +47,9 @@ class RefundRefused(ValueError):
     """The refund cannot be made (over-refund, unpaid payment, wrong currency, ...)."""
 
 
-def update_refusal(exc: Exception) -> str:
+def update_refusal(exc: WorkflowUpdateFailedError) -> str:
     """Why a workflow refused an update, as its validator or handler said it."""
-    cause = exc.__cause__ if not hasattr(exc, "cause") else exc.cause
+    cause = exc.cause
     return cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
 
 
