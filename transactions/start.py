@@ -7,7 +7,9 @@ returns the same transaction; with other terms, OrderConflict (or RefundRefused)
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from typing import Any, TypeVar
 
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -43,6 +45,8 @@ from tempay.settings import Settings
 from transactions.read import M, parse_provider, payment_view, recorded, withdrawal_view
 from workflows.payment import REFUNDABLE, PaymentWorkflow
 from workflows.withdrawal import WithdrawalWorkflow
+
+R = TypeVar("R")
 
 
 def settlement_timing(settings: Settings) -> SettlementTiming:
@@ -127,6 +131,38 @@ async def closed_in_book(
     return found
 
 
+async def _start_or_find(
+    client: Client,
+    book: Book | None,
+    workflow_id: str,
+    start: WithStartWorkflowOperation[Any, Any],
+    update: Any,
+    arg: Any,
+    recorded_as: type[M],
+    found: Callable[[], Awaitable[M]],
+    answer: Callable[[M], R],
+) -> R:
+    """Update-with-start of a transaction whose id is its idempotency key. The workflow's
+    answer; or, when the id is taken already, `answer` of the transaction that holds it
+    (which checks the terms: OrderConflict when they differ): from the book when only the
+    book still has it, so no workflow starts and no provider is called; else from Temporal
+    (`found`)."""
+    old = await closed_in_book(client, book, workflow_id, recorded_as)
+    if old is not None:
+        return answer(old)
+    try:
+        result: R = await client.execute_update_with_start_workflow(
+            update, arg, start_workflow_operation=start
+        )
+        return result
+    except WorkflowUpdateFailedError as exc:
+        raise OrderConflict(update_refusal(exc)) from None
+    except WorkflowAlreadyStartedError:
+        with contextlib.suppress(WorkflowAlreadyStartedError):
+            await start.workflow_handle()  # the operation holds the same error: consume it
+        return answer(await found())
+
+
 def _payment_terms(view: PaymentView, order: PaymentOrder) -> PaymentView:
     terms = (view.amount, view.currency, view.kind, view.provider, view.account_id)
     if terms != (order.amount, order.currency, order.kind, order.provider, order.account_id):
@@ -143,8 +179,6 @@ async def start_payment(
     """Start (or find) the order's workflow and return once the payer has a payment_url.
     An order the book holds and Temporal no longer does is answered from the book: no
     workflow starts, no provider is called."""
-    if (old := await closed_in_book(client, book, order.workflow_id, PaymentView)) is not None:
-        return CheckoutInfo.of(_payment_terms(old, order))
     start = WithStartWorkflowOperation(
         PaymentWorkflow.run,
         order,
@@ -160,17 +194,17 @@ async def start_payment(
             order.order_id, order.provider, str(order.kind), str(TransactionStatus.CREATED)
         ),
     )
-    try:
-        return await client.execute_update_with_start_workflow(
-            PaymentWorkflow.checkout, order, start_workflow_operation=start
-        )
-    except WorkflowUpdateFailedError as exc:
-        raise OrderConflict(update_refusal(exc)) from None
-    except WorkflowAlreadyStartedError:
-        with contextlib.suppress(WorkflowAlreadyStartedError):
-            await start.workflow_handle()  # the operation holds the same error: consume it
-        view = await payment_view(client, order.order_id, book)
-        return CheckoutInfo.of(_payment_terms(view, order))
+    return await _start_or_find(
+        client,
+        book,
+        order.workflow_id,
+        start,
+        PaymentWorkflow.checkout,
+        order,
+        PaymentView,
+        lambda: payment_view(client, order.order_id, book),
+        lambda view: CheckoutInfo.of(_payment_terms(view, order)),
+    )
 
 
 def build_withdrawal(
@@ -241,9 +275,6 @@ async def start_withdrawal(
     """Start (or find) the withdrawal's workflow; returns once the provider holds the
     transfer. One the book holds and Temporal no longer does is answered from the book:
     no second transfer request ever reaches the provider."""
-    old = await closed_in_book(client, book, order.workflow_id, WithdrawalView)
-    if old is not None:
-        return _submitted(old, order)
     start = WithStartWorkflowOperation(
         WithdrawalWorkflow.run,
         order,
@@ -256,17 +287,17 @@ async def start_withdrawal(
             f"to {order.payee_account} via {order.provider}"
         ),
     )
-    try:
-        return await client.execute_update_with_start_workflow(
-            WithdrawalWorkflow.submitted, order, start_workflow_operation=start
-        )
-    except WorkflowUpdateFailedError as exc:
-        raise OrderConflict(update_refusal(exc)) from None
-    except WorkflowAlreadyStartedError:
-        with contextlib.suppress(WorkflowAlreadyStartedError):
-            await start.workflow_handle()
-        view = await withdrawal_view(client, order.withdrawal_id, book)
-        return _submitted(view, order)
+    return await _start_or_find(
+        client,
+        book,
+        order.workflow_id,
+        start,
+        WithdrawalWorkflow.submitted,
+        order,
+        WithdrawalView,
+        lambda: withdrawal_view(client, order.withdrawal_id, book),
+        lambda view: _submitted(view, order),
+    )
 
 
 def _accepted(old: RefundView, request: RefundRequest, payment: PaymentView) -> RefundAccepted:
