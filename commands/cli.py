@@ -59,6 +59,7 @@ from transactions import (
     transactions_query,
     withdrawal_view,
 )
+from transactions.read import from_temporal_instead
 
 START_TIMEOUT_SECONDS = 30.0
 USER_ERRORS = (
@@ -277,7 +278,7 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     try:
         await _print_list(args, filters, client, book)
     except BookUnavailable as exc:
-        _warn(f"{exc}; listing from Temporal, which keeps closed ones only for its retention")
+        _warn(from_temporal_instead(exc, "listing"))
         await _print_list(args, filters, await connect(settings), None)
     return 0
 

@@ -150,9 +150,14 @@ def transactions_query(
     return " AND ".join(clauses)
 
 
+def from_temporal_instead(exc: BookUnavailable, what: str) -> str:
+    """The warning when a read falls back from the book to Temporal."""
+    return f"{exc}; {what} from Temporal instead, which keeps closed ones only for its retention"
+
+
 def _fallback(warn: Callable[[str], None] | None, exc: BookUnavailable, what: str) -> None:
     if warn is not None:
-        warn(f"{exc}; {what} from Temporal instead, which keeps closed ones only for its retention")
+        warn(from_temporal_instead(exc, what))
 
 
 async def list_transactions(
