@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Generic, TypeVar
 
 from pydantic_settings import BaseSettings
@@ -23,6 +24,7 @@ from tempay.domain import (
 )
 from tempay.errors import ProviderUnsupported
 from tempay.settings import Settings
+from tempay.statements import StatementLine
 
 # Whatever a provider notification can be about.
 ProviderObservation = PaymentObservation | RefundObservation | TransferObservation
@@ -80,6 +82,13 @@ class ProviderAdapter(ABC):
         """The transfer as the provider sees it. None: the provider never received it, so
         no money moved and creating it (with the same withdrawal_id) is safe."""
         raise ProviderUnsupported(f"{self.name} does not offer transfers")
+
+    def statement(self, day: date) -> AsyncIterator[StatementLine]:
+        """The provider's statement for `day` (its own timezone), line by line, streamed
+        with bounded memory. Raises StatementError for a statement that is malformed, fails
+        its hash, or belongs to another merchant; ProviderError when it cannot be fetched
+        (retry); ProviderUnsupported when the provider has none."""
+        raise ProviderUnsupported(f"{self.name} offers no statements")
 
     def parse_any_notification(
         self, headers: Mapping[str, str], body: bytes

@@ -125,6 +125,11 @@ class ProviderUnsupported(ProviderRejected):
     """The provider does not offer this operation."""
 
 
+class StatementError(ProviderRejected):
+    """A statement that cannot be trusted or read: malformed, a hash that does not match,
+    or one for another merchant or app id. The message says which; the book is unchanged."""
+
+
 class UnknownProvider(LookupError):
     """No adapter by that name in this process."""
 
