@@ -1,5 +1,6 @@
 """tempay's adapter for WeChat Pay API v3 (direct merchants): H5 and Native payments, order
-query and close, refunds, and the encrypted, signed notifications.
+query and close, refunds, the encrypted, signed notifications, and the daily trade bill
+(statement.py).
 
 Every request is signed with the merchant's API key; every 2xx answer must carry a valid
 WeChat Pay signature (made with the WeChat Pay public key PUBLIC_KEY_ID), or it is not
@@ -8,19 +9,24 @@ believed. Amounts are integer fen on the wire and Decimal CNY here.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
-from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from itertools import islice
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
+
+import httpx
 
 from providers.base import Acknowledgement, ProviderObservation
-from providers.http import HTTPAdapter, unanswered
+from providers.http import NOT_SENT, HTTPAdapter, unanswered
 from providers.wechatpay import crypto
 from providers.wechatpay.settings import WechatPayConfig
+from providers.wechatpay.statement import BillDownload, check_tradebill, tradebill_lines
 from tempay.domain import (
     CloseOutcome,
     CreatedPayment,
@@ -38,8 +44,10 @@ from tempay.errors import (
     ProviderRefused,
     ProviderRejected,
     SignatureError,
+    StatementError,
     UnverifiedNotification,
 )
+from tempay.statements import StatementLine
 
 NAME = "wechatpay"
 CURRENCY = "CNY"
@@ -81,6 +89,14 @@ CHANNELS: dict[str, tuple[str, str]] = {
 # An order that names no channel: a QR code to scan, which needs nothing of the payer (H5
 # must declare the payer's IP, which orders do not carry yet).
 DEFAULT_CHANNEL = "wechat_native"
+
+# Where a bill's download_url may point besides api_base: WeChat Pay's own API hosts (the
+# answer naming it is signed, but the signed request and the bill go nowhere else).
+BILL_HOSTS = ("api.mch.weixin.qq.com", "api2.mch.weixin.qq.com")
+# Tradebill refusals that mean "not now", not "never": try again later.
+BILL_NOT_READY = ("STATEMENT_CREATING",)
+# Bill lines read at a time in a thread, so a long bill never stalls the event loop.
+BILL_BATCH_LINES = 1000
 
 # WeChat Pay's out_trade_no: 6-32 of digits, letters, _ - *.
 OUT_TRADE_NO = re.compile(r"[0-9A-Za-z_\-*]{6,32}")
@@ -440,6 +456,117 @@ class WechatPayAdapter(HTTPAdapter):
             return _refund_observation(data, "status", "status_query")
         except _BadData as exc:
             raise self._bad_answer(exc, "refund query") from None
+
+    # Statements
+
+    async def statement(self, day: date) -> AsyncIterator[StatementLine]:
+        """The trade bill for `day` (Asia/Shanghai), bill_type ALL, gzipped on the wire: asked
+        for with a signed, verified call, downloaded with a signed GET whose answer WeChat Pay
+        does not sign, so it is trusted by its SHA1 alone (providers/wechatpay/statement.py).
+
+        NO_STATEMENT_EXIST raises ProviderRefused with that code: WeChat Pay says so for a day
+        without a successful trade, and for a day not billed yet (bills are made after 09:00
+        the next day, and kept three months)."""
+        query = urlencode({"bill_date": day.isoformat(), "bill_type": "ALL", "tar_type": "GZIP"})
+        status, data = await self._call("GET", f"/v3/bill/tradebill?{query}")
+        if status != 200:
+            if data.get("code") in BILL_NOT_READY:
+                raise ProviderError(
+                    f"wechatpay bill for {day} is not ready yet ({data.get('code')}): "
+                    "try again later"
+                )
+            if data.get("code") == "NO_STATEMENT_EXIST":
+                raise ProviderRefused(
+                    f"wechatpay has no bill for {day} (NO_STATEMENT_EXIST): no successful "
+                    "trade that day, or the day is not billed yet (after 09:00 the next day) "
+                    "or is older than three months",
+                    "NO_STATEMENT_EXIST",
+                    dict(data),
+                )
+            raise self._refused(status, data, f"the bill for {day}")
+        fields: dict[str, str] = {}
+        for name in ("hash_type", "hash_value", "download_url"):
+            value = data.get(name)
+            if not isinstance(value, str) or not value:
+                raise StatementError(f"wechatpay tradebill answer for {day} lacks {name}")
+            fields[name] = value
+        download = BillDownload(fields["hash_type"], fields["hash_value"], gzipped=True)
+        try:
+            await self._download(fields["download_url"].strip(), download)
+            bill = download.verified()
+            mchid, appid = self._config.mchid, self._config.appid
+            # Every line checked before the first is given (statement.read_tradebill).
+            await asyncio.to_thread(check_tradebill, bill, mchid, appid)
+            lines = tradebill_lines(bill, mchid, appid)
+            while batch := await asyncio.to_thread(list, islice(lines, BILL_BATCH_LINES)):
+                for line in batch:
+                    yield line
+        finally:
+            download.close()
+
+    def _bill_url(self, url: str) -> httpx.URL:
+        try:
+            target = httpx.URL(url)
+        except httpx.InvalidURL:
+            raise StatementError("wechatpay bill download_url is not a URL") from None
+        base = httpx.URL(self._config.api_base)
+        ours = (target.scheme, target.host, target.port) == (base.scheme, base.host, base.port)
+        wechat = target.scheme == "https" and target.host in BILL_HOSTS
+        if not (ours or wechat):
+            raise StatementError(
+                f"wechatpay bill download_url points at {target.scheme}://{target.host}, "
+                f"neither {self._config.api_base} nor WeChat Pay's API: not followed"
+            )
+        return target
+
+    async def _download(self, url: str, download: BillDownload) -> None:
+        """A signed GET of the download_url, streamed into `download`."""
+        target = self._bill_url(url)
+        request = self.http.client.build_request("GET", target)
+        request.headers["Authorization"] = crypto.authorization(
+            self._config.private_key,
+            self._config.mchid,
+            self._config.cert_serial,
+            "GET",
+            request.url.raw_path.decode("ascii"),
+            "",
+            str(int(time.time())),
+            crypto.new_nonce(),
+        )
+        what = "wechatpay bill download"
+        try:
+            response = await self.http.client.send(request, stream=True)
+        except NOT_SENT as exc:
+            raise ProviderError(f"{what}: unreachable ({type(exc).__name__}: {exc})") from exc
+        except httpx.HTTPError as exc:
+            raise ProviderError(f"{what}: no answer ({type(exc).__name__}: {exc})") from exc
+        try:
+            if response.status_code != 200:
+                raise await self._download_refused(response, what)
+            async for chunk in response.aiter_bytes():
+                download.feed(chunk)
+        except httpx.HTTPError as exc:
+            raise ProviderError(f"{what}: cut off ({type(exc).__name__}: {exc})") from exc
+        finally:
+            await response.aclose()
+
+    @staticmethod
+    async def _download_refused(response: httpx.Response, what: str) -> ProviderError:
+        """A refused download (the URL lives 30 s, so asking again usually helps): retryable.
+        Only the start of the answer is read."""
+        head = b""
+        async for chunk in response.aiter_bytes():
+            head += chunk
+            if len(head) > 4096:
+                break
+        try:
+            data = json.loads(head)
+        except ValueError:
+            data = None
+        detail = ""
+        if isinstance(data, dict):
+            detail = f" {data.get('code', '')} {data.get('message', '')}".rstrip()
+        return ProviderError(f"{what}: HTTP {response.status_code}{detail}")
 
     # Notifications
 

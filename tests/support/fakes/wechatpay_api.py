@@ -8,18 +8,28 @@ produces encrypted, signed notifications. Signatures are made with the reference
 
 Tests drive the payer's side directly: `pay`, `set_state`, `finish_refund`, then
 `notify_payment` / `notify_refund` POST the notification to the order's notify_url.
+
+Daily trade bills: GET /v3/bill/tradebill answers a signed `{hash_type, hash_value,
+download_url}` for the day's paid orders and successful refunds (`tradebill`, in WeChat Pay's
+layout: backtick-prefixed fields, totals at the end; NO_STATEMENT_EXIST for a day without
+any), gzipped when tar_type=GZIP is asked; GET /v3/billdownload/file serves it unsigned, as
+WeChat Pay does. `bill_content` serves given bytes instead; `bill_hash_corrupt` announces a
+wrong hash.
 """
 
 from __future__ import annotations
 
 import base64
+import gzip
+import hashlib
 import json
 import re
 import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -33,6 +43,31 @@ from wechatpayv3.utils import rsa_sign
 SCHEMA = "WECHATPAY2-SHA256-RSA2048"
 CHINA = timezone(timedelta(hours=8))
 _AUTH = re.compile(r'(\w+)="([^"]*)"')
+
+# The trade bill (bill_type ALL), as WeChat Pay documents it.
+BILL_HEADER = (
+    "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,"
+    "交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,"
+    "充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,"
+    "费率备注"
+)
+BILL_SUMMARY_HEADER = (
+    "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额"
+)
+FEE_RATE = Decimal("0.006")
+
+
+def yuan(fen: int) -> Decimal:
+    return Decimal(fen).scaleb(-2)
+
+
+def bill_record(fields: list[Any]) -> str:
+    """One bill line: every field prefixed with a backtick."""
+    return ",".join(f"`{value}" for value in fields)
+
+
+def bill_time(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(CHINA)
 
 
 def now_text() -> str:
@@ -115,6 +150,11 @@ class FakeWechatPay:
     refund_answer_key: rsa.RSAPrivateKey | None = None  # only for refund creation
     refund_then_fail: bool = False
     answer_clock_offset: int = 0  # seconds added to the Wechatpay-Timestamp of answers
+    # Bills: download token -> the bytes served; a bill to serve instead of the day's own;
+    # announce a hash that does not match.
+    bills: dict[str, bytes] = field(default_factory=dict)
+    bill_content: bytes | None = None
+    bill_hash_corrupt: bool = False
 
     # Signed answers
 
@@ -164,23 +204,26 @@ class FakeWechatPay:
 
     # The payer's side and WeChat Pay's own processing, driven by tests
 
-    def pay(self, out_trade_no: str) -> dict[str, Any]:
+    def pay(self, out_trade_no: str, at: datetime | None = None) -> dict[str, Any]:
+        """The payer pays (`at`: when, for the day's bill; default now)."""
         order = self.orders[out_trade_no]
         order.update(
             trade_state="SUCCESS",
             transaction_id=f"4200{secrets.randbelow(10**24):024d}",
-            success_time=now_text(),
+            success_time=now_text() if at is None else at.isoformat(timespec="seconds"),
         )
         return self.transaction(order)
 
     def set_state(self, out_trade_no: str, state: str) -> None:
         self.orders[out_trade_no]["trade_state"] = state
 
-    def finish_refund(self, out_refund_no: str, status: str) -> dict[str, Any]:
+    def finish_refund(
+        self, out_refund_no: str, status: str, at: datetime | None = None
+    ) -> dict[str, Any]:
         refund = self.refunds[out_refund_no]
         refund["status"] = status
         if status == "SUCCESS":
-            refund["success_time"] = now_text()
+            refund["success_time"] = now_text() if at is None else at.isoformat(timespec="seconds")
             self.orders[refund["out_trade_no"]]["trade_state"] = "REFUND"
         return refund
 
@@ -254,6 +297,55 @@ class FakeWechatPay:
             "refund",
             **kwargs,
         )
+
+    def tradebill(self, day: date) -> bytes | None:
+        """The day's trade bill (Asia/Shanghai days), UTF-8 with CRLF line ends; None when
+        the day has no successful trade (WeChat Pay: NO_STATEMENT_EXIST)."""
+        rows: list[tuple[datetime, list[Any]]] = []
+        for order in self.orders.values():
+            if order["trade_state"] not in ("SUCCESS", "REFUND"):
+                continue
+            at = bill_time(order["success_time"])
+            if at.date() != day:
+                continue
+            total = yuan(order["amount"]["total"])
+            fee = (total * FEE_RATE).quantize(Decimal("0.00001"))
+            rows.append((at, [
+                at.strftime("%Y-%m-%d %H:%M:%S"), order["appid"], order["mchid"], "0", "",
+                order["transaction_id"], order["out_trade_no"], "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
+                order["trade_type"], "SUCCESS", "OTHERS", "CNY", total, "0.00", "0", "0",
+                "0.00", "0.00", "", "", order["description"], "", fee, "0.60%", total,
+                "0.00", "",
+            ]))  # fmt: skip
+        for refund in self.refunds.values():
+            if refund["status"] != "SUCCESS" or bill_time(refund["success_time"]).date() != day:
+                continue
+            at = bill_time(refund["success_time"])
+            order = self.orders[refund["out_trade_no"]]
+            amount = yuan(refund["amount"]["refund"])
+            fee = -(amount * FEE_RATE).quantize(Decimal("0.00001"))
+            rows.append((at, [
+                at.strftime("%Y-%m-%d %H:%M:%S"), order["appid"], order["mchid"], "0", "",
+                order["transaction_id"], order["out_trade_no"], "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
+                order["trade_type"], "REFUND", "OTHERS", "CNY", "0.00", "0.00",
+                refund["refund_id"], refund["out_refund_no"], amount, "0.00", "ORIGINAL",
+                "SUCCESS", order["description"], "", fee, "0.60%", "0.00", amount, "",
+            ]))  # fmt: skip
+        if not rows:
+            return None
+        rows.sort(key=lambda row: row[0])
+        details = [fields for _, fields in rows]
+        totals = [
+            len(details),
+            sum((Decimal(str(r[12])) for r in details), Decimal("0.00")),
+            sum((Decimal(str(r[16])) for r in details), Decimal("0.00")),
+            "0.00",
+            sum((Decimal(str(r[22])) for r in details), Decimal("0.00000")),
+            sum((Decimal(str(r[24])) for r in details), Decimal("0.00")),
+            sum((Decimal(str(r[25])) for r in details), Decimal("0.00")),
+        ]
+        lines = [BILL_HEADER, *map(bill_record, details), BILL_SUMMARY_HEADER, bill_record(totals)]
+        return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
     async def deliver(self, url: str, headers: dict[str, str], body: bytes) -> httpx.Response:
         async with httpx.AsyncClient(timeout=10) as client:
@@ -422,5 +514,39 @@ class FakeWechatPay:
             if refund is None:
                 return self.error(404, "RESOURCE_NOT_EXISTS", "退款单不存在")
             return self.answer(200, refund)
+
+        @app.get("/v3/bill/tradebill")
+        async def tradebill(
+            request: Request, bill_date: str = "", bill_type: str = "ALL", tar_type: str = ""
+        ) -> Response:
+            try:
+                day = date.fromisoformat(bill_date)
+            except ValueError:
+                return self.error(400, "PARAM_ERROR", "账单日期格式不正确")
+            if bill_type != "ALL" or tar_type not in ("", "GZIP"):
+                return self.error(400, "PARAM_ERROR", "bill_type 或 tar_type 无效")
+            content = self.bill_content if self.bill_content is not None else self.tradebill(day)
+            if content is None:
+                return self.error(400, "NO_STATEMENT_EXIST", "账单文件不存在")
+            digest = hashlib.sha1(content + (b"!" if self.bill_hash_corrupt else b""))
+            token = secrets.token_urlsafe(24)
+            self.bills[token] = gzip.compress(content) if tar_type == "GZIP" else content
+            base = str(request.base_url).rstrip("/")
+            return self.answer(
+                200,
+                {
+                    "hash_type": "SHA1",
+                    "hash_value": digest.hexdigest(),
+                    "download_url": f"{base}/v3/billdownload/file?token={token}",
+                },
+            )
+
+        @app.get("/v3/billdownload/file")
+        async def bill_download(token: str = "") -> Response:
+            content = self.bills.get(token)
+            if content is None:
+                return self.error(400, "PARAM_ERROR", "token 无效或已过期")
+            # As WeChat Pay: the file is not signed (its hash was, in the tradebill answer).
+            return Response(content, 200, media_type="application/octet-stream")
 
         return app
