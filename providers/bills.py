@@ -1,7 +1,9 @@
-"""Alipay's trade bill (业务明细, `bill_type=trade`): read as `StatementLine`s, and written.
+"""Alipay's trade bill (业务明细, `bill_type=trade`): fetched, read as `StatementLine`s, and
+written.
 
-Alipay and the sandbox (which serves its statement in Alipay's layout) read it here; the
-sandbox server and the test fakes write it here, so every side agrees on one layout.
+Alipay and the sandbox (which serves its statement in Alipay's layout) fetch and read it here
+(`download_bill` to a file, then `stream_trade_bill`); the sandbox server and the test fakes
+write it here (`write_trade_bill`), so every side agrees on one layout.
 
 The layout, as Alipay documents it for alipay.data.dataservice.bill.downloadurl.query
 (one day, the merchant's account, Beijing time):
@@ -64,8 +66,10 @@ from pathlib import Path
 from typing import IO
 from zoneinfo import ZoneInfo
 
+import httpx
+
 from tempay.domain import MINOR_UNITS, format_amount
-from tempay.errors import StatementError
+from tempay.errors import ProviderError, ProviderRejected, StatementError
 from tempay.statements import StatementLine, StatementLineKind
 
 # Alipay's (and the sandbox's) day.
@@ -74,6 +78,8 @@ ENCODING = "gbk"
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 HEADER_TIME_FORMAT = "%Y年%m月%d日 %H:%M:%S"
 MAX_LINE_CHARS = 64 * 1024
+# A bill larger than this is refused rather than written to disk.
+MAX_BILL_BYTES = 1024 * 1024 * 1024
 # Lines handed from the reading thread to the event loop at a time.
 BATCH_LINES = 500
 
@@ -403,6 +409,50 @@ def _time(text: str, name: str, number: int) -> datetime:
         raise StatementError(
             f"trade bill line {number}: {name} {text!r} is not 'YYYY-MM-DD HH:MM:SS'"
         ) from None
+
+
+# Fetching (the adapters)
+
+
+async def download_bill(
+    client: httpx.AsyncClient,
+    url: str,
+    what: str,
+    target: Path,
+    *,
+    max_bytes: int = MAX_BILL_BYTES,
+) -> None:
+    """GET the bill at `url` into the file `target`, streamed: never whole in memory.
+
+    Raises ProviderError when it cannot be fetched now (unreachable, no answer, a 5xx: try
+    again later), ProviderRejected for any other answer but 200 (with the start of its
+    body), and StatementError for a bill over `max_bytes`. `what` names the call in errors."""
+    try:
+        async with client.stream("GET", url) as response:
+            if response.status_code >= 500:
+                raise ProviderError(f"{what}: HTTP {response.status_code}")
+            if response.status_code != 200:
+                body = await _start_of(response)
+                raise ProviderRejected(f"{what}: HTTP {response.status_code} {body}".strip())
+            size = 0
+            with target.open("wb") as out:
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise StatementError(f"{what}: the bill is over {max_bytes} bytes")
+                    out.write(chunk)
+    except httpx.HTTPError as exc:
+        raise ProviderError(f"{what}: no bill ({type(exc).__name__}: {exc})") from exc
+
+
+async def _start_of(response: httpx.Response, limit: int = 500) -> str:
+    """The first `limit` bytes of an error answer, as text: enough to say why."""
+    start = b""
+    async for chunk in response.aiter_bytes():
+        start += chunk
+        if len(start) >= limit:
+            break
+    return start[:limit].decode("utf-8", errors="replace")
 
 
 # Writing (the sandbox server and the test fakes)
