@@ -22,6 +22,7 @@ def _build(settings: Settings, sandbox: SandboxClientSettings) -> SandboxAdapter
         public_key_file=public_key_file(settings.data_dir),
         tolerance=settings.notification_tolerance,
         timeout=settings.provider_timeout.total_seconds(),
+        account=sandbox.account,
     )
 
 

@@ -7,8 +7,9 @@ provider without its answer coming back raises ProviderOutcomeUnknown: query bef
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+import tempfile
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,10 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from providers.base import Acknowledgement, ProviderObservation
+from providers.bills import download_bill, stream_trade_bill
 from providers.http import HTTPAdapter
 from providers.sandbox.keys import load_public_key
+from providers.sandbox.settings import DEFAULT_ACCOUNT
 from providers.sandbox.signature import SIGNATURE_HEADER, verify_body
 from tempay.domain import (
     CloseOutcome,
@@ -42,6 +45,7 @@ from tempay.errors import (
     UnverifiedNotification,
     VerificationUnavailable,
 )
+from tempay.statements import StatementLine
 
 # The one place the sandbox's trade statuses map to the core's provider states.
 STATUS_MAP: dict[str, ProviderPaymentState] = {
@@ -185,11 +189,13 @@ class SandboxAdapter(HTTPAdapter):
         public_key_file: Path | None = None,
         tolerance: timedelta = timedelta(minutes=5),
         timeout: float = 10.0,
+        account: str = DEFAULT_ACCOUNT,
     ) -> None:
         super().__init__(base_url=base_url.rstrip("/"), timeout=timeout)
         self._public_key_file = public_key_file
         self._public_key: rsa.RSAPublicKey | None = None
         self._tolerance = tolerance
+        self._account = account
 
     async def _call(
         self, method: str, path: str, *, moves_money: bool = False, **kwargs: Any
@@ -447,3 +453,17 @@ class SandboxAdapter(HTTPAdapter):
         if response.status_code != 200:
             raise self._refused(response, "transfer status query")
         return _transfer_observation(response.json(), "status_query")
+
+    # Statements
+
+    async def statement(self, day: date) -> AsyncIterator[StatementLine]:
+        """GET /statements/{day}: Alipay's trade bill layout, downloaded to a temporary file
+        and read line by line; a bill naming another account or day is refused."""
+        path = f"/statements/{day.isoformat()}"
+        with tempfile.TemporaryDirectory(prefix="tempay-sandbox-statement-") as directory:
+            bill = Path(directory) / "bill.zip"
+            await download_bill(self.http.client, path, f"sandbox GET {path}", bill)
+            async for line in stream_trade_bill(
+                bill, expected_account=self._account, day=day, currencies_in_remarks=True
+            ):
+                yield line

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import html
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import cache
 from importlib.resources import files
 from string import Template
@@ -29,11 +30,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from providers.bills import CHINA
 from providers.sandbox import notifier as notifier_module
 from providers.sandbox.keys import ensure_keypair, load_private_key
 from providers.sandbox.notifier import NotificationMode, Notifier, utc_iso
 from providers.sandbox.processing import Processor
 from providers.sandbox.settings import Faults, FaultsPatch, SandboxSettings
+from providers.sandbox.statements import statement_zip
 from providers.sandbox.store import (
     REFUND_FAILED,
     REFUND_PROCESSING,
@@ -673,6 +676,7 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
     _add_refund_routes(app)
     _add_transfer_routes(app)
     _add_checkout_routes(app)
+    _add_statement_routes(app)
     _add_sandbox_routes(app)
     return app
 
@@ -768,6 +772,40 @@ def _add_transfer_routes(app: FastAPI) -> None:
         if transfer is None:
             raise transfer_not_found(out_biz_no)
         return transfer_json(transfer)
+
+
+def _statement_day(text: str) -> date:
+    try:
+        if not re.fullmatch(r"\d{4}-\d\d-\d\d", text):
+            raise ValueError(text)
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"statement day {text[:40]!r} must be a date, YYYY-MM-DD") from None
+
+
+def _add_statement_routes(app: FastAPI) -> None:
+    @app.get("/statements/{day_text}")
+    async def statement(day_text: str, sandbox: SandboxDep) -> Response:
+        """The day's trade bill (Asia/Shanghai), zipped as Alipay's. Unlike Alipay, which
+        has a day's bill the next morning, today's is served as it stands so far."""
+        day = _statement_day(day_text)
+        if day > datetime.now(CHINA).date():
+            raise SandboxError(
+                404,
+                "BILL_NOT_EXIST",
+                f"no statement for {day}: the day has not begun in Asia/Shanghai",
+            )
+        account = sandbox.settings.account
+        # Built off the event loop: a busy day's rows are many store reads and a deflate.
+        content = await asyncio.to_thread(
+            statement_zip, sandbox.store, sandbox.faults, account, day
+        )
+        filename = f"{account}_{day:%Y%m%d}.csv.zip"
+        return Response(
+            content,
+            media_type="application/zip",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
 
 
 def _add_checkout_routes(app: FastAPI) -> None:

@@ -6,10 +6,11 @@ the trust boundary relies on it, so it is not here."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # A probability: the share of notifications or status queries a fault hits.
@@ -18,6 +19,20 @@ Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 # Where the sandbox serves by default (TEMPAY_SANDBOX_HOST and TEMPAY_SANDBOX_PORT).
 DEFAULT_URL = "http://127.0.0.1:8001"
+# The merchant account its statements name (TEMPAY_SANDBOX_ACCOUNT), an Alipay-like PID.
+DEFAULT_ACCOUNT = "2088000000000001"
+
+
+def _no_float(value: Any) -> Any:
+    if isinstance(value, float):
+        raise ValueError('an amount is a decimal string such as "1.00", never a JSON number')
+    return value
+
+
+# A statement fault: the out_trade_no it strikes, "" for none.
+OrderNo = Annotated[str, Field(pattern=r"^([A-Za-z0-9][A-Za-z0-9_.\-]{0,63})?$")]
+# An amount added to a statement line: a decimal string, exact.
+AmountDelta = Annotated[Decimal, BeforeValidator(_no_float), Field(allow_inf_nan=False)]
 
 
 class SandboxClientSettings(BaseSettings):
@@ -28,6 +43,8 @@ class SandboxClientSettings(BaseSettings):
 
     # The sandbox's API (TEMPAY_SANDBOX_URL); `tempay dev` serves the sandbox there.
     url: str = DEFAULT_URL
+    # The account its statements must name (the server's TEMPAY_SANDBOX_ACCOUNT).
+    account: str = DEFAULT_ACCOUNT
 
 
 class SandboxSettings(BaseSettings):
@@ -53,6 +70,13 @@ class SandboxSettings(BaseSettings):
     transfer_timeout_rate: Rate = 0
     transfer_timeout_seconds: Seconds = 30
     transfer_error_rate: Rate = 0
+    # The merchant account the statements (GET /statements/{day}) name.
+    account: str = Field(default=DEFAULT_ACCOUNT, min_length=1, max_length=64)
+    # Statement faults (see Faults).
+    statement_drop_order: OrderNo = ""
+    statement_amount_delta_order: OrderNo = ""
+    statement_amount_delta: AmountDelta = Decimal("1.00")
+    statement_extra_trade: OrderNo = ""
     delivery_timeout: float = Field(default=10, gt=0, allow_inf_nan=False)
     delivery_concurrency: int = Field(default=32, ge=1)
     # Shared with the rest of tempay, hence no sandbox prefix.
@@ -79,6 +103,14 @@ class Faults(BaseModel):
     transfer_timeout_rate: Rate = 0
     transfer_timeout_seconds: Seconds = 30
     transfer_error_rate: Rate = 0
+    # The day's statement leaves out this trade's payment line (missing at the provider)...
+    statement_drop_order: OrderNo = ""
+    # ...shows this trade's amount plus statement_amount_delta (an amount mismatch)...
+    statement_amount_delta_order: OrderNo = ""
+    statement_amount_delta: AmountDelta = Decimal("1.00")
+    # ...and holds a paid trade of 1.00 CNY under this out_trade_no that the sandbox never
+    # had (missing in tempay). "" switches each off.
+    statement_extra_trade: OrderNo = ""
 
     @classmethod
     def from_settings(cls, settings: SandboxSettings) -> Faults:
@@ -106,3 +138,7 @@ class FaultsPatch(BaseModel):
     transfer_timeout_rate: Rate | None = None
     transfer_timeout_seconds: Seconds | None = None
     transfer_error_rate: Rate | None = None
+    statement_drop_order: OrderNo | None = None
+    statement_amount_delta_order: OrderNo | None = None
+    statement_amount_delta: AmountDelta | None = None
+    statement_extra_trade: OrderNo | None = None

@@ -113,6 +113,10 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at)
     WHERE next_attempt_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS deliveries_out_no ON deliveries (kind, out_no);
+-- The statements: what was paid, and what was refunded, in a period.
+CREATE INDEX IF NOT EXISTS trades_paid ON trades (paid_at) WHERE paid_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS refunds_finished ON refunds (finished_at)
+    WHERE finished_at IS NOT NULL;
 """
 
 # Databases from before refunds and transfers held trade deliveries only: rebuilt in place.
@@ -335,6 +339,16 @@ class SandboxStore:
             )
             return trade, True
 
+    def paid_between(self, start: str, end: str) -> list[Trade]:
+        """Trades paid in [start, end) (utc_iso times, which sort as text), oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM trades WHERE status = ? AND paid_at >= ? AND paid_at < ? "
+                "ORDER BY paid_at, rowid",
+                (TRADE_SUCCESS, start, end),
+            ).fetchall()
+        return [Trade(**dict(row)) for row in rows]
+
     def get_trade(self, out_trade_no: str) -> Trade | None:
         with self._lock:
             return _trade_row(self._conn, "out_trade_no", out_trade_no)
@@ -419,6 +433,16 @@ class SandboxStore:
         with self._lock:
             rows = self._conn.execute(
                 f"SELECT * FROM refunds {where} ORDER BY created_at, rowid", values
+            ).fetchall()
+        return [Refund(**dict(row)) for row in rows]
+
+    def refunded_between(self, start: str, end: str) -> list[Refund]:
+        """Refunds that succeeded in [start, end) (utc_iso times), oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM refunds WHERE status = ? AND finished_at >= ? AND finished_at < ? "
+                "ORDER BY finished_at, rowid",
+                (REFUND_SUCCESS, start, end),
             ).fetchall()
         return [Refund(**dict(row)) for row in rows]
 

@@ -24,6 +24,14 @@ from tests.support.providers.sandbox import (
 )
 from tests.support.stack import bound_socket, url_of
 
+# Statement faults (tests/providers/sandbox/test_statements.py) are off unless a test says.
+STATEMENT_FAULTS_OFF = {
+    "statement_drop_order": "",
+    "statement_amount_delta_order": "",
+    "statement_amount_delta": "1.00",
+    "statement_extra_trade": "",
+}
+
 # Fixtures
 
 
@@ -326,7 +334,7 @@ async def test_status_query_faults(sandbox: Sandbox, faults: httpx.AsyncClient) 
     out_trade_no = (await sandbox.create())["out_trade_no"]
     updated = await faults.put("/sandbox/faults", json={"status_fail_rate": 1})
     assert updated.status_code == 200
-    assert updated.json() == {**DEFAULT_FAULTS, "status_fail_rate": 1}
+    assert updated.json() == {**DEFAULT_FAULTS, **STATEMENT_FAULTS_OFF, "status_fail_rate": 1}
     assert (await faults.get("/sandbox/faults")).json() == updated.json()
 
     failing = await faults.get(f"/payments/{out_trade_no}")

@@ -25,6 +25,13 @@ from tests.support.providers.sandbox import (
 BASELINE = {**DEFAULT_FAULTS, "transfer_delay_seconds": 0, "transfer_timeout_seconds": 5}
 # Far shorter than the sandbox's hold: the caller gives up first.
 CLIENT_TIMEOUT = 0.3
+# Statement faults (tests/providers/sandbox/test_statements.py) are off unless a test says.
+STATEMENT_FAULTS_OFF = {
+    "statement_drop_order": "",
+    "statement_amount_delta_order": "",
+    "statement_amount_delta": "1.00",
+    "statement_extra_trade": "",
+}
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +207,7 @@ async def test_transfer_faults_are_adjustable(sandbox: Sandbox, tuned: Any) -> N
     patch = {"transfer_timeout_rate": 0.5, "transfer_error_rate": 0.25, "transfer_delay_seconds": 1}
     updated = await tuned.put("/sandbox/faults", json=patch)
     assert updated.status_code == 200
-    assert updated.json() == {**BASELINE, **patch}
+    assert updated.json() == {**BASELINE, **STATEMENT_FAULTS_OFF, **patch}
     invalid = await tuned.put("/sandbox/faults", json={"transfer_error_rate": 2})
     assert invalid.status_code == 400
     assert (await tuned.get("/sandbox/faults")).json()["transfer_error_rate"] == 0.25
