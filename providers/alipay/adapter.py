@@ -4,15 +4,18 @@ out.
 Payments are created as signed page/wap pay URLs (no call: Alipay creates the trade when the
 payer opens it, so its trade_no is unknown until then). Status query, close, refund and refund
 query are signed form POSTs to the gateway whose answers are verified over their raw text.
-Notifications are signed form posts; refunds arrive inside the trade's notifications.
+Notifications are signed form posts; refunds arrive inside the trade's notifications. The daily
+statement is the trade bill whose download URL a signed query answers (providers/bills.py).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta, timezone
+import tempfile
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -20,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from providers.alipay import signature
 from providers.base import Acknowledgement, ProviderObservation
+from providers.bills import download_bill, stream_trade_bill
 from providers.http import HTTPAdapter, unanswered
 from tempay.domain import (
     CloseOutcome,
@@ -42,6 +46,7 @@ from tempay.errors import (
     SignatureError,
     UnverifiedNotification,
 )
+from tempay.statements import StatementLine, StatementLineKind
 
 # Alipay's times are Beijing time, which has had no daylight saving since 1991.
 CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
@@ -89,6 +94,8 @@ REQUEST_ERRORS = ("20001", "40001", "40002", "40003", "40006")
 SYSTEM_ERRORS = ("ACQ.SYSTEM_ERROR", "isp.unknow-error", "aop.unknow-error")
 
 NOTIFY_TYPE = "trade_status_sync"
+
+BILL_METHOD = "alipay.data.dataservice.bill.downloadurl.query"
 
 
 def payment_state(trade_status: Any) -> ProviderPaymentState:
@@ -405,6 +412,42 @@ class AlipayAdapter(HTTPAdapter):
             occurred_at=occurred_at,
             source="status_query",
         )
+
+    # Statements
+
+    async def statement(self, day: date) -> AsyncIterator[StatementLine]:
+        """The day's trade bill (Beijing time): its download URL from a signed, verified
+        alipay.data.dataservice.bill.downloadurl.query, the zip downloaded to a temporary
+        file, then read line by line (providers/bills.py). A bill that names another account
+        than TEMPAY_ALIPAY_SELLER_ID, or another day, raises StatementError."""
+        biz = {"bill_type": "trade", "bill_date": day.isoformat()}
+        try:
+            answer = await self._call(BILL_METHOD, biz)
+        except AlipayBusinessError as exc:
+            if exc.sub_code == "isp.bill_not_exist":
+                # Alipay has a day's bill from about 09:00 the next day (Beijing time).
+                raise ProviderRefused(
+                    f"Alipay has no trade bill for {day} (yet?): {exc}",
+                    "BILL_NOT_EXIST",
+                    {"sub_code": exc.sub_code, "sub_msg": exc.sub_msg},
+                ) from None
+            raise exc.refused() from None
+        url = answer.get("bill_download_url")
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            raise ProviderError(f"Alipay {BILL_METHOD} answer for {day} has no bill_download_url")
+        with tempfile.TemporaryDirectory(prefix="tempay-alipay-bill-") as directory:
+            bill = Path(directory) / "bill.zip"
+            # The URL is signed and short-lived: it stays out of messages.
+            await download_bill(
+                self.http.client, url, f"Alipay trade bill download for {day}", bill
+            )
+            lines = stream_trade_bill(bill, expected_account=self._seller_id, day=day)
+            async for line in lines:
+                if line.kind is StatementLineKind.REFUND:
+                    # Alipay's refunds have no id of their own: its answers and notifications
+                    # name the trade's trade_no, and so do the refunds tempay recorded.
+                    line = line.model_copy(update={"provider_refund_no": line.provider_trade_no})
+                yield line
 
     # Notifications
 

@@ -9,18 +9,25 @@ and verifies with Alipay's reference SDK (`alipay-sdk-python`), not with tempay'
 - alipay.trade.query / close / refund / fastpay.refund.query answer in Alipay's documented
   format, `{"<method>_response": {...}, "sign": "..."}`, signed over the raw response text;
 - `pay()` and `refund_notification()` build signed `trade_status_sync` notifications, and
-  `deliver()` POSTs one to the trade's notify_url.
+  `deliver()` POSTs one to the trade's notify_url;
+- alipay.data.dataservice.bill.downloadurl.query answers a `bill_download_url` for a day
+  before today (Beijing time; today's and later: isp.bill_not_exist) under `GET /bills/...`,
+  a zip in Alipay's trade bill layout written by providers/bills.py from the trades paid and
+  refunds made that day. The bill names `bill_account` (the seller id with Alipay's CNY
+  account suffix 0156); `paid_on()` and `refunded_on()` date a trade or refund to a past day.
 
 Faults for the next API call (`faults.append(...)`): "system_error" (20000), "http_502",
-"bad_sign" (answer signed with another key), "process_then_502" (done, answer lost).
+"bad_sign" (answer signed with another key), "process_then_502" (done, answer lost),
+"bill_expired" (a bill_download_url that answers 404).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -32,12 +39,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse
 
+from providers.bills import BillEntry, write_trade_bill
+from tempay.statements import StatementLine, StatementLineKind
+
 CHINA = timezone(timedelta(hours=8))
 METHODS = (
     "alipay.trade.query",
     "alipay.trade.close",
     "alipay.trade.refund",
     "alipay.trade.fastpay.refund.query",
+    "alipay.data.dataservice.bill.downloadurl.query",
 )
 PAGE_METHODS = ("alipay.trade.page.pay", "alipay.trade.wap.pay")
 # The merchant's Alipay user id (PID) this fake signs into every notification; tempay must be
@@ -127,6 +138,10 @@ class FakeAlipayGateway:
         self.faults: list[str] = []
         self.requests: list[dict[str, str]] = []  # every verified API request's parameters
         self.rejected: list[str] = []  # sub_codes of refused requests (e.g. bad signatures)
+        # The account its trade bills name: the PID with Alipay's CNY account suffix.
+        self.bill_account = seller_id + "0156"
+        self.bills: dict[str, bytes] = {}  # download token -> zip
+        self.base_url = ""  # where the gateway is served, for bill_download_url
 
     # Signing, as Alipay
 
@@ -179,6 +194,58 @@ class FakeAlipayGateway:
             refund_fee=str(trade.refunded),
             gmt_refund=refund.gmt_refund_pay + ".123",
         )
+
+    def paid_on(self, out_trade_no: str, day: date) -> None:
+        """Date a paid trade's payment to `day` (noon, Beijing time), so its bill exists."""
+        trade = self.trades[out_trade_no]
+        assert trade.gmt_payment is not None, "pay it first"
+        trade.gmt_payment = f"{day} 12:00:00"
+
+    def refunded_on(self, out_trade_no: str, out_request_no: str, day: date) -> None:
+        """Date a refund to `day` (15:00, Beijing time)."""
+        self.refunds[(out_trade_no, out_request_no)].gmt_refund_pay = f"{day} 15:00:00"
+
+    def bill(self, day: date) -> bytes:
+        """The day's trade bill, as Alipay would serve it."""
+        buffer = io.BytesIO()
+        write_trade_bill(buffer, self._bill_entries(day), account=self.bill_account, day=day)
+        return buffer.getvalue()
+
+    def _bill_entries(self, day: date) -> list[BillEntry]:
+        def at(stamp: str) -> datetime:
+            return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S").replace(tzinfo=CHINA)
+
+        entries = [
+            BillEntry(
+                StatementLine(
+                    kind=StatementLineKind.PAYMENT,
+                    order_id=trade.out_trade_no,
+                    provider_trade_no=trade.trade_no,
+                    amount=trade.total_amount,
+                    currency="CNY",
+                    at=at(trade.gmt_payment),
+                ),
+                subject=trade.subject,
+                created_at=at(trade.gmt_create),
+            )
+            for trade in self.trades.values()
+            if trade.gmt_payment and at(trade.gmt_payment).date() == day
+        ]
+        for refund in self.refunds.values():
+            if at(refund.gmt_refund_pay).date() != day:
+                continue
+            trade = self.trades[refund.out_trade_no]
+            line = StatementLine(
+                kind=StatementLineKind.REFUND,
+                order_id=trade.out_trade_no,
+                provider_trade_no=trade.trade_no,
+                refund_id=refund.out_request_no,
+                amount=refund.amount,
+                currency="CNY",
+                at=at(refund.gmt_refund_pay),
+            )
+            entries.append(BillEntry(line, subject=trade.subject))
+        return entries
 
     async def deliver(self, notification: dict[str, str]) -> httpx.Response:
         trade = self.trades[notification["out_trade_no"]]
@@ -275,8 +342,17 @@ class FakeAlipayGateway:
     def app(self) -> FastAPI:
         app = FastAPI(title="fake alipay gateway")
 
+        @app.get("/bills/{token}")
+        async def bill(token: str) -> Response:
+            content = self.bills.get(token)
+            if content is None:
+                # Alipay's download links expire after 30 seconds.
+                return HTMLResponse("<h1>文件不存在或已过期</h1>", status_code=404)
+            return Response(content, media_type="application/zip")
+
         @app.api_route("/gateway.do", methods=["GET", "POST"])
         async def gateway(request: Request) -> Response:
+            self.base_url = str(request.base_url).rstrip("/")
             method = "unknown"
             try:
                 params = await self._params(request)
@@ -304,6 +380,8 @@ class FakeAlipayGateway:
                 result = getattr(self, "_" + method.replace(".", "_"))(biz)
                 if fault == "process_then_502":
                     return Response("bad gateway", status_code=502)
+                if fault == "bill_expired":
+                    self.bills.clear()  # the download link is dead before it is used
                 return self.answer(method, {"code": "10000", "msg": "Success", **result})
             except AlipayError as exc:
                 self.rejected.append(exc.body["sub_code"])
@@ -431,3 +509,19 @@ class FakeAlipayGateway:
         if "gmt_refund_pay" in biz.get("query_options", []):
             answer["gmt_refund_pay"] = refund.gmt_refund_pay
         return answer
+
+    def _alipay_data_dataservice_bill_downloadurl_query(
+        self, biz: dict[str, Any]
+    ) -> dict[str, Any]:
+        if biz.get("bill_type") not in ("trade", "signcustomer"):
+            raise business_error("isp.bill_type_not_exist", "账单类型不存在")
+        try:
+            day = date.fromisoformat(str(biz.get("bill_date")))
+        except ValueError:
+            raise business_error("isv.invalid-parameter", "账单日期格式不正确") from None
+        if day >= datetime.now(CHINA).date():
+            raise business_error("isp.bill_not_exist", "账单不存在")
+        token = secrets.token_hex(16)
+        self.bills[token] = self.bill(day)
+        name = f"{self.bill_account}_{day:%Y%m%d}.csv.zip"
+        return {"bill_download_url": f"{self.base_url}/bills/{token}?downloadFileName={name}"}
