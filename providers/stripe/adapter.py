@@ -25,14 +25,16 @@ create_payment refuses orders that expire later than MAX_ORDER_LIFETIME.
 Refunds know only the order id, not the order's terms, so they find the payment through the
 Search API (`metadata['order_id']`, set on the PaymentIntent through payment_intent_data).
 By the time anybody refunds, the payment is long searchable.
+
+The daily statement (`statement`) lists the day's paid Checkout Sessions and refunds;
+statement.py says why those lists and how they map.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -40,10 +42,17 @@ from pydantic import SecretStr
 
 from providers.base import Acknowledgement, ProviderObservation
 from providers.http import HTTPAdapter
+from providers.stripe.amounts import from_minor_units, to_minor_units
 from providers.stripe.settings import StripeSettings
 from providers.stripe.signature import SIGNATURE_HEADER, verify
+from providers.stripe.statement import (
+    PAGE_SIZE,
+    SESSION_LIFETIME,
+    day_bounds,
+    refund_line,
+    session_line,
+)
 from tempay.domain import (
-    MINOR_UNITS,
     CloseOutcome,
     CreatedPayment,
     PaymentObservation,
@@ -61,8 +70,13 @@ from tempay.errors import (
     ProviderRefused,
     ProviderRejected,
     SignatureError,
+    StatementError,
     UnverifiedNotification,
 )
+from tempay.statements import StatementLine
+
+# Query parameters as httpx takes them, repeated keys (expand[]) allowed.
+QueryParams = list[tuple[str, str | int | float | bool | None]]
 
 # The API version whose shapes this adapter reads (sent on every call).
 STRIPE_VERSION = "2024-06-20"
@@ -126,27 +140,6 @@ def refund_state(status: Any) -> ProviderRefundState:
         return REFUND_STATUS_MAP[status]
     except (KeyError, TypeError):
         raise MalformedNotification(f"unknown Stripe refund status {status!r}") from None
-
-
-# ---- amounts: integer minor units <-> Decimal, exactly ---------------------------------------
-
-
-def to_minor_units(amount: Decimal, currency: str) -> int:
-    scaled = amount.scaleb(MINOR_UNITS[currency])
-    if scaled != scaled.to_integral_value():
-        raise ProviderRejected(f"{amount} {currency} has more decimals than {currency} allows")
-    return int(scaled)
-
-
-def from_minor_units(value: Any, currency: Any) -> tuple[Decimal, str]:
-    """Stripe's integer amount and lower-case currency as tempay's Decimal and ISO code."""
-    code = str(currency or "").upper()
-    if code not in MINOR_UNITS:
-        raise MalformedNotification(f"unsupported currency {currency!r}")
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise MalformedNotification(f"amount {value!r} is not an integer of minor units")
-    places = MINOR_UNITS[code]
-    return Decimal(value).scaleb(-places).quantize(Decimal(1).scaleb(-places)), code
 
 
 def _when(value: Any) -> datetime | None:
@@ -506,6 +499,61 @@ class StripeAdapter(HTTPAdapter):
             if not page.get("has_more") or not refunds:
                 return None
             params = [*params[:2], ("starting_after", _id(refunds[-1]))]
+
+    # ---- statements --------------------------------------------------------------------------
+
+    async def _list(self, path: str, params: QueryParams) -> AsyncIterator[dict[str, Any]]:
+        """Every object of a Stripe list, a page (PAGE_SIZE) at a time, following has_more
+        with starting_after."""
+        after: str | None = None
+        while True:
+            page = await self._request(
+                "GET",
+                path,
+                params=[*params, ("limit", str(PAGE_SIZE))]
+                + ([("starting_after", after)] if after else []),
+            )
+            data = page.get("data")
+            if not isinstance(data, list) or not all(isinstance(o, dict) for o in data):
+                raise StatementError(f"stripe GET {path}: the answer is not a list of objects")
+            for obj in data:
+                yield obj
+            if not page.get("has_more"):
+                return
+            if not data:
+                raise StatementError(f"stripe GET {path}: has_more on an empty page")
+            after = _id(data[-1])
+
+    async def statement(self, day: date) -> AsyncIterator[StatementLine]:
+        """The payments and refunds Stripe made on `day` (UTC): the Checkout Sessions paid
+        with a charge made that day, and the refunds that succeeded. See statement.py."""
+        start, end = day_bounds(day)
+        created_from = start - int(SESSION_LIFETIME.total_seconds())
+        sessions = self._list(
+            "/v1/checkout/sessions",
+            [
+                ("status", "complete"),
+                ("created[gte]", str(created_from)),
+                ("created[lt]", str(end)),
+                ("expand[]", "data.payment_intent.latest_charge"),
+            ],
+        )
+        async for session in sessions:
+            line = session_line(session, start, end, _order_id_of(session))
+            if line is not None:
+                yield line
+        refunds = self._list(
+            "/v1/refunds",
+            [
+                ("created[gte]", str(start)),
+                ("created[lt]", str(end)),
+                ("expand[]", "data.payment_intent"),
+            ],
+        )
+        async for refund in refunds:
+            line = refund_line(refund)
+            if line is not None:
+                yield line
 
     # ---- notifications ---------------------------------------------------------------------
 

@@ -8,7 +8,12 @@ are integers of minor units. State lives in memory.
 
 Endpoints: POST /v1/checkout/sessions, GET /v1/checkout/sessions/{id} (expand[] =
 payment_intent), POST /v1/checkout/sessions/{id}/expire, GET /v1/payment_intents/search
-(only `metadata['order_id']:'X'`), POST /v1/refunds, GET /v1/refunds?payment_intent=.
+(only `metadata['order_id']:'X'`), POST /v1/refunds, and the lists GET /v1/checkout/sessions
+(status=, created[gte|gt|lt|lte]=, expand[] = data.payment_intent and
+data.payment_intent.latest_charge) and GET /v1/refunds (payment_intent=, created[...]=,
+expand[] = data.payment_intent), newest first and paginated by limit / starting_after /
+has_more as Stripe's; `max_page_size` caps a page lower than Stripe's 100, to prove paging.
+A succeeded PaymentIntent has a Charge (its `latest_charge`), created when paid.
 
 The payer and Stripe's own processing are methods (`pay`, `decline`, `expire`, ...) that
 change the state and return the event Stripe would send; `signed` signs it (its own HMAC
@@ -87,6 +92,9 @@ class FakeStripe:
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     intents: dict[str, dict[str, Any]] = field(default_factory=dict)
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    charges: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The most a list page holds, whatever `limit` asks (Stripe's own cap is 100).
+    max_page_size: int = 100
     # (method, path) of every request that passed authentication, in order.
     calls: list[tuple[str, str]] = field(default_factory=list)
     # Idempotency-Key -> (fingerprint of the request, status, body)
@@ -206,7 +214,9 @@ class FakeStripe:
                     "url": path,
                 }
             if path == "/v1/refunds":
-                return 200, self._list_refunds(params)
+                return 200, self._list_refunds(params, query)
+            if path == "/v1/checkout/sessions":
+                return 200, self._list_sessions(params, query)
             raise StripeError(
                 404, "invalid_request_error", f"Unrecognized request URL (GET: {path})"
             )
@@ -341,23 +351,83 @@ class FakeStripe:
         self.refunds[refund["id"]] = refund
         return copy.deepcopy(refund)
 
-    def _list_refunds(self, params: dict[str, str]) -> dict[str, Any]:
-        limit = int(params.get("limit", "10"))
-        # Newest first, as Stripe lists.
+    def _page(
+        self, objects: list[dict[str, Any]], params: dict[str, str], url: str
+    ) -> dict[str, Any]:
+        """A list page as Stripe answers it: newest first, `created[...]` filters, `limit`
+        (capped by max_page_size) and `starting_after`."""
+        limit = min(_int(params.get("limit", "10"), "limit"), self.max_page_size)
+        bounds = {
+            op: _int(params[f"created[{op}]"], f"created[{op}]")
+            for op in ("gt", "gte", "lt", "lte")
+            if f"created[{op}]" in params
+        }
         found = [
-            r
-            for r in reversed(self.refunds.values())
-            if r["payment_intent"] == params.get("payment_intent")
+            o
+            for o in objects
+            if ("gt" not in bounds or o["created"] > bounds["gt"])
+            and ("gte" not in bounds or o["created"] >= bounds["gte"])
+            and ("lt" not in bounds or o["created"] < bounds["lt"])
+            and ("lte" not in bounds or o["created"] <= bounds["lte"])
         ]
+        # Newest first; among equal times, the one made later first.
+        found = [o for _, o in sorted(enumerate(found), key=lambda p: (p[1]["created"], p[0]))]
+        found.reverse()
         if "starting_after" in params:
-            ids = [r["id"] for r in found]
+            ids = [o["id"] for o in found]
+            if params["starting_after"] not in ids:
+                raise StripeError(
+                    400,
+                    "invalid_request_error",
+                    f"No such object: '{params['starting_after']}'",
+                    "resource_missing",
+                )
             found = found[ids.index(params["starting_after"]) + 1 :]
         return {
             "object": "list",
             "data": copy.deepcopy(found[:limit]),
             "has_more": len(found) > limit,
-            "url": "/v1/refunds",
+            "url": url,
         }
+
+    def _expand_intent(self, obj: dict[str, Any], expand: list[str]) -> None:
+        """Replaces `payment_intent` (and its `latest_charge`) ids by the objects."""
+        if (
+            "data.payment_intent" not in expand
+            and "data.payment_intent.latest_charge" not in expand
+        ):
+            return
+        if obj.get("payment_intent"):
+            intent = copy.deepcopy(self.intents[obj["payment_intent"]])
+            if "data.payment_intent.latest_charge" in expand and intent["latest_charge"]:
+                intent["latest_charge"] = copy.deepcopy(self.charges[intent["latest_charge"]])
+            obj["payment_intent"] = intent
+
+    def _list_refunds(self, params: dict[str, str], query: list[tuple[str, str]]) -> dict[str, Any]:
+        refunds = [
+            r
+            for r in self.refunds.values()
+            if "payment_intent" not in params or r["payment_intent"] == params["payment_intent"]
+        ]
+        page = self._page(refunds, params, "/v1/refunds")
+        expand = [v for k, v in query if k == "expand[]"]
+        for refund in page["data"]:
+            self._expand_intent(refund, expand)
+        return page
+
+    def _list_sessions(
+        self, params: dict[str, str], query: list[tuple[str, str]]
+    ) -> dict[str, Any]:
+        sessions = [
+            self._public(s)
+            for s in self.sessions.values()
+            if "status" not in params or s["status"] == params["status"]
+        ]
+        page = self._page(sessions, params, "/v1/checkout/sessions")
+        expand = [v for k, v in query if k == "expand[]"]
+        for session in page["data"]:
+            self._expand_intent(session, expand)
+        return page
 
     # ---- what payers and Stripe do, and the events they cause ----------------------------------
 
@@ -366,7 +436,11 @@ class FakeStripe:
         return session
 
     def _intent(
-        self, session: dict[str, Any], status: str, amount: int | None = None
+        self,
+        session: dict[str, Any],
+        status: str,
+        amount: int | None = None,
+        at: int | None = None,
     ) -> dict[str, Any]:
         if session["payment_intent"] is None:
             intent = {
@@ -379,6 +453,7 @@ class FakeStripe:
                 "status": status,
                 "created": int(time.time()),
                 "last_payment_error": None,
+                "latest_charge": None,
             }
             self.intents[intent["id"]] = intent
             session["payment_intent"] = intent["id"]
@@ -386,15 +461,31 @@ class FakeStripe:
         intent["status"] = status
         if status == "succeeded":
             intent["amount_received"] = session["amount_total"] if amount is None else amount
+            charge = {
+                "id": self._id("ch"),
+                "object": "charge",
+                "amount": intent["amount_received"],
+                "amount_captured": intent["amount_received"],
+                "currency": intent["currency"],
+                "payment_intent": intent["id"],
+                "status": "succeeded",
+                "paid": True,
+                "created": int(time.time()) if at is None else at,
+            }
+            self.charges[charge["id"]] = charge
+            intent["latest_charge"] = charge["id"]
         return intent
 
-    def pay(self, order_id: str, amount: int | None = None) -> dict[str, Any]:
+    def pay(
+        self, order_id: str, amount: int | None = None, at: int | None = None
+    ) -> dict[str, Any]:
         """The payer pays by card: the session completes, paid. `amount` (minor units)
-        stands for a Stripe that charged something else than the order."""
+        stands for a Stripe that charged something else than the order; `at` (unix
+        seconds) is when the charge was made (default now)."""
         session = self.session_for(order_id)
         if session["status"] != "open":
             raise AssertionError(f"session {session['id']} is {session['status']}")
-        self._intent(session, "succeeded", amount)
+        self._intent(session, "succeeded", amount, at)
         session.update(status="complete", payment_status="paid")
         return self.event("checkout.session.completed", self._public(session))
 
