@@ -44,7 +44,8 @@ The sandbox serves trades in other currencies too: its rows then carry `币种:U
 (`currencies_in_remarks=True` reads it). Alipay's own trade bill is CNY only.
 
 Reading is streamed: one line at a time from the zip member, never the whole file in memory,
-and a line longer than MAX_LINE_CHARS is refused. Anything that cannot be trusted raises
+and a line longer than MAX_LINE_CHARS is refused. `stream_trade_bill` reads the file twice,
+checking it whole before giving its first line. Anything that cannot be trusted raises
 StatementError naming the line: a malformed row, a bad amount or time, another merchant's
 account, another day, an unknown 业务类型, or a file cut short (no end line, or totals that
 do not match the rows read).
@@ -57,10 +58,12 @@ import csv
 import io
 import re
 import zipfile
+from collections import deque
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import IO
@@ -201,14 +204,20 @@ async def stream_trade_bill(
     day: date | None = None,
     currencies_in_remarks: bool = False,
 ) -> AsyncIterator[StatementLine]:
-    """`parse_trade_bill` for async code: the file is read in a worker thread, a batch of
-    lines at a time, so the event loop never waits on the disk or the decompression."""
-    lines = parse_trade_bill(
+    """`parse_trade_bill` for async code, in two passes over the file: the whole bill is
+    checked first, so that no line of a bill that turns out malformed, cut short or someone
+    else's is ever given; then its lines are read again and given. Both passes run in a
+    worker thread, a batch of lines at a time, so the event loop never waits on the disk or
+    the decompression."""
+    read = partial(
+        parse_trade_bill,
         path,
         expected_account=expected_account,
         day=day,
         currencies_in_remarks=currencies_in_remarks,
     )
+    await asyncio.to_thread(lambda: deque(read(), maxlen=0))
+    lines = read()
     try:
         while batch := await asyncio.to_thread(lambda: list(islice(lines, BATCH_LINES))):
             for line in batch:

@@ -1,6 +1,7 @@
 """Alipay's trade bill (providers/bills.py): a sample written by hand in the documented layout
 is read line by line; what the writer produces reads back; anything malformed, another
-merchant's or another day's bill, or a bill cut short raises StatementError saying where."""
+merchant's or another day's bill, or a bill cut short raises StatementError saying where,
+and streamed, before any line is given."""
 
 from __future__ import annotations
 
@@ -163,6 +164,20 @@ def test_a_bill_cut_short_is_refused() -> None:
     # The end line is there but a row is missing: the totals say so.
     with pytest.raises(StatementError, match="line 9: 交易合计 says 2 rows, the bill has 1"):
         parse(bill_zip(SAMPLE[:6] + SAMPLE[7:]))
+
+
+async def test_streamed_no_line_of_a_bad_bill_is_given(tmp_path: Path) -> None:
+    """The whole bill is checked before its first line is given: a bill whose last row is
+    malformed gives none of the good rows before it."""
+    path = tmp_path / "bill.zip"
+    path.write_bytes(bill_zip(with_line(7, SAMPLE[7].replace("-4.00,-4.00", "x,-4.00"))))
+    given: list[StatementLine] = []
+    with pytest.raises(StatementError, match="line 8: 订单金额 'x'"):
+        async for line in stream_trade_bill(path, expected_account=PID, day=DAY):
+            given.append(line)
+    assert given == []
+    path.write_bytes(bill_zip(SAMPLE))
+    assert len([line async for line in stream_trade_bill(path, expected_account=PID)]) == 3
 
 
 def test_not_gbk_not_a_zip_and_no_details_file_are_refused() -> None:
