@@ -85,9 +85,12 @@ def build_worker(
     refunds = RefundActivities(adapters)
     transfers = TransferActivities(adapters)
     merchant = MerchantActivities(settings)
-    # Without a book (some tests), nothing serves record_transaction: the workflows' writes
+    # Without a book (some tests), nothing serves the book's activities: the workflows' writes
     # then wait, retried, as they would for a database that is down.
-    writes = [BookActivities(book).record_transaction] if book is not None else []
+    writes: list[Callable[..., Any]] = []
+    if book is not None:
+        book_activities = BookActivities(book, merchant)
+        writes = [book_activities.record_transaction, book_activities.record_then_notify_merchant]
     queries: list[Callable[..., Any]] = [
         payments.query_payment,
         payments.poll_payment,

@@ -117,7 +117,13 @@ class TransactionStatus(StrEnum):
 
     @property
     def is_terminal(self) -> bool:
-        return self not in (TransactionStatus.CREATED, TransactionStatus.PENDING)
+        return self not in IN_FLIGHT
+
+
+# Not yet settled. Listing and counting read these from Temporal's open workflows, the rest
+# from the book (transactions/read.py): a payment's PENDING reaches the book only when its
+# first status query is due, unless it settles first (workflows/book.py).
+IN_FLIGHT = (TransactionStatus.CREATED, TransactionStatus.PENDING)
 
 
 def _one_of(value: str, valid: list[str], what: str) -> str:
@@ -221,7 +227,9 @@ class SettlementTiming(BaseModel):
 #    (no activity task, no second workflow task); a failed attempt goes to the activity.
 # 5: every status change is written to the book (workflows/book.py) before the merchant
 #    hears of it.
-PAYMENT_REVISION = 5
+# 6: the book written the lean way: PENDING when the first status query is due (unless it
+#    settles first), the settlement in the merchant delivery's local attempt.
+PAYMENT_REVISION = 6
 # Refunds and withdrawals: 0 before the book; 1: they write to the book from the start.
 REFUND_REVISION = 1
 WITHDRAWAL_REVISION = 1
@@ -870,3 +878,19 @@ class BookEntry(BaseModel):
     created_at: datetime  # when the transaction began
     view: PaymentView | RefundView | WithdrawalView
     changes: list[StatusChange] = Field(default_factory=list)  # the whole journal so far
+
+
+class BookedEvent(BaseModel):
+    """A settlement's book write and its merchant event, taken by one activity: the book
+    first, then the merchant (activities/book.py `record_then_notify_merchant`)."""
+
+    entry: BookEntry
+    event: MerchantEvent
+
+
+class BookedDelivery(BaseModel):
+    """What `record_then_notify_merchant` did: `delivery` None when the book did not take
+    the write (the merchant was not called); a failed delivery is raised, as by
+    `notify_merchant`, after the book took the write."""
+
+    delivery: MerchantDelivery | None = None

@@ -62,6 +62,8 @@ class BookWriter:
         self.written = 0  # writes the book holds
         self._writer: asyncio.Task[None] | None = None
         self._pending: BookEntry | None = None
+        self._held = False  # the pending write waits for flush() (see `write`)
+        self._carried: BookEntry | None = None  # being written by a merchant delivery
 
     def begin(self, status: TransactionStatus) -> None:
         """The journal's first entry: the status the transaction starts in."""
@@ -78,8 +80,9 @@ class BookWriter:
         by: str,
         operator: str | None = None,
         reason: str | None = None,
+        hold: bool = False,
     ) -> None:
-        """Journal a status change and have the book take it."""
+        """Journal a status change and have the book take it (`hold`: see `write`)."""
         self.journal.append(
             StatusChange(
                 seq=len(self.journal) + 1,
@@ -91,10 +94,12 @@ class BookWriter:
                 reason=reason,
             )
         )
-        self.write(view)
+        self.write(view, hold=hold)
 
-    def write(self, view: PaymentView | RefundView | WithdrawalView) -> None:
-        """Have the book take `view` as it is now (and the journal so far)."""
+    def write(self, view: PaymentView | RefundView | WithdrawalView, hold: bool = False) -> None:
+        """Have the book take `view` as it is now (and the journal so far). With `hold`, the
+        write waits until `flush()` or a later write, which carries it: a payment's PENDING
+        is written when its first status query is due, unless it settles first."""
         if not (self._writes_from_start or workflow.patched(f"book-{self.version + 1}")):
             return
         self.version += 1
@@ -106,20 +111,53 @@ class BookWriter:
             changes=list(self.journal),
         )
         self._pending = entry
-        if self._writer is None or self._writer.done():
+        self._held = hold
+        if not hold:
+            self.flush()
+
+    def flush(self) -> None:
+        """Start writing a held write (nothing when none is waiting)."""
+        self._held = False
+        if self.written < self.version and (self._writer is None or self._writer.done()):
             self._writer = asyncio.ensure_future(self._write_newest())
+
+    def carry(self) -> BookEntry | None:
+        """The newest write, if not yet written, for a merchant delivery to take with it
+        (workflows/merchant.py): the writer leaves it alone until `carried` or `release`."""
+        entry = self._pending
+        if entry is None or self._carried is not None or self.written >= entry.version:
+            return None
+        self._carried, self._held = entry, False
+        return entry
+
+    def carried(self, entry: BookEntry) -> None:
+        """The delivery's activity wrote `entry`."""
+        self._carried = None
+        self.written = max(self.written, entry.version)
+
+    def release(self, entry: BookEntry) -> None:
+        """The delivery could not say whether it wrote `entry`: the writer writes it."""
+        self._carried = None
+        self.flush()
 
     async def _write_newest(self) -> None:
         while self.written < self.version and self._pending is not None:
             entry = self._pending  # the newest: it carries everything the older ones did
+            if entry is self._carried:
+                await workflow.wait_condition(lambda: self._carried is None)
+                continue
             await _record(entry)
-            self.written = entry.version
+            self.written = max(self.written, entry.version)
 
     def is_written(self, version: int) -> bool:
         return self.written >= version
 
     async def written_up_to(self, version: int) -> None:
         await workflow.wait_condition(lambda: self.written >= version)
+
+    @property
+    def held(self) -> bool:
+        return self._held and self.written < self.version
 
     @property
     def done(self) -> bool:
@@ -147,6 +185,8 @@ def book_lines(book: BookWriter) -> list[str]:
     """The book's progress, as a line of the current details."""
     if book.version == 0:
         return []
+    if book.held:
+        return ["- book: written when the first status query is due, or at settlement"]
     if book.done:
         return [f"- book: written ({book.written} write" + ("s" if book.written > 1 else "") + ")"]
     return [f"- book: write {book.version} pending (the database may be down; retried)"]

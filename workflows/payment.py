@@ -27,6 +27,7 @@ from workflows.refund_ledger import RefundLedger
 from workflows.revisions import (
     POLLING_REVISION,
     PaymentRevisions,
+    lean_book,
     local_first,
     refuse_unknown_revision,
     writes_book,
@@ -117,7 +118,11 @@ class PaymentWorkflow(PaymentRevisions):
         )
         self._refunds = RefundLedger(view.refunds)
         self._start_settling(
-            order, view, local_first=local_first(order), writes_book=writes_book(order)
+            order,
+            view,
+            local_first=local_first(order),
+            writes_book=writes_book(order),
+            lean_book=lean_book(order),
         )
 
     # ---- interface -------------------------------------------------------------------
@@ -373,7 +378,7 @@ class PaymentWorkflow(PaymentRevisions):
         # Alipay and WeChat Pay name their trade only in its first notification or answer.
         self._view.provider_trade_no = created.provider_trade_no or self._view.provider_trade_no
         if self._status is TransactionStatus.CREATED:
-            self._set_status(TransactionStatus.PENDING, "create")
+            self._set_status(TransactionStatus.PENDING, "create", hold_book=lean_book(self._order))
         return True
 
     async def _create(self) -> CreatedPayment:
@@ -468,6 +473,7 @@ class PaymentWorkflow(PaymentRevisions):
             await workflow.wait_condition(woken)
 
     def _start_poll(self, delay: timedelta, deadline: datetime) -> asyncio.Future[PolledPayment]:
+        self._book.flush()  # still unsettled when the first status query is due: in the book
         now = workflow.now()
         self._view.next_status_query_at = None
         self._view.status_queries += 1

@@ -66,6 +66,18 @@ def refuse_unknown_revision(order: PaymentOrder) -> None:
 BOOK_REVISION = 5
 
 
+# 6: a payment's PENDING is written when its first status query is due, unless it settles
+# first; the settlement's write rides the merchant delivery's local attempt (one local
+# activity for both: workflows/merchant.py). Listing and counting read in-flight
+# transactions from Temporal (transactions/read.py).
+LEAN_BOOK_REVISION = 6
+
+
+def lean_book(order: PaymentOrder) -> bool:
+    """Whether the run writes the book the lean way (LEAN_BOOK_REVISION)."""
+    return order.revision >= LEAN_BOOK_REVISION
+
+
 def writes_book(order: PaymentOrder) -> bool:
     """Whether the run writes its status changes to the book from its start (older runs
     write from their next change after the upgrade: workflows/book.py)."""

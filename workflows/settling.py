@@ -61,7 +61,13 @@ class SettlesByProvider(ABC, Generic[OrderT, ViewT, ObservationT]):
     _inbox: list[ObservationT]
 
     def _start_settling(
-        self, order: OrderT, view: ViewT, *, local_first: bool = False, writes_book: bool = False
+        self,
+        order: OrderT,
+        view: ViewT,
+        *,
+        local_first: bool = False,
+        writes_book: bool = False,
+        lean_book: bool = False,
     ) -> None:
         self._order = order
         self._view = view
@@ -71,7 +77,8 @@ class SettlesByProvider(ABC, Generic[OrderT, ViewT, ObservationT]):
         self._query_now = False  # ask the provider at once (an operator, or a confirmation)
         self._queries_answered = 0  # status queries finished, answered or not
         # The journal and the book's writes (workflows/book.py); `writes_book`: the run's
-        # revision writes from its start.
+        # revision writes from its start; `lean_book`: its settlement write rides the
+        # merchant delivery's local attempt (workflows/merchant.py).
         self._book = BookWriter(writes_book, workflow.info().start_time)
         self._merchant = MerchantOutbox(
             order.timing.merchant_retry_interval,
@@ -79,6 +86,7 @@ class SettlesByProvider(ABC, Generic[OrderT, ViewT, ObservationT]):
             local_first=local_first,
             book=self._book,
             unique_ids=writes_book,
+            book_rides=lean_book and local_first,
         )
 
     def _begin_book(self) -> None:
@@ -90,6 +98,7 @@ class SettlesByProvider(ABC, Generic[OrderT, ViewT, ObservationT]):
 
     async def _book_written(self) -> None:
         """Wait until the book holds the last state: a run never ends before it does."""
+        self._book.flush()
         if not self._book.done:
             await workflow.wait_condition(lambda: self._book.done)
 
@@ -180,6 +189,7 @@ class SettlesByProvider(ABC, Generic[OrderT, ViewT, ObservationT]):
 
     async def _status_query(self) -> None:
         """Ask the provider while still listening: a notification may settle first."""
+        self._book.flush()  # a transaction still unsettled when queried is in the book
         self._view.next_status_query_at = None
         self._view.status_queries += 1
         self._view.last_status_query_at = workflow.now()
@@ -221,10 +231,15 @@ class SettlesByProvider(ABC, Generic[OrderT, ViewT, ObservationT]):
         count_settlement(view.kind, status)
 
     def _set_status(
-        self, status: TransactionStatus, by: str = "workflow", reason: str | None = None
+        self,
+        status: TransactionStatus,
+        by: str = "workflow",
+        reason: str | None = None,
+        hold_book: bool = False,
     ) -> None:
         """The one place the status changes: only as workflows/states.py allows; every
-        change is journalled and written to the book (`by`: what changed it)."""
+        change is journalled and written to the book (`by`: what changed it; `hold_book`:
+        written later, workflows/book.py `write`)."""
         before = self._status
         self._status = next_status(self._view.kind, self._status, status)
         self._view.status = status
@@ -233,7 +248,7 @@ class SettlesByProvider(ABC, Generic[OrderT, ViewT, ObservationT]):
         if by == "operator" and self._view.operator_actions:
             action = self._view.operator_actions[-1]
             operator, reason = action.operator, reason or action.reason
-        self._book.change(self._view, before, status, by, operator, reason)
+        self._book.change(self._view, before, status, by, operator, reason, hold=hold_book)
         self._publish()
 
     @property

@@ -65,7 +65,7 @@ def payment_worker(
             provider.poll_payment,
             provider.close_payment,
             merchant.notify_merchant,
-            (book or FakeBook()).record_transaction,
+            *(book or FakeBook()).activities(merchant),
         ],
     )
 

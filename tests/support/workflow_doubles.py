@@ -9,11 +9,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from tempay.domain import (
+    BookedDelivery,
+    BookedEvent,
     BookEntry,
     CloseOutcome,
     CreatedPayment,
@@ -197,6 +200,8 @@ class FakeBook:
     entries: list[BookEntry] = field(default_factory=list)
     failures: int = 0  # the next writes fail (the workflow retries them)
     attempts: int = 0
+    # Called after the write by record_then_notify_merchant, as the worker's book is.
+    merchant: FakeMerchant | None = None
 
     @activity.defn(name="record_transaction")
     async def record_transaction(self, entry: BookEntry) -> bool:
@@ -206,6 +211,20 @@ class FakeBook:
             raise ApplicationError("the book's database is down")
         self.entries.append(entry)
         return True
+
+    @activity.defn(name="record_then_notify_merchant")
+    async def record_then_notify_merchant(self, booked: BookedEvent) -> BookedDelivery:
+        assert self.merchant is not None, "FakeBook.merchant: the worker's merchant fake"
+        try:
+            await self.record_transaction(booked.entry)
+        except ApplicationError:
+            return BookedDelivery()
+        return BookedDelivery(delivery=await self.merchant.notify_merchant(booked.event))
+
+    def activities(self, merchant: FakeMerchant) -> list[Callable[..., Any]]:
+        """Both of the book's activities, the combined one delivering through `merchant`."""
+        self.merchant = merchant
+        return [self.record_transaction, self.record_then_notify_merchant]
 
     def latest(self, workflow_id: str) -> BookEntry | None:
         mine = [e for e in self.entries if e.view.workflow_id == workflow_id]

@@ -73,7 +73,7 @@ async def client(
             refunds.create_refund,
             refunds.query_refund,
             merchant.notify_merchant,
-            book.record_transaction,
+            *book.activities(merchant),
         ],
     ):
         yield refund_env.client

@@ -7,7 +7,7 @@ from their next change on with their whole journal."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from temporalio import activity
@@ -85,6 +85,45 @@ async def test_every_change_is_journalled_and_the_book_holds_it_before_the_merch
     versions = [e.version for e in book.entries]
     assert versions == sorted(set(versions))  # in order, each once
     assert latest.created_at <= latest.at
+    await replay(await handle.fetch_history())
+
+
+async def test_a_payment_settled_at_once_is_one_write_with_its_whole_journal(
+    client: Client, order_id: str, task_queue: str, book: FakeBook, witness: Witness
+) -> None:
+    order = order_at(order_id)
+    handle = await start(client, order, task_queue)
+    await handle.signal(PaymentWorkflow.notify, notification(order, ProviderPaymentState.PAID))
+    assert (await handle.result()).status is S.SUCCEEDED
+    # PENDING was held for the first status query; the settlement's one write carries it.
+    assert [e.view.status for e in book.entries] == [S.SUCCEEDED]
+    assert [c.to_status for c in book.entries[0].changes] == [S.CREATED, S.PENDING, S.SUCCEEDED]
+    assert witness.book_when_told == [S.SUCCEEDED]
+    await replay(await handle.fetch_history())
+
+
+async def test_an_unsettled_payment_is_in_the_book_when_its_first_status_query_is_due(
+    client: Client,
+    order_id: str,
+    task_queue: str,
+    book: FakeBook,
+    time_env: WorkflowEnvironment,
+) -> None:
+    order = order_at(order_id)
+    handle = await start(client, order, task_queue)
+    started = await time_env.get_current_time()
+    delay = order.timing.first_status_query_delay.total_seconds()
+    await time_env.sleep(delay / 2)
+    assert book.entries == []  # held: a notification may settle it first
+    await time_env.sleep(delay)
+    await handle.describe()  # the workflow ran its task at the timer
+    pending = book.latest(order.workflow_id)
+    assert pending is not None and pending.view.status is S.PENDING
+    [_, moved] = pending.changes  # as of the create, though written a minute later
+    assert moved.to_status is S.PENDING and moved.at <= started + timedelta(seconds=5)
+    await handle.signal(PaymentWorkflow.notify, notification(order, ProviderPaymentState.PAID))
+    assert (await handle.result()).status is S.SUCCEEDED
+    assert [e.view.status for e in book.entries] == [S.PENDING, S.SUCCEEDED]
     await replay(await handle.fetch_history())
 
 

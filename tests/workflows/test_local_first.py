@@ -29,7 +29,7 @@ from tests.support.payment_workflow import (
 from tests.support.temporal import start_time_skipping
 from tests.support.workflow_doubles import FakeMerchant, FakeProvider
 from workflows.payment import PaymentWorkflow
-from workflows.revisions import LOCAL_FIRST_REVISION
+from workflows.revisions import BOOK_REVISION, LOCAL_FIRST_REVISION
 
 
 @pytest.fixture
@@ -82,15 +82,33 @@ async def test_a_paid_payment_schedules_no_activity(
     assert len(merchant.received) == 1
     scheduled, local, timers = await calls(handle)
     assert scheduled == []
-    # The book takes PENDING and SUCCEEDED before the merchant hears (workflows/book.py).
+    # The settlement's book write rides the merchant delivery's local attempt, the book
+    # first; the PENDING write waited for the first status query, which never came.
+    assert [summary.strip('"') for summary in local] == [
+        "create payment at provider",
+        "write the book, then notify merchant",
+    ]
+    # The first status query's (cancelled by the notification), then the refund window's.
+    assert timers == ['"next status query"', '"refund window"']
+    await replay(await handle.fetch_history())
+
+
+async def test_an_order_of_the_book_revision_keeps_its_writes(
+    client: Client, order_id: str, task_queue: str
+) -> None:
+    order = order_at(order_id, revision=BOOK_REVISION)
+    handle = await start(client, order, task_queue)
+    await handle.signal(PaymentWorkflow.notify, notification(order, ProviderPaymentState.PAID))
+    assert (await handle.result()).status is TransactionStatus.SUCCEEDED
+    scheduled, local, _ = await calls(handle)
+    assert scheduled == []
+    # PENDING and SUCCEEDED each written on their own before the merchant hears.
     assert [summary.strip('"') for summary in local] == [
         "create payment at provider",
         "write the book",
         "write the book",
         "notify merchant",
     ]
-    # The first status query's (cancelled by the notification), then the refund window's.
-    assert timers == ['"next status query"', '"refund window"']
     await replay(await handle.fetch_history())
 
 
@@ -120,7 +138,7 @@ async def test_a_failed_create_goes_to_the_activity_at_once(
     assert (await handle.result()).status is TransactionStatus.SUCCEEDED
     scheduled, local, _ = await calls(handle)
     assert scheduled == ["create_payment"]
-    assert len(local) == 4  # the failed create attempt, two book writes, the merchant delivery
+    assert len(local) == 2  # the failed create attempt, the book write with the delivery
     await replay(await handle.fetch_history())
 
 
