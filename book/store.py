@@ -27,6 +27,7 @@ from sqlalchemy.exc import (
 
 from book.schema import journal, transactions
 from tempay.domain import (
+    IN_FLIGHT,
     BookEntry,
     PaymentView,
     RefundView,
@@ -275,8 +276,15 @@ class Book:
         return self._run("read a journal", read)
 
     @staticmethod
-    def _filters(status: str | None, kind: str | None, provider: str | None) -> list[Any]:
-        clauses = []
+    def _filters(
+        status: str | None,
+        kind: str | None,
+        provider: str | None,
+        settled_only: bool = False,
+    ) -> list[Any]:
+        clauses: list[Any] = []
+        if settled_only:
+            clauses.append(transactions.c.status.notin_(IN_FLIGHT))
         if status is not None:
             clauses.append(transactions.c.status == parse_status(status))
         if kind is not None:
@@ -291,11 +299,12 @@ class Book:
         kind: str | None = None,
         provider: str | None = None,
         limit: int | None = None,
+        settled_only: bool = False,
     ) -> list[TransactionRecord]:
-        """The newest first."""
+        """The newest first; `settled_only`: none still CREATED or PENDING (IN_FLIGHT)."""
         query = (
             select(transactions)
-            .where(*self._filters(status, kind, provider))
+            .where(*self._filters(status, kind, provider, settled_only))
             .order_by(transactions.c.created_at.desc(), transactions.c.workflow_id)
             .limit(limit)
         )

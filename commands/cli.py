@@ -272,9 +272,16 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     transactions_query(**filters)  # bad filters are refused before connecting
     if args.limit is not None and args.limit < 1:
         raise InvalidInput("--limit must be positive")
-    # The book answers alone; Temporal only without one, or when it cannot be reached.
+    # Settled transactions from the book, those in flight from Temporal (transactions/read.py);
+    # either alone, with a warning, when the other cannot be reached.
     book = _book(settings)
-    client = None if book is not None else await connect(settings)
+    client: Client | None = None
+    try:
+        client = await connect(settings)
+    except TemporalUnavailable as exc:
+        if book is None:
+            raise
+        _warn(f"{exc}; transactions in flight (CREATED, PENDING) from the book instead")
     try:
         await _print_list(args, filters, client, book)
     except BookUnavailable as exc:

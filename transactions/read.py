@@ -4,18 +4,22 @@ filtered list, and counts by status, from Temporal's visibility store."""
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from book import Book
+from book import Book, TransactionRecord
 from tempay import search_attributes as sa
 from tempay.domain import (
+    IN_FLIGHT,
     PaymentView,
     RefundView,
     TransactionStatus,
@@ -26,7 +30,13 @@ from tempay.domain import (
     refund_workflow_id,
     withdrawal_workflow_id,
 )
-from tempay.errors import BookUnavailable, InvalidInput, TransactionNotFound, WorkerUnavailable
+from tempay.errors import (
+    BookUnavailable,
+    InvalidInput,
+    TemporalUnavailable,
+    TransactionNotFound,
+    WorkerUnavailable,
+)
 from workflows.payment import PaymentWorkflow
 from workflows.refund import RefundWorkflow
 from workflows.withdrawal import WithdrawalWorkflow
@@ -118,6 +128,8 @@ class TransactionRow:
     kind: str
     provider: str
     workflow_id: str
+    created_at: datetime | None = None
+    source: str = "book"  # or "temporal"
 
 
 # A provider filter goes into the visibility query: only names of this form reach it.
@@ -160,6 +172,53 @@ def _fallback(warn: Callable[[str], None] | None, exc: BookUnavailable, what: st
         warn(from_temporal_instead(exc, what))
 
 
+def _in_flight_query(status: str | None, kind: str | None, provider: str | None) -> str:
+    """Temporal's open transactions not yet settled (IN_FLIGHT), filtered."""
+    wanted = [parse_status(status)] if status is not None else [str(s) for s in IN_FLIGHT]
+    either = " OR ".join(f"{sa.PAYMENT_STATUS.name} = '{s}'" for s in wanted)
+    return (
+        f"{transactions_query(None, kind, provider)} AND ExecutionStatus = 'Running' AND ({either})"
+    )
+
+
+def _book_row(record: TransactionRecord) -> TransactionRow:
+    return TransactionRow(
+        order_id=record.order_id or record.transaction_id,
+        status=record.status,
+        kind=record.kind,
+        provider=record.provider,
+        workflow_id=record.workflow_id,
+        created_at=record.created_at,
+    )
+
+
+async def _temporal_rows(client: Client, query: str, limit: int | None) -> list[TransactionRow]:
+    rows = []
+    async for execution in client.list_workflows(query, limit=limit):
+        attrs = execution.typed_search_attributes
+        rows.append(
+            TransactionRow(
+                order_id=attrs.get(sa.ORDER_ID) or execution.id,
+                status=attrs.get(sa.PAYMENT_STATUS) or "?",
+                kind=attrs.get(sa.TRANSACTION_KIND) or "?",
+                provider=attrs.get(sa.PROVIDER) or "?",
+                workflow_id=execution.id,
+                created_at=execution.start_time,
+                source="temporal",
+            )
+        )
+    return rows
+
+
+def _unreachable(exc: RPCError | TemporalUnavailable) -> str:
+    message = exc.message if isinstance(exc, RPCError) else str(exc)
+    return (
+        f"Temporal did not answer ({message}); transactions in flight (CREATED, PENDING) "
+        "from the book instead, which holds a payment's PENDING only from its first "
+        "status query"
+    )
+
+
 async def list_transactions(
     client: Client | None,
     status: str | None = None,
@@ -170,39 +229,75 @@ async def list_transactions(
     book: Book | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> AsyncIterator[TransactionRow]:
-    """Newest first. From the book, which every status change is written to, so it holds
-    closed transactions after Temporal's retention too; from Temporal's visibility store
-    when there is no book or it cannot be reached (`warn` hears why; without a `client`,
-    BookUnavailable is raised instead)."""
+    """Newest first. As DESIGN.md says of reads, from Temporal while a transaction is open
+    and from the book after: transactions in flight (CREATED, PENDING) from Temporal's open
+    workflows, settled ones from the book, which holds them after Temporal's retention too.
+    When the book cannot be reached, everything from Temporal (`warn` hears why; without a
+    `client`, BookUnavailable is raised instead); when Temporal cannot, everything from the
+    book. Each row says where it came from."""
     query = transactions_query(status, kind, provider)  # refuses a bad filter first
-    if book is not None:
+    if book is None:
+        if client is None:
+            raise TransactionNotFound("no book to list from, and no Temporal client")
+        for row in await _temporal_rows(client, query, limit):
+            yield row
+        return
+    in_flight = status is None or parse_status(status) in IN_FLIGHT
+    settled = status is None or not in_flight
+    records: list[TransactionRecord] = []
+    if settled:
         try:
-            records = await asyncio.to_thread(book.rows, status, kind, provider, limit)
+            records = await asyncio.to_thread(
+                book.rows, status, kind, provider, limit, settled_only=True
+            )
         except BookUnavailable as exc:
             if client is None:
                 raise
             _fallback(warn, exc, "listing")
-        else:
-            for record in records:
-                yield TransactionRow(
-                    order_id=record.order_id or record.transaction_id,
-                    status=record.status,
-                    kind=record.kind,
-                    provider=record.provider,
-                    workflow_id=record.workflow_id,
-                )
+            for row in await _temporal_rows(client, query, limit):
+                yield row
             return
+    open_rows: list[TransactionRow] = []
+    if in_flight:
+        try:
+            if client is None:
+                raise TemporalUnavailable("no Temporal client")
+            open_rows = await _temporal_rows(
+                client, _in_flight_query(status, kind, provider), limit
+            )
+        except (RPCError, TemporalUnavailable) as exc:
+            if warn is not None and client is not None:  # without: the caller knows
+                warn(_unreachable(exc))
+            wanted = [parse_status(status)] if status is not None else [str(s) for s in IN_FLIGHT]
+            found = await asyncio.gather(
+                *(asyncio.to_thread(book.rows, s, kind, provider, limit) for s in wanted)
+            )
+            records = [*records, *(r for rs in found for r in rs)]
+    rows = heapq.merge(
+        open_rows,
+        sorted((_book_row(r) for r in records), key=_newest_first),
+        key=_newest_first,
+    )
+    for row in itertools.islice(rows, limit):
+        yield row
+
+
+async def _count_in_flight(
+    client: Client | None, statuses: list[str], kind: str | None, provider: str | None
+) -> dict[str, int]:
+    if not statuses:
+        return {}
     if client is None:
-        raise TransactionNotFound("no book to list from, and no Temporal client")
-    async for execution in client.list_workflows(query, limit=limit):
-        attrs = execution.typed_search_attributes
-        yield TransactionRow(
-            order_id=attrs.get(sa.ORDER_ID) or execution.id,
-            status=attrs.get(sa.PAYMENT_STATUS) or "?",
-            kind=attrs.get(sa.TRANSACTION_KIND) or "?",
-            provider=attrs.get(sa.PROVIDER) or "?",
-            workflow_id=execution.id,
-        )
+        raise TemporalUnavailable("no Temporal client")
+    counted = await asyncio.gather(
+        *(client.count_workflows(_in_flight_query(s, kind, provider)) for s in statuses)
+    )
+    return {s: c.count for s, c in zip(statuses, counted, strict=True)}
+
+
+def _newest_first(row: TransactionRow) -> tuple[float, str]:
+    at = row.created_at.timestamp() if row.created_at is not None else 0.0
+    return (-at, row.workflow_id)
 
 
 @dataclass(frozen=True)
@@ -220,8 +315,10 @@ async def count_transactions(
     book: Book | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> TransactionCounts:
-    """How many transactions are in each status (only `status`, if given): one grouped
-    query on the book; without it (or when it cannot be reached), Temporal's visibility.
+    """How many transactions are in each status (only `status`, if given): settled ones by
+    one grouped query on the book, those in flight (CREATED, PENDING) by Temporal's open
+    workflows (from the book with a warning when Temporal does not answer); without a book
+    (or when it cannot be reached), all from Temporal's visibility.
 
     From Temporal: one CountWorkflowExecutions per status, all at once. Temporal's `GROUP BY`
     works only on ExecutionStatus (the dev server and server 1.32 answer "'GROUP BY' clause
@@ -238,6 +335,12 @@ async def count_transactions(
             _fallback(warn, exc, "counting")
         else:
             by_status = {s: grouped.get(s, 0) for s in statuses}
+            in_flight = [s for s in statuses if s in IN_FLIGHT]
+            try:
+                by_status.update(await _count_in_flight(client, in_flight, kind, provider))
+            except (RPCError, TemporalUnavailable) as exc:
+                if warn is not None and client is not None:  # without: the caller knows
+                    warn(_unreachable(exc))
             return TransactionCounts(by_status=by_status, total=sum(by_status.values()))
     if client is None:
         raise TransactionNotFound("no book to count from, and no Temporal client")

@@ -1,4 +1,4 @@
-"""A dev server of this module's own: list and count tests see only their own transactions."""
+"""A dev server of each test's own: list and count tests see only their own transactions."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from temporalio.testing import WorkflowEnvironment
 from tests.support.temporal import start_dev_server
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 async def own_dev_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await start_dev_server()
     yield env

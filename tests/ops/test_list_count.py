@@ -97,9 +97,12 @@ async def test_bad_filters_are_refused_before_any_query(
 # On the dev server
 
 
+@pytest.mark.parametrize("from_book", [False, True], ids=["temporal", "book"])
 async def test_list_and_count_by_status_kind_and_provider(
-    own_dev_env: WorkflowEnvironment, tmp_path: Path
+    own_dev_env: WorkflowEnvironment, tmp_path: Path, from_book: bool
 ) -> None:
+    """Without a book, all from Temporal; with it, settled transactions from the book and
+    those in flight from Temporal's open workflows, the same answers either way."""
     client = own_dev_env.client
     run = uuid.uuid4().hex[:6]
     paid, declined, pending = f"L-{run}-paid", f"L-{run}-declined", f"L-{run}-pending"
@@ -123,11 +126,16 @@ async def test_list_and_count_by_status_kind_and_provider(
         assert (await handles[paid].result()).status is TransactionStatus.SUCCEEDED
         assert (await handles[declined].result()).status is TransactionStatus.FAILED
 
+        book = stack.book if from_book else None
+
         async def rows(**filters: Any) -> set[tuple[str, str, str, str, str]]:
             return {
                 (r.order_id, r.status, r.kind, r.provider, r.workflow_id)
-                async for r in list_transactions(client, **filters)
+                async for r in list_transactions(client, **filters, book=book)
             }
+
+        async def count(**filters: Any) -> TransactionCounts:
+            return await count_transactions(client, **filters, book=book)
 
         everything = {
             (paid, "SUCCEEDED", "payment", "sandbox", f"payment-{paid}"),
@@ -144,19 +152,24 @@ async def test_list_and_count_by_status_kind_and_provider(
         assert await rows(provider="sandbox") == everything
         assert await rows(provider="alipay") == set()
         assert await rows(kind="refund") == set()
-        limited = [r async for r in list_transactions(client, limit=2)]
+        limited = [r async for r in list_transactions(client, limit=2, book=book)]
         assert len(limited) == 2
+        # Newest first, wherever each row comes from: the recharge started last.
+        assert limited[0].order_id == topup
+        if from_book:
+            sources = {r.order_id: r.source async for r in list_transactions(client, book=book)}
+            assert {sources[o] for o in (pending, topup)} == {"temporal"}
+            assert {sources[o] for o in (paid, declined)} == {"book"}
 
         zero = dict.fromkeys(TransactionStatus.__members__, 0)
-        assert await count_transactions(client) == TransactionCounts(
+        want = TransactionCounts(
             by_status={**zero, "PENDING": 2, "SUCCEEDED": 1, "FAILED": 1}, total=4
         )
-        assert await count_transactions(client, kind="payment") == TransactionCounts(
+        assert await eventually(count, want) == want
+        assert await count(kind="payment") == TransactionCounts(
             by_status={**zero, "PENDING": 1, "SUCCEEDED": 1, "FAILED": 1}, total=3
         )
-        assert await count_transactions(client, status="pending", kind="recharge") == (
+        assert await count(status="pending", kind="recharge") == (
             TransactionCounts(by_status={"PENDING": 1}, total=1)
         )
-        assert await count_transactions(client, provider="alipay") == TransactionCounts(
-            by_status=zero, total=0
-        )
+        assert await count(provider="alipay") == TransactionCounts(by_status=zero, total=0)
