@@ -1,7 +1,9 @@
 """`python -m proof.worker`: the tempay worker plus the benchmarks' baseline workflows
 (proof/baseline_workflows.py), on the same task queue and in the same process as the payments
 they are compared with. Only the benchmarks' private stacks run it (`Stack(worker=ARGV,
-sandbox_env=ENV)`); `tempay worker` never registers the baselines.
+sandbox_env=ENV)`); `tempay worker` never registers the baselines. The baseline's book
+write (`BareFeatures.book_write`) goes to the same book as the payments' (the stack's
+`{data_dir}/tempay.db`), opened as `tempay worker` opens it (`open_book`).
 """
 
 from __future__ import annotations
@@ -10,14 +12,23 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from book import Book
+from book.migrate import open_book
 from commands.worker import run_worker
-from proof.baseline_workflows import BareListenerWorkflow, BareSettlementWorkflow, bare_activity
+from proof.baseline_workflows import (
+    BareBookActivities,
+    BareListenerWorkflow,
+    BareSettlementWorkflow,
+    bare_activity,
+)
 from tempay.settings import get_settings
 
 WORKFLOWS = (BareSettlementWorkflow, BareListenerWorkflow)
-ACTIVITIES = (bare_activity,)
+ACTIVITIES = (bare_activity,)  # those needing no book
 ARGV = (sys.executable, "-m", "proof.worker")
 # An editable install maps only the packages the wheel ships, so a child process finds
 # `proof` through its checkout on PYTHONPATH, from whatever directory it was started in.
@@ -25,10 +36,21 @@ CHECKOUT = str(Path(__file__).resolve().parents[1])
 ENV = {"PYTHONPATH": os.pathsep.join(filter(None, [CHECKOUT, os.environ.get("PYTHONPATH")]))}
 
 
+def activities(book: Book) -> tuple[Callable[..., Any], ...]:
+    """Every baseline activity, the book write's bound to `book`."""
+    return (*ACTIVITIES, BareBookActivities(book).record_then_activity)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    asyncio.run(run_worker(get_settings(), WORKFLOWS, ACTIVITIES))
+    settings = get_settings()
+    # A book of the baselines' own, on the same database: run_worker keeps its own to itself.
+    book = open_book(settings)
+    try:
+        asyncio.run(run_worker(settings, WORKFLOWS, activities(book)))
+    finally:
+        book.close()
     # As `tempay worker` leaves (tempay/cli.py's _exit): the Temporal client's native threads
     # can crash CPython's finalisation (temporalio/sdk-python#300).
     sys.stdout.flush()
