@@ -36,6 +36,7 @@ from transactions import build_order, start_payment
 
 ROUNDS = 4
 ALL_STEPS = "+ all of them"  # the breakdown's step with every one of the steps before it
+BOOK_STEP = "+ book write"  # the breakdown's step writing a settled payment's book entry
 BUCKET = re.compile(
     r'^tempay_notification_ack_seconds_bucket\{le="([^"]+)",provider="sandbox"\} (\S+)$', re.M
 )
@@ -172,21 +173,25 @@ class Bench:
 
 
 def breakdown_phases(payload_bytes: int) -> dict[str, BareFeatures]:
-    """The baseline plus each thing a payment asks of Temporal beyond it, and the baseline
-    with its activities local as a payment's are; then all of them together.
-    `payload_bytes`: the size of a bench order's JSON, the payment's typical body."""
+    """The baseline plus each thing a payment asks of Temporal beyond it, the baseline
+    with its activities local as a payment's are, and the baseline writing a settled
+    payment's book entry (into the stack's book, as a payment does); then all of them
+    together. `payload_bytes`: the size of a bench order's JSON, the payment's typical
+    body."""
     return {
         "+ search attributes at start": BareFeatures(search_attributes=True),
         "+ two status upserts": BareFeatures(status_upserts=True),
         "+ status-query timer": BareFeatures(status_timer=True),
         f"+ {payload_bytes}-byte payloads": BareFeatures(payload_bytes=payload_bytes),
         "+ local activities": BareFeatures(local_activities=True),
+        BOOK_STEP: BareFeatures(book_write=True),
         ALL_STEPS: BareFeatures(
             search_attributes=True,
             status_upserts=True,
             status_timer=True,
             payload_bytes=payload_bytes,
             local_activities=True,
+            book_write=True,
         ),
     }
 

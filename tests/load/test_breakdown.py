@@ -1,10 +1,14 @@
 """`tempay bench --breakdown`'s workflows on the real dev server: the baseline is exactly as
 it was (no input, no bodies, nothing but its activities, update and signal), and each
-feature puts into history what a payment's history holds. No timings."""
+feature puts into history what a payment's history holds; the book step writes what a
+settled payment writes to the book, one row per workflow. No timings."""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,20 +17,47 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from book import Book
+from book.migrate import upgrade
 from commands.worker import WORKFLOW_RUNNER
-from proof.baseline_workflows import BareFeatures, BareSettlementWorkflow, bare_activity
-from proof.bench import ALL_STEPS, Bench, CpuMeter, breakdown_phases, breakdown_table
+from proof import worker as proof_worker
+from proof.baseline_workflows import BareFeatures, BareSettlementWorkflow, settled_entry
+from proof.bench import (
+    ALL_STEPS,
+    BOOK_STEP,
+    Bench,
+    CpuMeter,
+    breakdown_phases,
+    breakdown_table,
+)
 from tempay import search_attributes as sa
+from tempay.domain import PaymentView, TransactionStatus
 from tempay.settings import Settings
+from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.e2e
 
 E = EventType
 
 
+@pytest.fixture
+def book(tmp_path: Path) -> Iterator[Book]:
+    """A SQLite book at the schema, as the bench stack's {data_dir}/tempay.db."""
+    book = Book(f"sqlite:///{tmp_path / 'tempay.db'}")
+    upgrade(book)
+    yield book
+    book.close()
+
+
 async def run_bare(
-    client: Client, task_queue: str, features: BareFeatures | None
+    client: Client,
+    task_queue: str,
+    features: BareFeatures | None,
+    book: Book | None = None,
+    count: int = 1,
 ) -> WorkflowHistory:
+    """`count` bare workflows on a worker with the bench worker's activities (the book's
+    bound to `book`; without one, none that writes it); the last one's history."""
     settings = Settings(task_queue=task_queue)
     async with (
         httpx.AsyncClient() as http,
@@ -34,13 +65,30 @@ async def run_bare(
             client,
             task_queue=task_queue,
             workflows=[BareSettlementWorkflow],
-            activities=[bare_activity],
+            activities=list(
+                proof_worker.ACTIVITIES if book is None else proof_worker.activities(book)
+            ),
             workflow_runner=WORKFLOW_RUNNER,
         ),
     ):
         bench = Bench(client, settings, http)
-        await bench.bare(0, "t", features)
-        return await client.get_workflow_handle(f"bare-{bench.run_id}-t-0").fetch_history()
+        for i in range(count):
+            await bench.bare(i, "t", features)
+        last = f"bare-{bench.run_id}-t-{count - 1}"
+        return await client.get_workflow_handle(last).fetch_history()
+
+
+def bare_ids(history: WorkflowHistory, count: int) -> list[str]:
+    prefix = history.workflow_id.rsplit("-", 1)[0]
+    return [f"{prefix}-{i}" for i in range(count)]
+
+
+def activity_types(history: WorkflowHistory) -> list[str]:
+    return [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
 
 
 def kinds(history: WorkflowHistory) -> Counter[int]:
@@ -52,7 +100,7 @@ async def test_the_baseline_has_no_bodies_and_no_extras(
 ) -> None:
     history = await run_bare(dev_env.client, task_queue, None)
     events = kinds(history)
-    assert events[E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED] == 2
+    assert activity_types(history) == ["bare_activity", "bare_activity"]
     assert events[E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED] == 1
     assert events[E.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED] == 1
     for extra in (E.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES, E.EVENT_TYPE_TIMER_STARTED):
@@ -118,10 +166,79 @@ async def test_local_activities_put_markers_where_the_activities_were(
     assert events[E.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED] == 1
 
 
+async def test_the_book_step_leaves_one_book_row_per_workflow(
+    dev_env: WorkflowEnvironment, task_queue: str, book: Book
+) -> None:
+    """Its second activity writes a settled payment's row and three-entry journal, keyed
+    by the bare workflow's id, before its work; the first activity is the baseline's."""
+    history = await run_bare(dev_env.client, task_queue, BareFeatures(book_write=True), book, 3)
+    assert activity_types(history) == ["bare_activity", "bare_record_then_activity"]
+    ids = bare_ids(history, 3)
+    assert sorted(row.workflow_id for row in book.rows()) == ids
+    for workflow_id in ids:
+        row = book.get(workflow_id)
+        assert row is not None
+        assert (row.kind, row.status, row.provider, row.version) == (
+            "payment",
+            "SUCCEEDED",
+            "sandbox",
+            2,
+        )
+        assert row.settled_amount == row.amount and row.settled_by == "notification"
+        assert [c.to_status for c in book.journal(workflow_id)] == [
+            TransactionStatus.CREATED,
+            TransactionStatus.PENDING,
+            TransactionStatus.SUCCEEDED,
+        ]
+
+
+async def test_all_of_them_write_the_book_from_the_local_activity(
+    dev_env: WorkflowEnvironment, task_queue: str, book: Book
+) -> None:
+    features = breakdown_phases(300)[ALL_STEPS]
+    history = await run_bare(dev_env.client, task_queue, features, book, 2)
+    assert kinds(history)[E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED] == 0
+    assert sorted(row.workflow_id for row in book.rows()) == bare_ids(history, 2)
+    assert book.count() == {"SUCCEEDED": 2}
+
+
+async def test_the_book_entry_is_a_bench_payments_field_for_field(
+    dev_env: WorkflowEnvironment, task_queue: str, tmp_path: Path
+) -> None:
+    """settled_entry against what a real bench payment (no refund window) writes at
+    settlement: the same fields set, the same journal, and about the same size."""
+    async with running_stack(
+        dev_env.client,
+        tmp_path,
+        task_queue,
+        settings_overrides={"refund_window": timedelta(0)},
+        time_scale=0.001,
+    ) as stack:
+        async with httpx.AsyncClient(base_url=stack.sandbox_url) as http:
+            bench = Bench(stack.client, stack.settings, http)
+            await bench.payment(0, "r0p0")  # settled, or it raises
+        workflow_id = bench.order(0, "r0p0").workflow_id
+        real_book = Book.from_settings(stack.settings)
+        try:
+            real, journal = real_book.get(workflow_id), real_book.journal(workflow_id)
+        finally:
+            real_book.close()
+    assert real is not None
+    ours = settled_entry(f"bare-{bench.run_id}-r0p1-0", journal[0].at, journal[-1].at)
+    view = ours.view.model_dump(mode="json")
+    assert {k for k, v in view.items() if v} == {k for k, v in real.view.items() if v}
+    assert ours.version == real.version
+    assert [(c.from_status, c.to_status, c.by) for c in ours.changes] == [
+        (c.from_status, c.to_status, c.by) for c in journal
+    ]
+    real_size = len(PaymentView.model_validate(real.view).model_dump_json())
+    assert abs(len(ours.view.model_dump_json()) - real_size) <= 16
+
+
 def test_each_step_adds_one_feature_and_the_last_all_of_them() -> None:
     phases = breakdown_phases(512)
     *single, everything = phases.values()
-    assert everything == BareFeatures(True, True, True, 512, local_activities=True)
+    assert everything == BareFeatures(True, True, True, 512, True, book_write=True)
     assert list(phases)[-1] == ALL_STEPS
     for features in single:
         switched = [
@@ -130,9 +247,11 @@ def test_each_step_adds_one_feature_and_the_last_all_of_them() -> None:
             features.status_timer,
             features.payload_bytes > 0,
             features.local_activities,
+            features.book_write,
         ]
         assert switched.count(True) == 1
     assert "+ 512-byte payloads" in phases and "+ local activities" in phases
+    assert phases[BOOK_STEP] == BareFeatures(book_write=True)
 
 
 def test_breakdown_table_puts_each_step_beside_the_baseline() -> None:
