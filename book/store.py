@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Engine, Table, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
@@ -188,6 +188,10 @@ class Book:
             index_elements=["workflow_id", "seq"]
         )
 
+    def insert(self, table: Table) -> Any:
+        """An INSERT for this dialect, with its ON CONFLICT clauses (SQLite or PostgreSQL)."""
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
     @property
     def file(self) -> Path | None:
         """SQLite's database file (None on PostgreSQL or in memory)."""
@@ -205,6 +209,18 @@ class Book:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def ping(self) -> None:
+        """One `SELECT 1` (readiness): BookUnavailable when the database does not answer. A
+        SQLite file that is gone is not recreated empty: that is unavailable too."""
+        if not self.exists():
+            raise BookUnavailable(f"the book ({self.name}) could not answer: its file is gone")
+
+        def select_one() -> None:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+
+        self._run("answer", select_one)
 
     def _run(self, what: str, work: Callable[[], T]) -> T:
         try:

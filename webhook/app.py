@@ -7,19 +7,27 @@ cannot be reached the answer is 503, so the provider keeps retrying and nothing 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import re
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import timedelta
+from typing import Literal
+from urllib.parse import unquote, urlsplit
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 from starlette.requests import ClientDisconnect
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from book import Book
 from book.migrate import reading_book
 from providers.base import ProviderAdapter, ProviderObservation
 from providers.registry import build_adapters
@@ -35,7 +43,7 @@ from tempay.domain import (
     refund_workflow_id,
     withdrawal_workflow_id,
 )
-from tempay.errors import InvalidInput, NotificationError, TemporalUnavailable
+from tempay.errors import BookUnavailable, InvalidInput, NotificationError, TemporalUnavailable
 from tempay.settings import Settings, get_settings
 from tempay.temporal import connect
 from webhook import server
@@ -148,8 +156,8 @@ def create_public_app(
 def create_internal_app(
     settings: Settings, adapters: dict[str, ProviderAdapter], temporal: TemporalConnection
 ) -> FastAPI:
-    """For the merchant's systems and operators: /api, /codec, /metrics and /healthz. The
-    caller closes the adapters."""
+    """For the merchant's systems and operators: /api, /codec, /metrics, /healthz and /readyz.
+    The caller closes the adapters."""
     return _create(settings, adapters, temporal, public=False, internal=True)
 
 
@@ -221,10 +229,172 @@ def _add_internal(
     temporal: TemporalConnection,
 ) -> None:
     # Reads of closed transactions after Temporal's retention come from the book.
-    book = reading_book(settings, log.warning)
+    book, not_open = _reading_book(settings)
     app.include_router(create_api_router(settings, temporal, adapters, book))  # /api
     app.mount("/codec", create_codec_app(settings))  # Temporal UI/CLI codec (webhook/codec.py)
     app.add_api_route("/metrics", metrics, methods=["GET"])
+    _add_readyz(app, settings, temporal, BookCheck(book, not_open))
+
+
+# Readiness: GET /readyz
+
+# Each check's time (they run side by side): within a probe's usual timeout of a few seconds.
+READY_TIMEOUT = 2.0
+
+
+class Readiness(BaseModel):
+    """`GET /readyz`: "ready" when every check is "ok", else each failing check's reason."""
+
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str]
+
+
+def _reading_book(settings: Settings) -> tuple[Book | None, str]:
+    """The book /api reads (None: it answers from Temporal alone) and, for /readyz when it is
+    None, why. /api keeps what it got at start, so readiness says so until a restart."""
+    warnings: list[str] = []
+
+    def warn(message: str) -> None:
+        log.warning(message)
+        warnings.append(message)
+
+    book = reading_book(settings, warn)
+    why = warnings[0] if warnings else "the book has no database yet: run `tempay db upgrade`"
+    return book, f"not opened at start ({why}); restart the webhook once the book answers"
+
+
+class BookCheck:
+    """The book's half of /readyz: a `SELECT 1` (Book.ping) in a daemon thread of its own, one
+    at a time. A database that never answers (a black-holed address: a connect can hang for
+    minutes) then holds one thread however often the probe asks, never a thread /api's reads
+    need, nor the process's exit; each probe waits at most READY_TIMEOUT for it."""
+
+    def __init__(self, book: Book | None, not_open: str) -> None:
+        self._book = book
+        self._not_open = not_open
+        self._ping: asyncio.Future[None] | None = None
+
+    async def check(self) -> None:
+        if self._book is None:
+            raise BookUnavailable(self._not_open)
+        if self._ping is None:
+            self._ping = self._start(self._book)
+        # Shielded: a probe that times out leaves the ping to the next one.
+        await asyncio.shield(self._ping)
+
+    def _start(self, book: Book) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        ping: asyncio.Future[None] = loop.create_future()
+
+        def settle(error: Exception | None) -> None:
+            self._ping = None
+            if ping.done():
+                return
+            if error is None:
+                ping.set_result(None)
+            else:
+                ping.set_exception(error)
+
+        def run() -> None:
+            error: Exception | None = None
+            try:
+                book.ping()
+            except Exception as exc:
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(settle, error)
+
+        threading.Thread(target=run, name="tempay-readyz-book", daemon=True).start()
+        return ping
+
+
+async def _temporal_check(temporal: TemporalConnection) -> None:
+    """Temporal answers for tempay's namespace: DescribeNamespace, one cheap read (it also
+    fails on a wrong namespace or credentials, which a bare gRPC health check would not)."""
+    client = await temporal.get()
+    await client.workflow_service.describe_namespace(
+        DescribeNamespaceRequest(namespace=client.namespace),
+        timeout=timedelta(seconds=READY_TIMEOUT),
+    )
+
+
+class Redactor:
+    """A failure as /readyz tells it: one line, without any secret in the settings (the
+    database URL, its password, API and codec keys) nor any URL (a connection string)."""
+
+    URL = re.compile(r"\(?\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s)]*\)?")
+    PASSWORD = re.compile(r"(password\s*[=:]\s*)\S+", re.IGNORECASE)
+    MAX_CHARS = 300
+
+    def __init__(self, settings: Settings) -> None:
+        secrets = set()
+        for name in type(settings).model_fields:
+            value = getattr(settings, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                secrets.add(value.get_secret_value())
+        if settings.database_url is not None:
+            with contextlib.suppress(ValueError):
+                password = urlsplit(settings.database_url.get_secret_value()).password
+                if password:
+                    secrets |= {password, unquote(password)}
+        self._secrets = sorted(secrets, key=len, reverse=True)
+
+    def __call__(self, exc: BaseException) -> str:
+        lines = str(exc).strip().splitlines()
+        line = lines[0] if lines else type(exc).__name__
+        for secret in self._secrets:
+            line = line.replace(secret, "***")
+        line = self.PASSWORD.sub(r"\1***", self.URL.sub("", line))
+        line = " ".join(line.split())
+        return line if len(line) <= self.MAX_CHARS else line[: self.MAX_CHARS - 3] + "..."
+
+
+def _add_readyz(
+    app: FastAPI, settings: Settings, temporal: TemporalConnection, book: BookCheck
+) -> None:
+    """`GET /readyz`, on the internal listener only (and the one listener that serves every
+    route). It asks Temporal and the book (side by side, each for at most READY_TIMEOUT):
+    200 with every check "ok", else 503 with each failing check's one-line reason, never a
+    connection string or a secret.
+
+    Not on the public listener, and not what a load balancer in front of it should probe (it
+    probes /healthz): notifications need Temporal only, and when Temporal is down every
+    instance is (it is one cluster), answering 503 so the provider retries, which taking them
+    out of rotation would not improve; a book that is down stops no notification at all.
+    And whether tempay's database answers is nobody's business who can reach the
+    notification URL. /healthz stays liveness (the process answers), which is what a
+    restart can fix; /readyz says whether the merchant's systems and operators are served
+    in full (/api falls back to Temporal alone without the book), for their probes,
+    monitoring and dashboards."""
+    redact = Redactor(settings)
+
+    async def outcome(check: Callable[[], Awaitable[None]], who: str) -> str:
+        try:
+            async with asyncio.timeout(READY_TIMEOUT):
+                await check()
+        except TimeoutError:
+            return f"{who} did not answer within {READY_TIMEOUT:g} s"
+        except Exception as exc:
+            return redact(exc)
+        return "ok"
+
+    async def readyz() -> JSONResponse:
+        temporal_says, book_says = await asyncio.gather(
+            outcome(lambda: _temporal_check(temporal), "Temporal"),
+            outcome(book.check, "the book"),
+        )
+        checks = {"temporal": temporal_says, "book": book_says}
+        ready = all(said == "ok" for said in checks.values())
+        answer = Readiness(status="ready" if ready else "not ready", checks=checks)
+        return JSONResponse(answer.model_dump(), status_code=200 if ready else 503)
+
+    app.add_api_route(
+        "/readyz",
+        readyz,
+        methods=["GET"],
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "Temporal or the book not answering"}},
+    )
 
 
 def _buffer_bodies(app: FastAPI, settings: Settings) -> None:
