@@ -94,6 +94,10 @@ class MerchantActivities:
 
     @activity.defn(name="notify_merchant")
     async def notify_merchant(self, event: MerchantEvent) -> MerchantDelivery:
+        return await self.deliver(event.id, event.model_dump_json().encode())
+
+    async def deliver(self, event_id: str, body: bytes) -> MerchantDelivery:
+        """POST one event's body, signed, from inside an activity; raise unless 2xx."""
         attempt = activity.info().attempt
         if not self._url or self._secret is None:
             if not self._said_not_configured:
@@ -101,14 +105,13 @@ class MerchantActivities:
                 log.info("no TEMPAY_MERCHANT_WEBHOOK_URL: merchant events are recorded, not sent")
             _count("not_configured")
             return MerchantDelivery(
-                event_id=event.id, state=MerchantDeliveryState.NOT_CONFIGURED, attempt=attempt
+                event_id=event_id, state=MerchantDeliveryState.NOT_CONFIGURED, attempt=attempt
             )
 
-        body = event.model_dump_json().encode()
         headers = {
             "content-type": "application/json",
             "user-agent": USER_AGENT,
-            **signed_headers(self._secret.get_secret_value(), event.id, int(time.time()), body),
+            **signed_headers(self._secret.get_secret_value(), event_id, int(time.time()), body),
         }
         try:
             async with httpx.AsyncClient(
@@ -120,7 +123,7 @@ class MerchantActivities:
             reason = f"{type(exc).__name__}: {self._scrubbed(str(exc))}"
             log.warning(
                 "merchant event %s, attempt %d: %s unreachable: %s",
-                event.id,
+                event_id,
                 attempt,
                 self._shown_url,
                 reason,
@@ -133,7 +136,7 @@ class MerchantActivities:
         if not response.is_success:
             log.warning(
                 "merchant event %s, attempt %d: %s answered HTTP %d",
-                event.id,
+                event_id,
                 attempt,
                 self._shown_url,
                 response.status_code,
@@ -145,10 +148,10 @@ class MerchantActivities:
                 f"{self._scrubbed(response.text[: BODY_EXCERPT * 100])[:BODY_EXCERPT]}",
                 type=MERCHANT_REFUSED,
             )
-        log.info("merchant event %s delivered on attempt %d", event.id, attempt)
+        log.info("merchant event %s delivered on attempt %d", event_id, attempt)
         _count("delivered")
         return MerchantDelivery(
-            event_id=event.id,
+            event_id=event_id,
             state=MerchantDeliveryState.DELIVERED,
             attempt=attempt,
             status_code=response.status_code,

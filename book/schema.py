@@ -127,3 +127,48 @@ journal = Table(
     Column("reason", String(512)),
     UniqueConstraint("workflow_id", "seq"),
 )
+
+# Reconciliation (book/reconciliation.py): one row per provider and day compared, and each
+# discrepancy found, kept for good. A run again for the same day upserts both.
+reconciliations = Table(
+    "reconciliations",
+    metadata,
+    Column("provider", String(64), primary_key=True),
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD, the provider's own day
+    Column("status", String(16), nullable=False),  # compared, completed
+    Column("statement_lines", Integer, nullable=False),
+    Column("counts", JSON, nullable=False),  # by type: matched, missing_in_tempay, ...
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Column("runs", Integer, nullable=False),  # how many times the day was compared
+)
+
+discrepancies = Table(
+    "discrepancies",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("provider", String(64), nullable=False),
+    Column("day", String(10), nullable=False),
+    # What it is about, unique within the day: payment:{order id}, refund:{refund id}, or
+    # the provider's own id for a line that names no merchant id.
+    Column("key", String(160), nullable=False),
+    # missing_in_tempay, missing_at_provider, status_mismatch, amount_mismatch
+    Column("type", String(24), nullable=False),
+    Column("kind", String(16), nullable=False),  # payment or refund
+    Column("order_id", String(64)),
+    Column("refund_id", String(64)),
+    Column("workflow_id", String(80)),  # tempay's transaction, when it has one
+    Column("tempay_status", String(24)),
+    Column("tempay_amount", Money),
+    Column("provider_amount", Money),
+    Column("currency", String(3)),
+    Column("provider_ref", String(128)),
+    # status_query (asked the provider: an open transaction settles by the usual path) or
+    # review (a person decides); `outcome`: what the status query answered.
+    Column("action", String(16), nullable=False),
+    Column("outcome", String(160)),
+    Column("found_at", UTCDateTime, nullable=False),
+    Column("announced_at", UTCDateTime),  # the merchant event's delivery
+    UniqueConstraint("provider", "day", "key"),
+    Index(None, "type", "action"),
+)

@@ -60,6 +60,8 @@ from transactions import (
     withdrawal_view,
 )
 from transactions.read import from_temporal_instead
+from transactions.reconcile import ReconciliationFailed, parse_day, reconcile
+from transactions.reconcile import report as reconciliation_report
 
 START_TIMEOUT_SECONDS = 30.0
 USER_ERRORS = (
@@ -304,6 +306,23 @@ async def _print_list(
         print(f"{row.order_id}\t{row.status}\t{row.kind}\t{row.provider}\t{row.workflow_id}")
 
 
+async def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    day = parse_day(args.date)
+    book = _book(settings)
+    if book is None:
+        raise InvalidInput("no book to reconcile against: run `tempay db upgrade` first")
+    if args.report:
+        _print_json(await reconciliation_report(book, args.provider, day))
+        return 0
+    client = await connect(settings)
+    try:
+        _print_json(await reconcile(client, settings, book, args.provider, day))
+    except ReconciliationFailed as exc:
+        print(f"tempay: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 async def cmd_demo(_: argparse.Namespace, settings: Settings) -> int:
     from commands.demo import run_demo
 
@@ -482,6 +501,19 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--to", dest="end", required=True, metavar="YYYY-MM-DD")
     export.add_argument("--format", choices=["csv", "jsonl"], default="csv")
     export.set_defaults(run=cmd_export)
+
+    reconciling = commands.add_parser(
+        "reconcile",
+        help="compare a provider's statement for a day with the book; print the report",
+        description="Runs ReconciliationWorkflow reconcile-PROVIDER-DATE (the provider's own "
+        "day) and prints its report as JSON: counts by type and each discrepancy with both "
+        "sides and the action taken. Running a day again changes nothing that has not "
+        "changed. --report prints the stored report without running.",
+    )
+    reconciling.add_argument("--provider", required=True)
+    reconciling.add_argument("--date", required=True, metavar="YYYY-MM-DD")
+    reconciling.add_argument("--report", action="store_true", help="only print the stored report")
+    reconciling.set_defaults(run=cmd_reconcile)
 
     commands.add_parser("demo", help="drive every path against a running stack").set_defaults(
         run=cmd_demo

@@ -24,8 +24,10 @@ import httpx
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
 
 from book.migrate import prepare as prepare_book
+from providers.registry import build_adapters
 from providers.sandbox.keys import ensure_keypair
 from providers.sandbox.settings import SandboxClientSettings
 from tempay import search_attributes as sa
@@ -33,6 +35,7 @@ from tempay.codec import ensure_key_file
 from tempay.errors import BookOutdated, BookUnavailable, TemporalUnavailable
 from tempay.settings import SANDBOX_MARKER, Settings
 from tempay.temporal import apply_retention, connect, find_binary, metrics_address
+from transactions.reconcile import ensure_schedules
 
 STOP_GRACE_SECONDS = 10.0
 READY_TIMEOUT_SECONDS = 60.0
@@ -287,6 +290,22 @@ class Stack:
         # keeps them for good.
         client = await connect(self.settings)
         await apply_retention(client, self.settings.temporal_namespace, self.settings.retention)
+        await self._schedule_reconciliation(client)
+
+    async def _schedule_reconciliation(self, client: Client) -> None:
+        """A daily reconciliation per provider that offers statements (once: a schedule
+        already there is left as it is)."""
+        adapters = build_adapters(self.settings)
+        try:
+            zones = {
+                name: adapter.statement_timezone
+                for name, adapter in adapters.items()
+                if adapter.offers_statements
+            }
+        finally:
+            for adapter in adapters.values():
+                await adapter.aclose()
+        await ensure_schedules(client, self.settings, zones)
 
     @property
     def logs(self) -> Path:

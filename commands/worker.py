@@ -18,6 +18,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.book import BookActivities
 from activities.merchant import MerchantActivities
 from activities.payments import PaymentActivities
+from activities.reconciliation import ReconciliationActivities
 from activities.refunds import RefundActivities
 from activities.transfers import TransferActivities
 from book import Book
@@ -29,6 +30,7 @@ from tempay.pacing import Pacer, PacingInterceptor, paced_rate
 from tempay.settings import Settings, get_settings
 from tempay.temporal import connect, metrics_address, metrics_runtime
 from workflows.payment import PaymentWorkflow
+from workflows.reconciliation import ReconciliationWorkflow
 from workflows.refund import RefundWorkflow
 from workflows.withdrawal import WithdrawalWorkflow
 
@@ -40,7 +42,7 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
 )
 
-WORKFLOWS = [PaymentWorkflow, RefundWorkflow, WithdrawalWorkflow]
+WORKFLOWS = [PaymentWorkflow, RefundWorkflow, WithdrawalWorkflow, ReconciliationWorkflow]
 
 
 class TempayWorkers:
@@ -90,7 +92,16 @@ def build_worker(
     writes: list[Callable[..., Any]] = []
     if book is not None:
         book_activities = BookActivities(book, merchant)
-        writes = [book_activities.record_transaction, book_activities.record_then_notify_merchant]
+        reconciling = ReconciliationActivities(book, adapters, client, merchant)
+        writes = [
+            book_activities.record_transaction,
+            book_activities.record_then_notify_merchant,
+            reconciling.days_to_reconcile,
+            reconciling.compare_statement,
+            reconciling.ask_provider,
+            reconciling.announce_discrepancies,
+            reconciling.finish_reconciliation,
+        ]
     queries: list[Callable[..., Any]] = [
         payments.query_payment,
         payments.poll_payment,

@@ -41,6 +41,8 @@ class Acknowledgement:
 
 class ProviderAdapter(ABC):
     name: str
+    # The provider's own day, for statements and reconciliation (tempay/statements.py).
+    statement_timezone: str = "UTC"
 
     @abstractmethod
     async def create_payment(self, order: PaymentOrder) -> CreatedPayment: ...
@@ -89,6 +91,10 @@ class ProviderAdapter(ABC):
         its hash, or belongs to another merchant; ProviderError when it cannot be fetched
         (retry); ProviderUnsupported when the provider has none."""
         raise ProviderUnsupported(f"{self.name} offers no statements")
+
+    @property
+    def offers_statements(self) -> bool:
+        return type(self).statement is not ProviderAdapter.statement
 
     def parse_any_notification(
         self, headers: Mapping[str, str], body: bytes

@@ -19,6 +19,8 @@ REFUSED_BY_PROVIDER = (PROVIDER_REJECTED, UNKNOWN_PROVIDER)  # both end the atte
 REFUND_REFUSED = "RefundRefused"  # a refund update the payment refuses
 MERCHANT_UNREACHABLE = "MerchantUnreachable"
 MERCHANT_REFUSED = "MerchantRefused"
+# A statement that cannot be trusted or does not exist: the reconciliation fails, unchanged.
+STATEMENT_REFUSED = "StatementRefused"
 
 
 # Input and the transaction service (CLI, /api).

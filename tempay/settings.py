@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     # applies it to the embedded server, whose own default is 24 h). The book keeps it for
     # good; Temporal Cloud allows 1 to 90 days.
     retention: Duration = timedelta(days=7)
+    # When each provider's daily reconciliation runs, in the provider's own timezone
+    # (Asia/Shanghai for Alipay, WeChat Pay and the sandbox): HH:MM. Their bills for a day
+    # are ready the next morning.
+    reconcile_at: str = "10:00"
 
     temporal_ui_port: int = 8233
     # The public listener: what providers call (POST /notify/{provider}) and GET /healthz.
@@ -150,6 +154,14 @@ class Settings(BaseSettings):
         if value < timedelta(days=1):
             raise ValueError("must be at least one day (Temporal's minimum retention)")
         return value
+
+    @field_validator("reconcile_at")
+    @classmethod
+    def _reconcile_at_is_a_time(cls, value: str) -> str:
+        hour, _, minute = value.partition(":")
+        if not (hour.isdigit() and minute.isdigit() and int(hour) < 24 and int(minute) < 60):
+            raise ValueError(f"must be a time of day as HH:MM, not {value!r}")
+        return f"{int(hour):02d}:{int(minute):02d}"
 
     @field_validator("api_key", mode="before")
     @classmethod

@@ -159,6 +159,7 @@ class AlipayBusinessError(Exception):
 
 class AlipayAdapter(HTTPAdapter):
     name = "alipay"
+    statement_timezone = "Asia/Shanghai"  # the trade bill's day
 
     def __init__(
         self,

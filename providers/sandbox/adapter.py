@@ -182,6 +182,7 @@ def _required(data: Mapping[str, Any], *fields: str) -> None:
 
 class SandboxAdapter(HTTPAdapter):
     name = "sandbox"
+    statement_timezone = "Asia/Shanghai"  # its statement is Alipay's layout, and day
 
     def __init__(
         self,

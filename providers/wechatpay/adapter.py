@@ -218,6 +218,7 @@ def _refund_observation(
 
 class WechatPayAdapter(HTTPAdapter):
     name = NAME
+    statement_timezone = "Asia/Shanghai"  # the trade bill's day
 
     def __init__(
         self,

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from temporalio import activity
 
+from activities.book import BookActivities
 from activities.merchant import MerchantActivities
 from activities.payments import PaymentActivities
+from activities.reconciliation import ReconciliationActivities
 from activities.refunds import RefundActivities
 from activities.transfers import TransferActivities
 
@@ -16,6 +18,14 @@ NAMES = {
     RefundActivities: ["create_refund", "query_refund"],
     TransferActivities: ["create_transfer", "query_transfer"],
     MerchantActivities: ["notify_merchant"],
+    BookActivities: ["record_then_notify_merchant", "record_transaction"],
+    ReconciliationActivities: [
+        "announce_discrepancies",
+        "ask_provider",
+        "compare_statement",
+        "days_to_reconcile",
+        "finish_reconciliation",
+    ],
 }
 
 
