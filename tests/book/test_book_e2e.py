@@ -1,7 +1,8 @@
-"""The book end to end on the real dev server: every status change reaches it before the
-merchant hears; then, with the closed workflows deleted as Temporal's retention deletes
-them, status, /api, list and count answer from the book, and paying or withdrawing again
-with a known id returns the recorded transaction without a workflow or a provider call."""
+"""The book end to end on the real dev server, on SQLite and on PostgreSQL (the `stack`
+fixture's two params): every status change reaches it before the merchant hears; then, with
+the closed workflows deleted as Temporal's retention deletes them, status, /api, list and
+count answer from the book, and paying or withdrawing again with a known id returns the
+recorded transaction without a workflow or a provider call."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from tempay.domain import PaymentView, TransactionStatus, WithdrawalOrder, WithdrawalView
 from tempay.errors import OrderConflict, TransactionNotFound
+from tests.support.postgres import Cluster
 from tests.support.stack import Stack, running_stack
 from transactions import (
     build_order,
@@ -38,17 +40,27 @@ API_KEY = f"test-api-key-{uuid.uuid4().hex}"
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 async def stack(
-    dev_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    dev_env: WorkflowEnvironment,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Stack]:
+    """The stack with its book on SQLite ({data_dir}/tempay.db) or on a database of its own
+    on a real PostgreSQL (skipped, with the reason, where PostgreSQL is not installed): every
+    test here runs on both."""
+    overrides: dict[str, object] = {"api_key": API_KEY}
+    if request.param == "postgresql":
+        cluster: Cluster = request.getfixturevalue("pg_cluster")
+        overrides["database_url"] = cluster.create_database(f"book_e2e_{uuid.uuid4().hex[:12]}")
     async with running_stack(
         dev_env.client,
         tmp_path_factory.mktemp("book"),
         f"tq-book-{uuid.uuid4().hex[:8]}",
-        settings_overrides={"api_key": API_KEY},
+        settings_overrides=overrides,
         transfer_delay_seconds=0,
     ) as s:
+        assert s.book.dialect == request.param  # the worker writes, and /api reads, this one
         yield s
 
 
