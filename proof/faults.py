@@ -639,7 +639,7 @@ class Run:
         self.faults: list[str] = []
         self.outage_seconds = 0.0
         self.unexpected_exits: list[str] = []
-        self._down: set[str] = set()  # children the scenario is holding down
+        self._down: dict[str, float] = {}  # children the scenario is holding down: since when
         self._done: dict[str, int] = defaultdict(int)
         self._totals = {
             "load": len(plan.payments) + len(plan.withdrawals),
@@ -786,14 +786,24 @@ class Run:
         """Stop one child with `sig`, keep it down, start it again and wait until it works."""
         started = time.monotonic()
         pid = self.stack.child(name).process.pid  # type: ignore[union-attr]
-        self._down.add(name)
+        self._down[name] = started
         await asyncio.to_thread(self.stack.kill_child, name, sig)
         self.faults.append(f"{signal.Signals(sig).name} {name} (pid {pid})")
         await asyncio.sleep(down_seconds)
         self.stack.start_child(name)
-        self._down.discard(name)
+        del self._down[name]
         await self.wait_child_ready(name)
         self.outage_seconds += time.monotonic() - started
+
+    async def restore(self) -> None:
+        """Start again what an outage still holds down: the load can finish while the
+        injector, then cancelled, is keeping a child down (the worker, with a few refunds), and
+        without it nothing would settle."""
+        for name, started in list(self._down.items()):
+            self.stack.start_child(name)
+            del self._down[name]
+            await self.wait_child_ready(name)
+            self.outage_seconds += time.monotonic() - started
 
     async def wait_child_ready(self, name: str, within: float = 60.0) -> None:
         give_up = time.monotonic() + within
@@ -1072,6 +1082,9 @@ async def run_scenario(
                 "TEMPAY_SANDBOX_TIME_SCALE": SANDBOX_TIME_SCALE,
                 "TEMPAY_MERCHANT_WEBHOOK_URL": merchant_base + receiver.PATH,
                 "TEMPAY_MERCHANT_WEBHOOK_SECRET": receiver.secret,
+                # The free port private_settings chose (the stack's env leaves it out, so the
+                # worker would take the default 9464, and fail beside any other worker).
+                "TEMPAY_WORKER_METRICS_PORT": str(settings.worker_metrics_port),
                 **scenario.sandbox_env,
             }
             stack = private_stack(settings, sandbox_env=env, with_ui=False)
@@ -1116,6 +1129,7 @@ async def _drive(
         injector.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await injector
+    await run.restore()
     say(f"load done: {len(run.faults)} faults injected, {run.retries} calls retried")
 
     limit = schedule_limit(FAULT_TIMING, run.outage_seconds)
