@@ -36,7 +36,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -58,15 +58,20 @@ from temporalio.client import Client
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError
 
+from book import Book
+from book.migrate import open_book
 from commands.dev import Stack, private_settings, private_stack
+from proof.book_check import BookExpectation, asked_versions, check_book
 from tempay.domain import (
     PaymentView,
     RefundView,
     SettlementTiming,
+    TransactionKind,
     TransactionStatus,
     WithdrawalView,
     merchant_event_id,
     payment_workflow_id,
+    refund_workflow_id,
     withdrawal_workflow_id,
 )
 from tempay.errors import (
@@ -292,6 +297,7 @@ class Problem(StrEnum):
     EVENTS = "event-id mismatch"  # merchant events: missing, unverified or not the settlement's
     SENT_TWICE = "sent twice"  # a refund or transfer requested or paid out more than once
     LATE = "late"  # settled after the schedule allows
+    BOOK = "book"  # the book disagrees with the workflow or the provider, or a journal is broken
 
 
 @dataclass
@@ -329,6 +335,14 @@ class Verdict:
         return not any(self.problems.values())
 
 
+def refunded_by_provider(refunds: list[dict[str, Any]]) -> Decimal:
+    """The sum of a trade's refunds that succeeded at the provider."""
+    return sum(
+        (Decimal(r["refund_amount"]) for r in refunds if r["status"] == "REFUND_SUCCESS"),
+        Decimal(0),
+    )
+
+
 def expected_payment_status(
     trade: dict[str, Any] | None, refunds: list[dict[str, Any]]
 ) -> TransactionStatus | None:
@@ -351,10 +365,7 @@ def expected_payment_status(
     )
     if not exact or trade.get("closed_at"):
         return TransactionStatus.NEEDS_REVIEW
-    refunded = sum(
-        (Decimal(r["refund_amount"]) for r in refunds if r["status"] == "REFUND_SUCCESS"),
-        Decimal(0),
-    )
+    refunded = refunded_by_provider(refunds)
     if refunded == 0:
         return TransactionStatus.SUCCEEDED
     if refunded < Decimal(trade["paid_amount"]):
@@ -394,11 +405,15 @@ def check(
     deliveries: list[MerchantDelivery],
     limit_seconds: float,
     strict_requests: bool = True,
+    book: Book | None = None,
+    asked: Mapping[str, int] | None = None,
 ) -> Verdict:
     """Every planned transaction against the provider's ground truth and the merchant's
     deliveries. `strict_requests`: a refund or transfer id the provider received more than once
     is a problem (else a note: after a killed worker or server, re-sending the same id is the
-    designed recovery, and the provider's own count shows no money moved twice)."""
+    designed recovery, and the provider's own count shows no money moved twice). With `book`,
+    also every transaction's row and journal there (proof/book_check.py), `asked` giving the
+    newest write each workflow asked for (by workflow id)."""
     problems: dict[Problem, list[str]] = defaultdict(list)
     notes: list[str] = []
     settle_times: list[tuple[float, str]] = []
@@ -485,10 +500,7 @@ def check(
                 problems[Problem.WRONG].append(
                     f"{name}: records {view.paid_amount} paid, the provider {paid}"
                 )
-            refunded = sum(
-                (Decimal(r["refund_amount"]) for r in refunds if r["status"] == "REFUND_SUCCESS"),
-                Decimal(0),
-            )
+            refunded = refunded_by_provider(refunds)
             if refunded > paid:
                 problems[Problem.SENT_TWICE].append(
                     f"{name}: the provider refunded {refunded} of {paid} paid"
@@ -585,6 +597,16 @@ def check(
                 f"{name}: {wview.status}, the provider says {transfer['status']}"
             )
 
+    if book is not None:
+        in_book, known = book_expectations(plan, observed, truth, asked or {})
+        if found := check_book(book, in_book, known):
+            problems[Problem.BOOK].extend(found)
+        versions = sum(1 for e in in_book if e.asked_version is not None)
+        notes.append(
+            f"book: {len(in_book)} transactions checked, row and journal; {versions} of them "
+            "against the newest write their workflow asked for"
+        )
+
     verified = [d for d in deliveries if d.verified]
     distinct = len({d.event_id for d in verified})
     notes.append(
@@ -599,6 +621,98 @@ def check(
         limit_seconds=limit_seconds,
         notes=notes,
     )
+
+
+def book_expectations(
+    plan: Plan, observed: Observed, truth: GroundTruth, asked: Mapping[str, int]
+) -> tuple[list[BookExpectation], set[str]]:
+    """What the book must hold for each transaction the scenario made: the workflow's final
+    status, the status, money and provider id the provider's ground truth gives, and the
+    newest write the workflow asked for (`asked`, by workflow id). Also the workflow ids of
+    refunds the engine refused: none was made, so they need no row (nor may they be reported
+    as strangers if they have one)."""
+    expected: list[BookExpectation] = []
+    refunds_by_trade: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    refunds_by_id: dict[str, dict[str, Any]] = {}
+    for refund in truth.refunds:
+        refunds_by_trade[refund["out_trade_no"]].append(refund)
+        refunds_by_id[refund["out_request_no"]] = refund
+    transfers_by_id = {t["out_biz_no"]: t for t in truth.transfers}
+
+    def settled(view: PaymentView | RefundView | WithdrawalView | None) -> dict[str, Any]:
+        if view is None:
+            return {"status": None}
+        return {"status": view.status, "settled_at": view.settled_at, "settled_by": view.settled_by}
+
+    for payment in plan.payments:
+        trade = truth.trades.get(payment.order_id)
+        refunds = refunds_by_trade.get(payment.order_id, [])
+        paid = trade is not None and trade["status"] == "TRADE_SUCCESS"
+        expected.append(
+            BookExpectation(
+                name=f"payment {payment.order_id}",
+                workflow_id=payment.workflow_id,
+                kind=TransactionKind.PAYMENT,
+                truth_status=expected_payment_status(trade, refunds),
+                amount=PAYMENT_AMOUNT,
+                currency=CURRENCY,
+                settled_amount=Decimal(trade["paid_amount"]) if paid and trade else None,
+                refunded_amount=refunded_by_provider(refunds),
+                provider_ref=trade.get("trade_no") if trade else None,
+                asked_version=asked.get(payment.workflow_id),
+                **settled(observed.payments.get(payment.order_id)),
+            )
+        )
+    known: set[str] = set()
+    for planned in plan.refunds:
+        workflow_id = refund_workflow_id(planned.refund_id)
+        if planned.refused is not None:
+            known.add(workflow_id)
+            continue
+        refund_truth = refunds_by_id.get(planned.refund_id)
+        if refund_truth is None:
+            truth_status: TransactionStatus | None = TransactionStatus.FAILED
+        else:
+            truth_status = REFUND_STATUS.get(refund_truth["status"])
+        moved = refund_truth is not None and refund_truth["status"] == "REFUND_SUCCESS"
+        expected.append(
+            BookExpectation(
+                name=f"refund {planned.refund_id}",
+                workflow_id=workflow_id,
+                kind=TransactionKind.REFUND,
+                truth_status=truth_status,
+                amount=planned.amount,
+                currency=CURRENCY,
+                settled_amount=(
+                    Decimal(refund_truth["refund_amount"]) if moved and refund_truth else None
+                ),
+                provider_ref=refund_truth.get("refund_no") if refund_truth else None,
+                asked_version=asked.get(workflow_id),
+                **settled(observed.refunds.get(planned.refund_id)),
+            )
+        )
+    for withdrawal in plan.withdrawals:
+        transfer = transfers_by_id.get(withdrawal.withdrawal_id)
+        if transfer is None:
+            truth_status = TransactionStatus.FAILED
+        else:
+            truth_status = TRANSFER_STATUS.get(transfer["status"])
+        moved = transfer is not None and transfer["status"] == "TRANSFER_SUCCESS"
+        expected.append(
+            BookExpectation(
+                name=f"withdrawal {withdrawal.withdrawal_id}",
+                workflow_id=withdrawal.workflow_id,
+                kind=TransactionKind.WITHDRAWAL,
+                truth_status=truth_status,
+                amount=withdrawal.amount,
+                currency=CURRENCY,
+                settled_amount=Decimal(transfer["amount"]) if moved and transfer else None,
+                provider_ref=transfer.get("transfer_no") if transfer else None,
+                asked_version=asked.get(withdrawal.workflow_id),
+                **settled(observed.withdrawals.get(withdrawal.withdrawal_id)),
+            )
+        )
+    return expected, known
 
 
 # ---- driving a scenario ------------------------------------------------------------------
@@ -1093,10 +1207,14 @@ async def run_scenario(
                 await stack.wait_ready()
                 say(f"stack up in {tmp}; {plan.size} transactions; fault: {scenario.what}")
                 client = await connect(settings, harness_runtime())
-                async with httpx.AsyncClient(base_url=stack.sandbox_url, timeout=30) as http:
-                    verdict, faults = await _drive(
-                        scenario, stack, client, http, plan, receiver, concurrency, say
-                    )
+                book = open_book(settings)  # the stack's: `tempay dev` created it
+                try:
+                    async with httpx.AsyncClient(base_url=stack.sandbox_url, timeout=30) as http:
+                        verdict, faults = await _drive(
+                            scenario, stack, client, http, book, plan, receiver, concurrency, say
+                        )
+                finally:
+                    book.close()
             finally:
                 await asyncio.to_thread(stack.stop)
     return ScenarioResult(scenario.name, verdict, faults, time.monotonic() - began)
@@ -1111,6 +1229,7 @@ async def _drive(
     stack: Stack,
     client: Client,
     http: httpx.AsyncClient,
+    book: Book,
     plan: Plan,
     receiver: MerchantReceiver,
     concurrency: int,
@@ -1151,14 +1270,20 @@ async def _drive(
         if pending == 0 or past:
             observed = await _all_views(client, plan)
             truth = await ground_truth(http, plan)
-            verdict = check(
+            asked, unreplayed = await asked_versions(client, _made(plan))
+            verdict = await asyncio.to_thread(
+                check,
                 plan,
                 observed,
                 truth,
                 list(receiver.deliveries),
                 limit,
                 scenario.strict_requests,
+                book,
+                asked,
             )
+            if unreplayed:
+                verdict.problems.setdefault(Problem.BOOK, []).extend(unreplayed)
             if verdict.passed or past:
                 break
         say(f"waiting: {pending} transactions pending")
@@ -1180,6 +1305,15 @@ async def _drive(
     return verdict, faults
 
 
+def _made(plan: Plan) -> list[str]:
+    """The workflow ids of every transaction the scenario made (not the refunds refused)."""
+    return [
+        *(p.workflow_id for p in plan.payments),
+        *(refund_workflow_id(r.refund_id) for r in plan.refunds if r.refused is None),
+        *(w.workflow_id for w in plan.withdrawals),
+    ]
+
+
 def _summarise(faults: list[str]) -> list[str]:
     counts: dict[str, int] = defaultdict(int)
     for fault in faults:
@@ -1198,6 +1332,7 @@ COLUMNS = (
     "double-settled",
     "event-id mismatches",
     "sent twice",
+    "book",
     "max settle s (limit)",
     "result",
 )
@@ -1217,6 +1352,7 @@ def table(results: list[ScenarioResult]) -> str:
                 str(v.count(Problem.DOUBLE)),
                 str(v.count(Problem.EVENTS)),
                 str(v.count(Problem.SENT_TWICE)),
+                str(v.count(Problem.BOOK)),
                 f"{v.max_settle_seconds:.1f} ({v.limit_seconds:.0f})"
                 + (f", {v.count(Problem.LATE)} late" if v.count(Problem.LATE) else ""),
                 "PASS" if v.passed else "FAIL",

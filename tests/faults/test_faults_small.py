@@ -1,6 +1,7 @@
 """`tempay faults` itself, proven at a tiny size: the provider-faults scenario (notifications
 dropped, duplicated and reordered, status queries failing) on a private embedded stack, with
-every transaction checked against the sandbox's ground truth and the merchant's deliveries."""
+every transaction checked against the sandbox's ground truth, the merchant's deliveries and the
+book (its row and journal, and the newest write its workflow asked for)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,8 @@ async def test_provider_faults_at_ten_payments_pass() -> None:
     assert verdict.transactions == 13
     assert all(verdict.count(p) == 0 for p in Problem)
     assert 0 < verdict.max_settle_seconds <= verdict.limit_seconds
+    # The book was checked too, each row against the newest write its workflow asked for.
+    assert (
+        "book: 13 transactions checked, row and journal; 13 of them against the newest write "
+        "their workflow asked for"
+    ) in verdict.notes
