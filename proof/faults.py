@@ -754,6 +754,7 @@ class Run:
         self.outage_seconds = 0.0
         self.unexpected_exits: list[str] = []
         self._down: dict[str, float] = {}  # children the scenario is holding down: since when
+        self._killing: asyncio.Future[None] | None = None  # the latest outage's kill
         self._done: dict[str, int] = defaultdict(int)
         self._totals = {
             "load": len(plan.payments) + len(plan.withdrawals),
@@ -901,7 +902,9 @@ class Run:
         started = time.monotonic()
         pid = self.stack.child(name).process.pid  # type: ignore[union-attr]
         self._down[name] = started
-        await asyncio.to_thread(self.stack.kill_child, name, sig)
+        # Shielded: a kill under way when the injector is cancelled completes (see `restore`).
+        self._killing = asyncio.ensure_future(asyncio.to_thread(self.stack.kill_child, name, sig))
+        await asyncio.shield(self._killing)
         self.faults.append(f"{signal.Signals(sig).name} {name} (pid {pid})")
         await asyncio.sleep(down_seconds)
         self.stack.start_child(name)
@@ -913,9 +916,13 @@ class Run:
         """Start again what an outage still holds down: the load can finish while the
         injector, then cancelled, is keeping a child down (the worker, with a few refunds), and
         without it nothing would settle."""
+        if self._killing is not None:
+            await self._killing
         for name, started in list(self._down.items()):
-            self.stack.start_child(name)
             del self._down[name]
+            if self.stack.child(name).exited() is None:
+                continue  # cancelled before its kill: it never went down
+            self.stack.start_child(name)
             await self.wait_child_ready(name)
             self.outage_seconds += time.monotonic() - started
 
