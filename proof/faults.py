@@ -599,13 +599,21 @@ def check(
 
     if book is not None:
         in_book, known = book_expectations(plan, observed, truth, asked or {})
-        if found := check_book(book, in_book, known):
-            problems[Problem.BOOK].extend(found)
+        found = check_book(book, in_book, known)
+        if found.problems:
+            problems[Problem.BOOK].extend(found.problems)
         versions = sum(1 for e in in_book if e.asked_version is not None)
         notes.append(
             f"book: {len(in_book)} transactions checked, row and journal; {versions} of them "
             "against the newest write their workflow asked for"
         )
+        if found.differences:
+            notes.append(
+                f"book: {len(found.differences)} settlements as a workflow task lost to the "
+                "fault wrote them (its re-run's write, same version, changed nothing): "
+                + "; ".join(d.replace(": book: ", ": ", 1) for d in found.differences[:3])
+                + (" ..." if len(found.differences) > 3 else "")
+            )
 
     verified = [d for d in deliveries if d.verified]
     distinct = len({d.event_id for d in verified})

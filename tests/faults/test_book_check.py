@@ -189,7 +189,8 @@ def test_a_whole_book_passes(book: Book) -> None:
         state.world.plan, state.world.observed, state.world.truth, state.asked
     )
     assert len(expected) == state.world.plan.size
-    assert check_book(book, expected) == []
+    found = check_book(book, expected)
+    assert found.problems == [] and found.differences == []
 
 
 def test_a_journal_entry_written_twice_is_reported(book: Book) -> None:
@@ -318,6 +319,25 @@ def test_another_provider_trade_number_is_reported(book: Book) -> None:
         book, view.model_copy(update={"provider_trade_no": "SBX-someone-else"})
     )
     state.one(f"provider id SBX-someone-else, the provider's is SBX{view.order_id}")
+
+
+def test_a_settlement_the_book_took_from_a_lost_workflow_task_is_noted(book: Book) -> None:
+    """A worker killed after its task wrote the settlement: the task's re-run settles again
+    later, at the same version, and the book keeps the first write's time. Status, money and
+    journal agree, so it passes, with a note naming it."""
+    view = paid(booked_world_probe())
+    state = booked(book, skip=view.workflow_id)
+    assert view.settled_at is not None
+    first = view.model_copy(update={"settled_at": view.settled_at - timedelta(seconds=10)})
+    state.asked[view.workflow_id] = write_history(book, first)
+    write_history(book, view)  # the re-run: same versions, changes nothing
+    verdict = state.verdict()
+    assert verdict.passed, verdict.problems
+    assert any(
+        n.startswith("book: 1 settlements as a workflow task lost to the fault wrote them")
+        and f"payment {view.order_id}: settled_at 10.0 s before the workflow's" in n
+        for n in verdict.notes
+    ), verdict.notes
 
 
 def test_a_refund_total_the_provider_disagrees_with_is_reported(book: Book) -> None:
