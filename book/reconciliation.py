@@ -1,11 +1,12 @@
 """A provider's statement for one day against the book, and what reconciliation keeps.
 
-`Comparer` takes the statement's lines in batches (each batch: one query for the book rows
-it names), then `finish` finds what the book settled that day and the statement lacks. It
-holds only the keys it has seen and the discrepancies, so a 100,000-line statement runs in
-bounded memory. What it finds goes into the book in one transaction (`save`): the
-reconciliation's row and its discrepancies, upserted by (provider, day, key), so comparing
-the same day again changes nothing that has not changed.
+`Comparer` takes the statement's lines in batches (each batch: a query on an index for
+the book rows it names, one per way of naming them), then `finish` finds what the book
+settled that day and the statement lacks. It holds only the keys it has seen and the
+discrepancies, so a 100,000-line statement runs in bounded memory. What it finds goes into
+the book in one transaction (`save`): the reconciliation's row and its discrepancies,
+upserted by (provider, day, key), so comparing the same day again changes nothing that has
+not changed.
 
 Matching: a payment line by the merchant's order id (or, for a line without one, by the
 provider's trade number), a refund line by the refund id; amounts as Decimal, in the
@@ -24,7 +25,7 @@ from sqlalchemy import and_, func, or_, select, update
 
 from book.schema import discrepancies, reconciliations, transactions
 from book.store import Book
-from tempay.domain import IN_FLIGHT, TransactionKind, TransactionStatus
+from tempay.domain import IN_FLIGHT, TransactionKind, TransactionStatus, refund_workflow_id
 from tempay.statements import (
     Comparison,
     Discrepancy,
@@ -215,29 +216,51 @@ class Comparer:
             x.refund_id for x in batch if x.kind is StatementLineKind.REFUND and x.refund_id
         }
         t = transactions.c
-        clauses = []
+        columns = (*_ROW_COLUMNS, t.provider)
+        # Each way of naming a row is a query of its own on an index, and the match is
+        # checked here (`wanted`). One query with an OR, or a filter on transaction_id (not
+        # indexed), has SQLite walk the provider's (or the kind's) index instead: every row
+        # the provider ever had, for each batch, slower as the book grows.
+        queries = []
         if order_ids:
-            clauses.append(and_(t.kind.in_(PAYMENT_KINDS), t.transaction_id.in_(order_ids)))
-        if trade_nos:
-            clauses.append(and_(t.kind.in_(PAYMENT_KINDS), t.provider_ref.in_(trade_nos)))
+            # A payment's (and a recharge's) transaction_id is its order_id (book/store.py).
+            queries.append(select(*columns).where(t.order_id.in_(order_ids)))
         if refund_ids:
-            clauses.append(
-                and_(t.kind == str(TransactionKind.REFUND), t.transaction_id.in_(refund_ids))
+            # A refund's workflow id, the primary key, is refund-{refund id}.
+            ids = [refund_workflow_id(x) for x in refund_ids]
+            queries.append(select(*columns).where(t.workflow_id.in_(ids)))
+        if trade_nos:
+            # provider_ref has no index: this one reads the provider's rows.
+            queries.append(
+                select(*columns).where(
+                    t.provider == self.provider,
+                    t.kind.in_(PAYMENT_KINDS),
+                    t.provider_ref.in_(trade_nos),
+                )
             )
-        if not clauses:
+        if not queries:
             return {}
-        query = select(*_ROW_COLUMNS).where(t.provider == self.provider, or_(*clauses))
+
+        def wanted(r: Any) -> bool:
+            if r.provider != self.provider:
+                return False
+            if r.kind in PAYMENT_KINDS:
+                return r.transaction_id in order_ids or r.provider_ref in trade_nos
+            return r.kind == str(TransactionKind.REFUND) and r.transaction_id in refund_ids
 
         def read() -> dict[str, _Row]:
             found: dict[str, _Row] = {}
             with self.book.engine.connect() as conn:
-                for r in conn.execute(query):
-                    row = _row(r)
-                    found[row.key] = row
-                    if row.refund_id is None and row.provider_ref:
-                        found.setdefault(
-                            _key(StatementLineKind.PAYMENT, None, row.provider_ref), row
-                        )
+                for query in queries:
+                    for r in conn.execute(query):
+                        if not wanted(r):
+                            continue
+                        row = _row(r)
+                        found[row.key] = row
+                        if row.refund_id is None and row.provider_ref:
+                            found.setdefault(
+                                _key(StatementLineKind.PAYMENT, None, row.provider_ref), row
+                            )
             return found
 
         return self.book._run("read transactions to reconcile", read)
