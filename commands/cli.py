@@ -359,7 +359,26 @@ def _proof(module: str, command: str) -> Any:
         ) from None
 
 
+PAYMENTS, CONCURRENCY = 500, 50  # `tempay bench`'s defaults
+
+
 async def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    if args.reconcile is not None:
+        others = {
+            "--payments": args.payments is not None,
+            "--concurrency": args.concurrency is not None,
+            "--breakdown": args.breakdown,
+            "--webhook-rate": args.webhook_rate is not None,
+            "--pending": args.pending is not None,
+        }
+        if given := [name for name, on in others.items() if on]:
+            raise InvalidInput(
+                f"--reconcile is a benchmark of its own: drop {', '.join(given)} (or --reconcile)"
+            )
+        reconcile = _proof("reconcile_bench", "bench")
+        return await reconcile.run_reconcile_bench(args.reconcile)
+    payments = PAYMENTS if args.payments is None else args.payments
+    concurrency = CONCURRENCY if args.concurrency is None else args.concurrency
     bench = _proof("bench", "bench")
     if args.webhook_rate is not None and args.pending is not None:
         raise InvalidInput("--webhook-rate and --pending are separate benchmarks: choose one")
@@ -371,9 +390,9 @@ async def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.pending is not None:
         load = _proof("load", "bench")
         return await load.run_pending_bench(
-            args.pending, args.concurrency, args.status_cap, args.first_query, args.query_window
+            args.pending, concurrency, args.status_cap, args.first_query, args.query_window
         )
-    return await bench.run_bench(args.payments, args.concurrency, args.breakdown)
+    return await bench.run_bench(payments, concurrency, args.breakdown)
 
 
 async def cmd_faults(args: argparse.Namespace, _: Settings) -> int:
@@ -523,8 +542,9 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("sandbox", help="run the sandbox provider").set_defaults(run=cmd_sandbox)
 
     bench = commands.add_parser("bench", help="payments/s versus bare Temporal, same run")
-    bench.add_argument("--payments", type=int, default=500)
-    bench.add_argument("--concurrency", type=int, default=50)
+    # None when not given: --reconcile refuses them.
+    bench.add_argument("--payments", type=int, help=f"default {PAYMENTS}")
+    bench.add_argument("--concurrency", type=int, help=f"default {CONCURRENCY}")
     bench.add_argument(
         "--breakdown",
         action="store_true",
@@ -552,6 +572,14 @@ def parser() -> argparse.ArgumentParser:
         "--query-window",
         type=float,
         help="longest wait for every payment's first status query before paying (seconds)",
+    )
+    at_scale = bench.add_argument_group("reconciliation at scale (instead of --payments)")
+    at_scale.add_argument(
+        "--reconcile",
+        type=int,
+        metavar="N",
+        help="an N-line statement against a book of N settled payments (SQLite, no Temporal, "
+        "discrepancies planted and checked): time and peak RSS",
     )
     bench.set_defaults(run=cmd_bench)
 
