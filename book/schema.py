@@ -110,6 +110,10 @@ transactions = Table(
     Index(None, "provider", "created_at"),
     Index(None, "created_at"),
     Index(None, "order_id"),
+    # Reconciliation (migration 0002): what a provider settled in a day, and a statement
+    # line that names only the provider's own number.
+    Index(None, "provider", "settled_at"),
+    Index(None, "provider", "provider_ref"),
 )
 
 journal = Table(

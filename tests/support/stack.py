@@ -140,7 +140,7 @@ class MerchantReceiver:
         return [
             d
             for d in self.deliveries
-            if d.body is not None and d.body["data"]["order_id"] == order_id
+            if d.body is not None and d.body["data"].get("order_id") == order_id
         ]
 
     def events_for(self, order_id: str) -> list[MerchantEvent]:
@@ -165,7 +165,9 @@ class MerchantReceiver:
                 self.deliveries.append(MerchantDelivery(webhook_id, 401, headers, None, str(exc)))
                 return Response(str(exc), status_code=401)
             body = json.loads(raw)
-            order_id = body["data"]["order_id"]
+            # A transaction's event names its order; a reconciliation event its discrepancy's.
+            data = body["data"]
+            order_id = data.get("order_id") or (data.get("discrepancy") or {}).get("order_id")
             answered = 204
             if self.refusals.get(order_id, 0) > 0:
                 self.refusals[order_id] -= 1

@@ -1,4 +1,5 @@
-"""Reconciliation: a row per provider and day compared, and each discrepancy found.
+"""Reconciliation: a row per provider and day compared, each discrepancy found, and the
+indexes it reads transactions by.
 
 Revision ID: 0002
 Revises: 0001
@@ -19,6 +20,18 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.create_index(
+        op.f("ix_transactions_provider_settled_at"),
+        "transactions",
+        ["provider", "settled_at"],
+        unique=False,
+    )
+    op.create_index(
+        op.f("ix_transactions_provider_provider_ref"),
+        "transactions",
+        ["provider", "provider_ref"],
+        unique=False,
+    )
     op.create_table(
         "reconciliations",
         sa.Column("provider", sa.String(64), nullable=False),
@@ -65,3 +78,5 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_discrepancies_type_action"), table_name="discrepancies")
     op.drop_table("discrepancies")
     op.drop_table("reconciliations")
+    op.drop_index(op.f("ix_transactions_provider_provider_ref"), table_name="transactions")
+    op.drop_index(op.f("ix_transactions_provider_settled_at"), table_name="transactions")
