@@ -61,6 +61,7 @@ from tempay.errors import (
     WorkerUnavailable,
 )
 from tempay.settings import Settings
+from tempay.statements import ReconciliationReport
 from transactions import (
     build_order,
     build_withdrawal,
@@ -72,6 +73,9 @@ from transactions import (
     start_withdrawal,
     withdrawal_view,
 )
+from transactions.read import parse_provider
+from transactions.reconcile import parse_day
+from transactions.reconcile import report as reconciliation_report
 
 log = logging.getLogger("tempay.api")
 
@@ -512,6 +516,21 @@ def create_api_router(
         return await within(
             withdrawal_view(client, parse_order_id(withdrawal_id), book), "try again"
         )
+
+    @router.get(
+        "/reconciliations/{provider}/{day}",
+        response_model=ReconciliationReport,
+        responses=NOT_FOUND,
+        summary="A provider's reconciliation of a day: counts and discrepancies",
+    )
+    async def get_reconciliation(provider: str, day: str) -> ReconciliationReport:
+        """The report as the book holds it (`tempay reconcile` prints the same): the
+        provider's own day (YYYY-MM-DD), counts by type, and each discrepancy with both
+        sides and the action taken. 404 until the day has been compared."""
+        name, when = parse_provider(provider), parse_day(day)
+        if book is None:
+            raise BookUnavailable("no book is open: reconciliations live only there")
+        return await reconciliation_report(book, name, when)
 
     return router
 

@@ -23,6 +23,7 @@ from transactions.reconcile import ReconciliationFailed, reconcile, report
 
 pytestmark = pytest.mark.e2e
 RUN = uuid.uuid4().hex[:6]
+API_KEY = f"test-api-key-{uuid.uuid4().hex}"
 PAID, DROPPED, OUTSIDE = f"rc-{RUN}-paid", f"rc-{RUN}-dropped", f"rc-{RUN}-outside"
 CHANGED, LEFT_OUT = f"rc-{RUN}-changed", f"rc-{RUN}-left-out"
 
@@ -40,7 +41,7 @@ async def stack(
         tmp_path_factory.mktemp("reconcile"),
         f"tq-rc-{RUN}",
         # No status query before the reconciliation: it is what finds the dropped one.
-        settings_overrides={"first_status_query_delay": timedelta(hours=1)},
+        settings_overrides={"first_status_query_delay": timedelta(hours=1), "api_key": API_KEY},
         statement_amount_delta_order=CHANGED,
         statement_drop_order=LEFT_OUT,
     ) as s:
@@ -146,3 +147,30 @@ async def test_a_provider_without_statements_fails_in_one_line_and_changes_nothi
         await reconcile(stack.client, stack.settings, stack.book, "alipay", today())
     with pytest.raises(LookupError, match="no reconciliation of alipay"):
         await report(stack.book, "alipay", today())
+
+
+async def test_the_api_answers_the_report_from_the_book(
+    stack: Stack, first: ReconciliationReport
+) -> None:
+    bearer = {"Authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(base_url=stack.webhook_url, headers=bearer, timeout=10) as api:
+        answer = await api.get(f"/api/reconciliations/sandbox/{today()}")
+        assert answer.status_code == 200, answer.text
+        stored = await report(stack.book, "sandbox", today())
+        assert ReconciliationReport.model_validate(answer.json()) == stored
+        assert set(answer.json()["counts"]) == {
+            "matched",
+            "missing_in_tempay",
+            "missing_at_provider",
+            "status_mismatch",
+            "amount_mismatch",
+        }
+        never = await api.get("/api/reconciliations/sandbox/2001-01-01")
+        assert never.status_code == 404
+        assert "no reconciliation of sandbox for 2001-01-01" in never.text
+        assert (await api.get("/api/reconciliations/sandbox/yesterday")).status_code == 422
+        assert (
+            await api.get(
+                "/api/reconciliations/sandbox/2026-12-01", headers={"Authorization": "Bearer wrong"}
+            )
+        ).status_code == 401
