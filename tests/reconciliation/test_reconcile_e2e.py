@@ -13,13 +13,14 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from temporalio.client import ScheduleActionStartWorkflow
 from temporalio.testing import WorkflowEnvironment
 
 from tempay.domain import TransactionStatus
 from tempay.statements import DiscrepancyAction, DiscrepancyType, ReconciliationReport
 from tests.support.stack import Stack, running_stack, start_payment
 from transactions import payment_view
-from transactions.reconcile import ReconciliationFailed, reconcile, report
+from transactions.reconcile import ReconciliationFailed, ensure_schedules, reconcile, report
 
 pytestmark = pytest.mark.e2e
 RUN = uuid.uuid4().hex[:6]
@@ -174,3 +175,23 @@ async def test_the_api_answers_the_report_from_the_book(
                 "/api/reconciliations/sandbox/2026-12-01", headers={"Authorization": "Bearer wrong"}
             )
         ).status_code == 401
+
+
+async def test_a_daily_schedule_per_provider_in_its_timezone(stack: Stack) -> None:
+    settings = stack.settings.model_copy(update={"reconcile_at": "9:30"})
+    provider = f"p{RUN}"
+    created = await ensure_schedules(stack.client, settings, {provider: "Asia/Shanghai"})
+    assert created == [f"reconcile-{provider}"]
+    try:
+        described = await stack.client.get_schedule_handle(created[0]).describe()
+        spec = described.schedule.spec
+        assert spec.time_zone_name == "Asia/Shanghai"
+        [calendar] = spec.calendars
+        assert ([r.start for r in calendar.hour], [r.start for r in calendar.minute]) == ([9], [30])
+        action = described.schedule.action
+        assert isinstance(action, ScheduleActionStartWorkflow)
+        assert action.workflow == "ReconciliationWorkflow"
+        # Again: left as it is.
+        assert await ensure_schedules(stack.client, settings, {provider: "Asia/Shanghai"}) == []
+    finally:
+        await stack.client.get_schedule_handle(created[0]).delete()
