@@ -167,7 +167,7 @@ class MerchantReceiver:
             body = json.loads(raw)
             # A transaction's event names its order; a reconciliation event its discrepancy's.
             data = body["data"]
-            order_id = data.get("order_id") or (data.get("discrepancy") or {}).get("order_id")
+            order_id = str(data.get("order_id") or (data.get("discrepancy") or {}).get("order_id"))
             answered = 204
             if self.refusals.get(order_id, 0) > 0:
                 self.refusals[order_id] -= 1
