@@ -470,6 +470,7 @@ async def test_openapi_lists_every_api_route_with_bearer_security(stack: Stack) 
         ("POST", "/api/recharges"),
         ("POST", "/api/withdrawals"),
         ("GET", "/api/withdrawals/{withdrawal_id}"),
+        ("GET", "/api/reconciliations/{provider}/{day}"),
     }
     assert {k for k in documented if k[1].startswith("/api/")} == expected
     for key in expected:

@@ -37,7 +37,7 @@ from tempay.domain import (
     WithdrawalView,
 )
 from tempay.settings import Settings
-from tests.faults.test_checker import LIMIT, START, World, consistent_world
+from tests.support.faults_world import LIMIT, START, World, consistent_world
 
 S = TransactionStatus
 View = PaymentView | RefundView | WithdrawalView
