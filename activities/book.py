@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from temporalio import activity
 
@@ -31,11 +32,20 @@ class BookActivities:
     def __init__(self, book: Book, merchant: MerchantActivities | None = None) -> None:
         self._book = book
         self._merchant = merchant
+        # One thread writes, so one connection does (the pool hands back the last one):
+        # its page cache stays warm. Writers take turns at SQLite's lock anyway; with a
+        # connection per thread each write first reloaded what the others had changed,
+        # which cost the worker several times the write itself (`tempay bench`).
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="book-writer")
+
+    async def _record(self, entry: BookEntry) -> bool:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self._book.record, entry)
 
     @activity.defn(name="record_transaction")
     async def record_transaction(self, entry: BookEntry) -> bool:
         """True when the row changed (False: the book already held this or a newer one)."""
-        return await asyncio.to_thread(self._book.record, entry)
+        return await self._record(entry)
 
     @activity.defn(name="record_then_notify_merchant")
     async def record_then_notify_merchant(self, booked: BookedEvent) -> BookedDelivery:
@@ -43,7 +53,7 @@ class BookActivities:
         if self._merchant is None:
             raise RuntimeError("this worker's book activities have no merchant activities")
         try:
-            await asyncio.to_thread(self._book.record, booked.entry)
+            await self._record(booked.entry)
         except Exception as exc:  # the workflow hands the write to record_transaction's retries
             log.warning(
                 "book write %d of %s failed: %s",

@@ -164,6 +164,7 @@ class Book:
             options = {
                 "pool_size": 4,
                 "max_overflow": 4,
+                "pool_use_lifo": True,  # the connection used last: its page cache is warm
                 "connect_args": {"timeout": 10, "check_same_thread": False},
             }
         else:
