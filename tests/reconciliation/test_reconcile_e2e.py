@@ -9,6 +9,8 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -27,6 +29,7 @@ RUN = uuid.uuid4().hex[:6]
 API_KEY = f"test-api-key-{uuid.uuid4().hex}"
 PAID, DROPPED, OUTSIDE = f"rc-{RUN}-paid", f"rc-{RUN}-dropped", f"rc-{RUN}-outside"
 CHANGED, LEFT_OUT = f"rc-{RUN}-changed", f"rc-{RUN}-left-out"
+REFUND_OUTSIDE = f"rf-{RUN}-outside"
 
 
 def today() -> date:
@@ -82,6 +85,23 @@ async def first(stack: Stack) -> ReconciliationReport:
         assert (await sandbox.post(f"/sandbox/payments/{OUTSIDE}/pay", json={})).is_success
     for order_id in (PAID, CHANGED, LEFT_OUT):
         await settled(stack, order_id, TransactionStatus.SUCCEEDED)
+    async with httpx.AsyncClient(base_url=stack.sandbox_url, timeout=10) as sandbox:
+        # A refund only the provider has: asked of it directly, not through tempay.
+        refund = await sandbox.post(
+            f"/payments/{PAID}/refunds",
+            json={
+                "out_request_no": REFUND_OUTSIDE,
+                "refund_amount": "2.00",
+                "currency": "CNY",
+                "notify_url": "http://127.0.0.1:9/nowhere",
+            },
+        )
+        assert refund.is_success, refund.text
+        for _ in range(300):
+            found = await sandbox.get(f"/payments/{PAID}/refunds/{REFUND_OUTSIDE}")
+            if found.is_success and "SUCCESS" in found.text:
+                break
+            await asyncio.sleep(0.1)
     assert (await payment_view(stack.client, DROPPED)).status is TransactionStatus.PENDING
     return await reconcile(stack.client, stack.settings, stack.book, "sandbox", today())
 
@@ -90,7 +110,7 @@ def by_order(found: ReconciliationReport) -> dict[str | None, tuple[str, str]]:
     return {
         d.order_id: (str(d.type), str(d.action))
         for d in found.discrepancies
-        if d.order_id and d.order_id.startswith(f"rc-{RUN}")
+        if d.kind == "payment" and d.order_id and d.order_id.startswith(f"rc-{RUN}")
     }
 
 
@@ -105,6 +125,9 @@ async def test_each_discrepancy_is_found_and_acted_on(
         LEFT_OUT: (DiscrepancyType.MISSING_AT_PROVIDER, DiscrepancyAction.REVIEW),
     }
     assert first.counts.matched >= 1  # PAID
+    [refund] = [d for d in first.discrepancies if d.refund_id == REFUND_OUTSIDE]
+    assert (refund.kind, refund.type, refund.order_id) == ("refund", "missing_in_tempay", PAID)
+    assert refund.provider is not None and refund.provider.amount == Decimal("2.00")
     changed = next(d for d in first.discrepancies if d.order_id == CHANGED)
     assert changed.tempay is not None and changed.provider is not None
     assert changed.provider.amount is not None and changed.tempay.amount is not None
@@ -120,8 +143,10 @@ async def test_each_discrepancy_is_found_and_acted_on(
         for d in stack.merchant.deliveries
         if d.body is not None and d.body["type"] == "reconciliation.discrepancy"
     ]
-    about = sorted(e["data"]["discrepancy"]["order_id"] for e in events)
-    assert about == sorted([OUTSIDE, CHANGED, LEFT_OUT])
+    about = sorted(e["data"]["discrepancy"]["key"] for e in events)
+    assert about == sorted(
+        [f"payment:{o}" for o in (OUTSIDE, CHANGED, LEFT_OUT)] + [f"refund:{REFUND_OUTSIDE}"]
+    )
     assert all(d.announced for d in first.discrepancies if d.action == DiscrepancyAction.REVIEW)
 
 
@@ -195,3 +220,18 @@ async def test_a_daily_schedule_per_provider_in_its_timezone(stack: Stack) -> No
         assert await ensure_schedules(stack.client, settings, {provider: "Asia/Shanghai"}) == []
     finally:
         await stack.client.get_schedule_handle(created[0]).delete()
+
+
+async def test_another_merchants_statement_fails_the_run_and_the_book_is_unchanged(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    # The sandbox names an account this tempay does not expect: the statement is refused.
+    async with running_stack(
+        dev_env.client, tmp_path, f"tq-rc-acct-{RUN}", account="2088999999999999"
+    ) as other:
+        before = await asyncio.to_thread(other.book.count)
+        with pytest.raises(ReconciliationFailed, match="2088999999999999"):
+            await reconcile(other.client, other.settings, other.book, "sandbox", today())
+        with pytest.raises(LookupError):
+            await report(other.book, "sandbox", today())
+        assert await asyncio.to_thread(other.book.count) == before
