@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -39,6 +38,7 @@ from tempay.statements import (
     StatementLine,
     StatementLineKind,
     discrepancy_event_id,
+    in_batches,
 )
 
 log = logging.getLogger("tempay.reconciliation")
@@ -89,7 +89,7 @@ class ReconciliationActivities:
             self._book, request.provider, request.day, adapter.statement_timezone
         )
         try:
-            async for batch in _batches(adapter.statement(request.day), books.BATCH):
+            async for batch in in_batches(adapter.statement(request.day), books.BATCH):
                 unknown = await asyncio.to_thread(comparer.take, batch)
                 for line in unknown:
                     comparer.unknown(line, await self._open_in_temporal(line))
@@ -207,16 +207,3 @@ class ReconciliationActivities:
         await asyncio.to_thread(
             books.finish, self._book, request.provider, request.day, datetime.now(UTC)
         )
-
-
-async def _batches(
-    lines: AsyncIterator[StatementLine], size: int
-) -> AsyncIterator[list[StatementLine]]:
-    batch: list[StatementLine] = []
-    async for line in lines:
-        batch.append(line)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

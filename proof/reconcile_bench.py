@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -51,6 +51,7 @@ from tempay.statements import (
     ReconciliationCounts,
     StatementLine,
     StatementLineKind,
+    in_batches,
 )
 
 PROVIDER = "sandbox"
@@ -237,19 +238,6 @@ def statement_entries(plan: Plan) -> Iterator[BillEntry]:
 # ---- the comparison, as compare_statement drives it ---------------------------------------
 
 
-async def batches(
-    lines: AsyncIterator[StatementLine], size: int
-) -> AsyncIterator[list[StatementLine]]:
-    batch: list[StatementLine] = []
-    async for line in lines:
-        batch.append(line)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 @dataclass
 class Timings:
     take: float = 0.0
@@ -262,7 +250,7 @@ async def compare(book: Book, bill: Path, timings: Timings) -> tuple[Comparison,
     lines = stream_trade_bill(
         bill, expected_account=DEFAULT_ACCOUNT, day=DAY, currencies_in_remarks=True
     )
-    async for batch in batches(lines, books.BATCH):
+    async for batch in in_batches(lines, books.BATCH):
         began = time.perf_counter()
         unknown = await asyncio.to_thread(comparer.take, batch)
         for line in unknown:

@@ -9,6 +9,7 @@ Lines are streamed: a statement is read as an async iterator, never held whole i
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -173,3 +174,17 @@ class DiscrepancyEvent(BaseModel):
 
 def discrepancy_event_id(provider: str, day: date, key: str) -> str:
     return f"evt_reconcile_{provider}_{day.isoformat()}_{key}"
+
+
+async def in_batches(
+    lines: AsyncIterator[StatementLine], size: int
+) -> AsyncIterator[list[StatementLine]]:
+    """A streamed statement in lists of `size` lines (the last one shorter)."""
+    batch: list[StatementLine] = []
+    async for line in lines:
+        batch.append(line)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
