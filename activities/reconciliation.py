@@ -183,7 +183,8 @@ class ReconciliationActivities:
         items = await asyncio.to_thread(
             books.unannounced, self._book, request.provider, request.day
         )
-        for item in items:
+        for done, item in enumerate(items):
+            activity.heartbeat(done)
             event = DiscrepancyEvent(
                 id=discrepancy_event_id(request.provider, request.day, item.key),
                 created_at=datetime.now(UTC),

@@ -43,6 +43,8 @@ RETRY = RetryPolicy(
 )
 # The merchant's endpoint may be down: as for every merchant event, retried for 3 days.
 ANNOUNCE_TIMEOUT = timedelta(days=3)
+# A heartbeat per event delivered: a worker lost mid-announcement is noticed in 30 s.
+ANNOUNCE_HEARTBEAT = timedelta(seconds=30)
 
 
 def reconciliation_id(provider: str, day: date) -> str:
@@ -128,7 +130,8 @@ class ReconciliationWorkflow:
             await workflow.execute_activity_method(
                 ReconciliationActivities.announce_discrepancies,
                 request,
-                start_to_close_timeout=STEP_TIMEOUT,
+                start_to_close_timeout=COMPARE_TIMEOUT,
+                heartbeat_timeout=ANNOUNCE_HEARTBEAT,
                 schedule_to_close_timeout=ANNOUNCE_TIMEOUT,
                 retry_policy=RETRY,
                 summary="tell the merchant about the discrepancies",

@@ -12,7 +12,9 @@ import socket
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -22,10 +24,13 @@ from commands.dev import free_port, port_in_use
 from tempay.domain import TransactionStatus, WithdrawalView
 from tempay.errors import MetricsUnavailable
 from tempay.settings import Settings
+from tempay.statements import ReconcileRequest
 from tempay.temporal import metrics_address, metrics_runtime
 from tests.support.cli import tempay
 from tests.support.stack import Stack, running_stack, start_payment
 from transactions import build_withdrawal, start_withdrawal
+from transactions.reconcile import reconcile, report
+from workflows.reconciliation import ReconciliationWorkflow, reconciliation_id
 
 pytestmark = pytest.mark.e2e
 
@@ -225,3 +230,79 @@ def test_a_worker_whose_metrics_port_is_taken_says_so_in_one_line(tmp_path: Path
         "TEMPAY_WORKER_METRICS_PORT to a free port, or 0 to turn them off)"
     )
     assert "Traceback" not in result.stderr
+
+
+async def test_a_reconciliation_resumes_after_kill_9_and_counts_what_it_found(
+    own_dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """A `tempay worker` killed with SIGKILL while a reconciliation waits on the merchant:
+    another worker finishes the same run from its history (the comparison is not run
+    again), and the worker's metrics count the discrepancies a run finds."""
+    client = own_dev_env.client
+    run = uuid.uuid4().hex[:6]
+    paid, extra = f"K-{run}-paid", f"K-{run}-extra"
+    day = datetime.now(UTC).astimezone(ZoneInfo("Asia/Shanghai")).date()
+    async with running_stack(
+        client, tmp_path, f"tq-rk-{run}", worker=False, statement_extra_trade=extra
+    ) as stack:
+        first = WorkerProcess(worker_env(stack, free_port()), tmp_path / "worker-1.log")
+        second: WorkerProcess | None = None
+        try:
+            pay, _ = await start_payment(client, stack.settings, paid)
+            async with httpx.AsyncClient(base_url=stack.sandbox_url, timeout=10) as sandbox:
+                assert (await sandbox.post(f"/sandbox/payments/{paid}/pay", json={})).is_success
+            await settled_in_book(stack, f"payment-{paid}")
+            # The merchant refuses the discrepancy's event: the run waits in its last steps.
+            stack.merchant.refuse(extra, 1_000)
+            handle = await client.start_workflow(
+                ReconciliationWorkflow.run,
+                ReconcileRequest(provider="sandbox", day=day),
+                id=reconciliation_id("sandbox", day),
+                task_queue=stack.settings.task_queue,
+            )
+            for _ in range(600):
+                if stack.merchant.deliveries_for(extra):
+                    break
+                await asyncio.sleep(0.05)
+            assert stack.merchant.deliveries_for(extra), first.log.read_text()[-3000:]
+            # Killed mid-attempt (the activity's failure may not have reached Temporal):
+            # its heartbeat timeout (30 s) or its retry hands the step to the next worker.
+            first.process.send_signal(signal.SIGKILL)
+            first.process.wait(10)
+            stack.merchant.refusals[extra] = 0  # the merchant is back
+            port = free_port()
+            second = WorkerProcess(worker_env(stack, port), tmp_path / "worker-2.log")
+            [comparison] = await asyncio.wait_for(handle.result(), 120)
+            assert comparison.counts.missing_in_tempay == 1
+            found = await report(stack.book, "sandbox", day)
+            assert found.status == "completed" and found.runs == 1  # compared once
+            [item] = [d for d in found.discrepancies if d.order_id == extra]
+            assert item.announced
+            # Run by hand again, on the second worker: its metrics count what it found.
+            url = f"http://127.0.0.1:{port}/metrics"
+            await metrics_when_up(url, second)
+            await reconcile(client, stack.settings, stack.book, "sandbox", day)
+            metrics = await scrape(url)
+            found_again = total(
+                metrics,
+                "tempay_reconciliation_discrepancies",
+                provider="sandbox",
+                type="missing_in_tempay",
+            )
+            assert found_again == 1
+            assert total(metrics, "tempay_reconciliation_discrepancies", type="matched") == 0
+        finally:
+            if first.process.poll() is None:
+                first.process.kill()
+                first.process.wait()
+            if second is not None:
+                assert second.stop() == 0, second.log.read_text()[-3000:]
+
+
+async def settled_in_book(stack: Stack, workflow_id: str) -> None:
+    for _ in range(300):
+        record = await asyncio.to_thread(stack.book.get, workflow_id)
+        if record is not None and record.status == "SUCCEEDED":
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{workflow_id} never reached the book as SUCCEEDED")

@@ -121,6 +121,12 @@ class MerchantDelivery:
     error: str | None = None  # why verification failed
 
 
+def _order_of(body: dict[str, Any]) -> str:
+    """A transaction's event names its order; a reconciliation event its discrepancy's."""
+    data = body["data"]
+    return str(data.get("order_id") or (data.get("discrepancy") or {}).get("order_id"))
+
+
 @dataclass
 class MerchantReceiver:
     """The merchant's webhook endpoint: verifies each Standard Webhooks signature with
@@ -140,7 +146,7 @@ class MerchantReceiver:
         return [
             d
             for d in self.deliveries
-            if d.body is not None and d.body["data"].get("order_id") == order_id
+            if d.body is not None and _order_of(d.body) == order_id
         ]
 
     def events_for(self, order_id: str) -> list[MerchantEvent]:
@@ -165,9 +171,7 @@ class MerchantReceiver:
                 self.deliveries.append(MerchantDelivery(webhook_id, 401, headers, None, str(exc)))
                 return Response(str(exc), status_code=401)
             body = json.loads(raw)
-            # A transaction's event names its order; a reconciliation event its discrepancy's.
-            data = body["data"]
-            order_id = str(data.get("order_id") or (data.get("discrepancy") or {}).get("order_id"))
+            order_id = _order_of(body)
             answered = 204
             if self.refusals.get(order_id, 0) > 0:
                 self.refusals[order_id] -= 1
