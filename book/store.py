@@ -168,7 +168,13 @@ class Book:
                 "connect_args": {"timeout": 10, "check_same_thread": False},
             }
         else:
-            options = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
+            # A database that accepts and never answers fails a connect in 10 s, not never.
+            options = {
+                "pool_pre_ping": True,
+                "pool_size": 5,
+                "max_overflow": 5,
+                "connect_args": {"connect_timeout": 10},
+            }
         try:
             self.engine: Engine = create_engine(parsed, **options)
         except (NoSuchModuleError, ImportError) as exc:
