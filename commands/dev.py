@@ -197,6 +197,8 @@ class Stack:
                 "TEMPAY_SANDBOX_PUBLIC_URL": self.sandbox_url,
                 "TEMPAY_SANDBOX": "true" if s.sandbox_enabled else "false",
                 "TEMPAY_INTERNAL_ON_WEBHOOK_PORT": str(s.internal_on_webhook_port).lower(),
+                # The stack's own (a private stack's is a free port): not whatever 9464 holds.
+                "TEMPAY_WORKER_METRICS_PORT": str(s.worker_metrics_port),
                 "PYTHONUNBUFFERED": "1",
             }
         )

@@ -178,6 +178,10 @@ def test_a_bench_stack_takes_none_of_the_dev_stacks_ports(tmp_path: Path) -> Non
 
     taken = set(ports(dev).values())
     assert not {name for name, port in ports(bench).items() if port in taken}
+    # ... and its processes are told them: the worker's metrics port, not the default.
+    env = bench.env()
+    assert env["TEMPAY_WORKER_METRICS_PORT"] == str(bench.settings.worker_metrics_port)
+    assert env["TEMPAY_WEBHOOK_PORT"] == str(bench.settings.webhook_port)
 
 
 async def test_a_pay_call_lost_in_transit_is_asked_again_and_a_repeat_counts_as_paid() -> None:
