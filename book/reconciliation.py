@@ -15,13 +15,13 @@ line's currency. The types and actions are in tempay/statements.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, or_, select, update
 
 from book.schema import discrepancies, reconciliations, transactions
 from book.store import Book
@@ -119,9 +119,7 @@ class Comparer:
     def finish(self) -> Comparison:
         """What the book settled in the provider's day and the statement lacks."""
         start, end = provider_day_bounds(self.day, self.timezone)
-        for row in self._settled_between(start, end):
-            if row.key in self._seen:
-                continue
+        for row in self._settled_unseen(start, end):
             kind = StatementLineKind.REFUND if row.refund_id else StatementLineKind.PAYMENT
             self.found.append(
                 Discrepancy(
@@ -265,7 +263,8 @@ class Comparer:
 
         return self.book._run("read transactions to reconcile", read)
 
-    def _settled_between(self, start: datetime, end: datetime) -> Iterator[_Row]:
+    def _settled_unseen(self, start: datetime, end: datetime) -> list[_Row]:
+        """What the book settled in [start, end) that no statement line named."""
         t = transactions.c
         query = (
             select(*_ROW_COLUMNS)
@@ -285,11 +284,10 @@ class Comparer:
         )
 
         def read() -> list[_Row]:
-            # Only the rows the statement did not name are kept.
             with self.book.engine.connect() as conn:
                 return [row for r in conn.execute(query) if (row := _row(r)).key not in self._seen]
 
-        yield from self.book._run("read settled transactions", read)
+        return self.book._run("read settled transactions", read)
 
 
 SUCCEEDED_FOR = {
@@ -425,6 +423,16 @@ def _discrepancy_row(provider: str, day: date, d: Discrepancy, now: datetime) ->
     }
 
 
+def _execute(book: Book, what: str, statement: Any) -> None:
+    """One statement in a transaction of its own."""
+
+    def write() -> None:
+        with book.engine.begin() as conn:
+            conn.execute(statement)
+
+    book._run(what, write)
+
+
 def set_outcome(book: Book, provider: str, day: date, workflow_id: str, outcome: str) -> None:
     """What the status query for an open transaction answered."""
     query = (
@@ -436,12 +444,7 @@ def set_outcome(book: Book, provider: str, day: date, workflow_id: str, outcome:
         )
         .values(outcome=outcome[:160])
     )
-
-    def write() -> None:
-        with book.engine.begin() as conn:
-            conn.execute(query)
-
-    book._run("record a status query's outcome", write)
+    _execute(book, "record a status query's outcome", query)
 
 
 def unannounced(book: Book, provider: str, day: date) -> list[Discrepancy]:
@@ -474,12 +477,7 @@ def mark_announced(book: Book, provider: str, day: date, key: str, at: datetime)
         )
         .values(announced_at=at)
     )
-
-    def write() -> None:
-        with book.engine.begin() as conn:
-            conn.execute(query)
-
-    book._run("mark a discrepancy announced", write)
+    _execute(book, "mark a discrepancy announced", query)
 
 
 def finish(book: Book, provider: str, day: date, at: datetime) -> None:
@@ -488,12 +486,7 @@ def finish(book: Book, provider: str, day: date, at: datetime) -> None:
         .where(reconciliations.c.provider == provider, reconciliations.c.day == day.isoformat())
         .values(status="completed", finished_at=at)
     )
-
-    def write() -> None:
-        with book.engine.begin() as conn:
-            conn.execute(query)
-
-    book._run("finish a reconciliation", write)
+    _execute(book, "finish a reconciliation", query)
 
 
 def report(book: Book, provider: str, day: date) -> ReconciliationReport | None:
@@ -539,21 +532,6 @@ def completed_days(book: Book, provider: str, since: date) -> set[date]:
             return {date.fromisoformat(r.day) for r in conn.execute(query)}
 
     return book._run("read reconciled days", read)
-
-
-def open_review_items(book: Book) -> dict[str, int]:
-    """Review items by type, across days: what a person still has to decide."""
-    query = (
-        select(discrepancies.c.type, func.count())
-        .where(discrepancies.c.action == str(DiscrepancyAction.REVIEW))
-        .group_by(discrepancies.c.type)
-    )
-
-    def read() -> dict[str, int]:
-        with book.engine.connect() as conn:
-            return {t: n for t, n in conn.execute(query).all()}
-
-    return book._run("count review items", read)
 
 
 def _discrepancy(r: Any) -> Discrepancy:
