@@ -143,11 +143,7 @@ class MerchantReceiver:
         self.refusals[order_id] = times
 
     def deliveries_for(self, order_id: str) -> list[MerchantDelivery]:
-        return [
-            d
-            for d in self.deliveries
-            if d.body is not None and _order_of(d.body) == order_id
-        ]
+        return [d for d in self.deliveries if d.body is not None and _order_of(d.body) == order_id]
 
     def events_for(self, order_id: str) -> list[MerchantEvent]:
         """The events acknowledged (2xx) for an order, in order of arrival."""
