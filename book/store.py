@@ -77,6 +77,9 @@ class TransactionRecord:
     view: dict[str, Any]
 
 
+BOOK_LEAVES_OUT = {"payer_action"}
+
+
 def _columns(entry: BookEntry) -> dict[str, Any]:
     view = entry.view
     row: dict[str, Any] = {
@@ -92,7 +95,9 @@ def _columns(entry: BookEntry) -> dict[str, Any]:
         "created_at": entry.created_at,
         "updated_at": entry.at,
         "version": entry.version,
-        "view": view.model_dump(mode="json"),
+        # A payer action is a credential for one payer (a JSAPI signature, a Stripe
+        # client_secret), useless once settled: the book never holds it.
+        "view": view.model_dump(mode="json", exclude=BOOK_LEAVES_OUT),
         "refunded_amount": None,
         "refunding_amount": None,
     }

@@ -108,6 +108,8 @@ def _order(
         subject=args.subject,
         return_url=args.return_url,
         kind=kind,
+        payer_openid=args.payer_openid,
+        payer_client_ip=args.payer_client_ip,
         **extra,
     )
 
@@ -323,6 +325,21 @@ async def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_channels(_: argparse.Namespace, __: Settings) -> int:
+    """Every provider's channels: the payer action each answers and the payer details it
+    needs. What tempay ships; a deployment offers the providers it has set up."""
+    print(f"{'PROVIDER':<10} {'CHANNEL':<22} {'PAYER_ACTION':<14} {'NEEDS':<16} DESCRIPTION")
+    for spec in PROVIDERS:
+        for channel in spec.channels:
+            needs = ",".join(sorted(channel.needs)) or "-"
+            default = " (default)" if channel.name == spec.default_channel else ""
+            print(
+                f"{spec.name:<10} {channel.name:<22} {channel.action:<14} {needs:<16} "
+                f"{channel.description}{default}"
+            )
+    return 0
+
+
 async def cmd_demo(_: argparse.Namespace, settings: Settings) -> int:
     from commands.demo import run_demo
 
@@ -534,6 +551,9 @@ def parser() -> argparse.ArgumentParser:
     reconciling.add_argument("--report", action="store_true", help="only print the stored report")
     reconciling.set_defaults(run=cmd_reconcile)
 
+    commands.add_parser(
+        "channels", help="every provider's channels, payer actions and payer details"
+    ).set_defaults(run=cmd_channels)
     commands.add_parser("demo", help="drive every path against a running stack").set_defaults(
         run=cmd_demo
     )
@@ -607,8 +627,10 @@ def _operator_arguments(command: argparse.ArgumentParser, refund_or_withdrawal: 
 
 
 PROVIDER_HELP = "the provider; default TEMPAY_DEFAULT_PROVIDER, or sandbox under `tempay dev`"
-CHANNEL_HELP = "the provider's payment product; default the provider's own: " + ", ".join(
-    f"{spec.name} {spec.default_channel}" for spec in PROVIDERS if spec.default_channel
+CHANNEL_HELP = (
+    "the provider's payment product; default the provider's own: "
+    + ", ".join(f"{spec.name} {spec.default_channel}" for spec in PROVIDERS if spec.default_channel)
+    + " (all of them: tempay channels)"
 )
 
 
@@ -620,6 +642,12 @@ def _order_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--subject", default="")
     command.add_argument("--provider", help=PROVIDER_HELP)
     command.add_argument("--return-url", default="")
+    command.add_argument(
+        "--payer-openid", help="the payer's openid (wechat_jsapi, wechat_miniprogram)"
+    )
+    command.add_argument(
+        "--payer-client-ip", help="the IP the payer's browser connects from (wechat_h5)"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,6 +12,7 @@ from typing import Generic, TypeVar
 
 from pydantic_settings import BaseSettings
 
+from tempay.channels import PayerActionKind, PayerField
 from tempay.domain import (
     CloseOutcome,
     CreatedPayment,
@@ -111,6 +112,20 @@ S = TypeVar("S", bound=BaseSettings)
 
 
 @dataclass(frozen=True)
+class ChannelSpec:
+    """One payment product of a provider, as the core checks an order for it."""
+
+    # The order's `channel` value.
+    name: str
+    # What the checkout answer hands the payer (tempay/channels.py).
+    action: PayerActionKind
+    # The payer details an order on it must carry (422 without them); others are dropped.
+    needs: frozenset[PayerField] = frozenset()
+    # One line for `--help` and the API document.
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class ProviderSpec(Generic[S]):
     """A provider as its folder declares it (`PROVIDER` in its __init__.py). The registry
     lists one per line; the API's provider names and channel defaults come from there."""
@@ -123,7 +138,8 @@ class ProviderSpec(Generic[S]):
     enabled: Callable[[Settings, S], bool]
     # The adapter; a configuration that cannot work raises, naming the variable (never a secret).
     build: Callable[[Settings, S], ProviderAdapter]
-    # The payment products the adapter offers (`channel`); empty: it checks none.
-    channels: tuple[str, ...] = ()
+    # The payment products the adapter offers (`channel`); an order naming another is refused
+    # before anything starts. Empty: the provider takes no channel.
+    channels: tuple[ChannelSpec, ...] = ()
     # The channel an order gets when the caller names none; None: it takes no channel.
     default_channel: str | None = None

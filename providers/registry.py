@@ -13,7 +13,9 @@ from typing import Any
 from pydantic_settings import BaseSettings
 
 from providers import alipay, sandbox, stripe, wechatpay
-from providers.base import ProviderAdapter, ProviderSpec
+from providers.base import ChannelSpec, ProviderAdapter, ProviderSpec
+from tempay.channels import PAYER_FIELD_MEANING, PayerDetails
+from tempay.errors import InvalidInput
 from tempay.settings import Settings
 
 # In this order their settings are read and their adapters built (and a bad one stops startup).
@@ -36,6 +38,37 @@ def default_channel(provider: str) -> str | None:
     """The channel an order with `provider` gets when the caller names none."""
     spec = provider_spec(provider)
     return spec.default_channel if spec is not None else None
+
+
+def channel_spec(provider: str, channel: str) -> ChannelSpec | None:
+    spec = provider_spec(provider)
+    return next((c for c in spec.channels if c.name == channel), None) if spec else None
+
+
+def checked_channel(
+    provider: str, channel: str | None, payer: PayerDetails | None
+) -> tuple[str | None, PayerDetails | None]:
+    """The order's channel (the provider's default when none is named) and the payer details
+    it keeps: exactly those the channel needs. Raises InvalidInput, before anything starts,
+    for a channel the provider does not offer or a payer detail the channel needs and the
+    order lacks. Details the channel does not use are not kept (they are personal data)."""
+    spec = provider_spec(provider)
+    if spec is None:
+        return channel, payer
+    chosen = spec.default_channel if channel is None else channel
+    if not spec.channels:
+        if channel is not None:
+            raise InvalidInput(f"{provider} takes no channel; leave it out")
+        return None, None
+    offered = next((c for c in spec.channels if c.name == chosen), None)
+    if offered is None:
+        names = ", ".join(c.name for c in spec.channels)
+        raise InvalidInput(f"{provider} has no channel {chosen!r}: one of {names}")
+    missing = [f for f in sorted(offered.needs) if payer is None or payer.get(f) is None]
+    if missing:
+        needed = "; ".join(f"{field.value}, {PAYER_FIELD_MEANING[field]}" for field in missing)
+        raise InvalidInput(f"channel {offered.name} needs {needed}")
+    return offered.name, payer.only(offered.needs) if payer is not None else None
 
 
 def build_adapters(

@@ -13,6 +13,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tempay.channels import PayerAction, PayerDetails, RedirectAction, payment_url_of
 from tempay.errors import InvalidInput
 
 # ISO 4217 minor units for the currencies tempay accepts.
@@ -252,6 +253,8 @@ class PaymentOrder(MoneyTerms):
     notify_url: str = ""
     return_url: str = ""
     account_id: str | None = None
+    # What the channel needs of the payer (tempay/channels.py): personal data, never shown.
+    payer: PayerDetails | None = Field(default=None, repr=False)
     timing: SettlementTiming = Field(default_factory=SettlementTiming)
     # The workflow code an order was started under (PAYMENT_REVISION for new orders): a
     # payment at revision 1 or later has merchant events and a refund window from its start,
@@ -271,10 +274,23 @@ class PaymentOrder(MoneyTerms):
 
 
 class CreatedPayment(BaseModel):
-    """What the provider answered to 'create a payment'."""
+    """What the provider answered to 'create a payment': what the payer does next.
+
+    Adapters set `payer_action`; `payment_url` follows from it (redirect and QR kinds). An
+    answer recorded before payer actions existed has only `payment_url`: a redirect."""
 
     provider_trade_no: str
-    payment_url: str
+    payment_url: str | None = None
+    payer_action: PayerAction | None = None
+
+    @model_validator(mode="after")
+    def _action(self) -> CreatedPayment:
+        if self.payer_action is None and self.payment_url:
+            self.payer_action = RedirectAction(url=self.payment_url)
+        if self.payer_action is None:
+            raise ValueError("a created payment needs a payer_action")
+        self.payment_url = payment_url_of(self.payer_action)
+        return self
 
 
 class Observation(BaseModel):
@@ -346,7 +362,11 @@ class CheckoutInfo(BaseModel):
     workflow_id: str
     order_id: str
     status: TransactionStatus
+    # The redirect URL or the QR code's content (as `payer_action` has it); None otherwise.
     payment_url: str | None = None
+    # What the payer does next, by kind (tempay/channels.py); None once the payment has ended
+    # before the provider took it.
+    payer_action: PayerAction | None = None
     provider_trade_no: str | None = None
     # Why the payment ended before the payer could pay (e.g. the provider refused the
     # order at create, or a payment in review): set only when `status` is final.
@@ -359,6 +379,7 @@ class CheckoutInfo(BaseModel):
             order_id=view.order_id,
             status=view.status,
             payment_url=view.payment_url,
+            payer_action=view.payer_action,
             provider_trade_no=view.provider_trade_no,
             reason=view.review_reason if view.status.is_terminal else None,
         )
@@ -377,6 +398,8 @@ class PaymentView(BaseModel):
     paid_amount: Decimal | None = None
     paid_currency: str | None = None
     payment_url: str | None = None
+    # The checkout's payer action; a credential for this payer, so never in the book.
+    payer_action: PayerAction | None = None
     provider_trade_no: str | None = None
     account_id: str | None = None
     notifications_received: int = 0

@@ -17,8 +17,9 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from book import Book
-from providers.registry import default_channel
+from providers.registry import checked_channel
 from tempay import search_attributes as sa
+from tempay.channels import PayerDetails, parse_client_ip, parse_openid
 from tempay.domain import (
     PAYMENT_REVISION,
     WITHDRAWAL_REVISION,
@@ -86,23 +87,34 @@ def build_order(
     kind: TransactionKind = TransactionKind.PAYMENT,
     account_id: str | None = None,
     timing: SettlementTiming | None = None,
+    payer_openid: str | None = None,
+    payer_client_ip: str | None = None,
 ) -> PaymentOrder:
     """Validate a merchant's order; raises InvalidInput with a message a user can act on.
-    No channel: the provider's default (its ProviderSpec's), written into the order."""
+    No channel: the provider's default (its ProviderSpec's), written into the order. The
+    payer details the channel needs must be there; those it does not use are not kept."""
     currency = parse_currency(currency)
     order_id, amount = parse_order_id(order_id), parse_amount(amount, currency)
     provider = chosen_provider(settings, provider)  # after the terms: their errors come first
+    payer = None
+    if payer_openid is not None or payer_client_ip is not None:
+        payer = PayerDetails(
+            openid=None if payer_openid is None else parse_openid(payer_openid),
+            client_ip=None if payer_client_ip is None else parse_client_ip(payer_client_ip),
+        )
+    channel, payer = checked_channel(provider, channel, payer)
     return PaymentOrder(
         order_id=order_id,
         amount=amount,
         currency=currency,
         kind=kind,
         provider=provider,
-        channel=default_channel(provider) if channel is None else channel,
+        channel=channel,
         subject=subject,
         notify_url=f"{settings.webhook_url.rstrip('/')}/notify/{provider}",
         return_url=return_url,
         account_id=account_id,
+        payer=payer,
         timing=timing or settlement_timing(settings),
         revision=PAYMENT_REVISION,
     )

@@ -163,14 +163,20 @@ Provider = Annotated[
         json_schema_extra={"enum": list(PROVIDER_NAMES)},
     ),
 ]
-CHANNEL_DEFAULTS = ", ".join(
-    f"{spec.name}: {spec.default_channel}" for spec in PROVIDERS if spec.default_channel
+CHANNELS_OFFERED = "; ".join(
+    f"{spec.name}: "
+    + ", ".join(
+        f"{c.name} ({c.action}{', the default' if c.name == spec.default_channel else ''})"
+        for c in spec.channels
+    )
+    for spec in PROVIDERS
+    if spec.channels
 )
 Channel = Annotated[
     str | None,
     Field(
-        description="the provider's payment product; unset: the provider's default "
-        f"({CHANNEL_DEFAULTS}; the others take none)",
+        description="the provider's payment product, with the kind of payer_action it "
+        f"answers: {CHANNELS_OFFERED}. Unset: the provider's default",
         max_length=64,
     ),
 ]
@@ -185,6 +191,18 @@ class PaymentIn(Body):
     channel: Channel = None
     subject: str = Field(default="", max_length=256)
     return_url: str = Field(default="", max_length=2048)
+    payer_openid: str | None = Field(
+        default=None,
+        max_length=128,
+        description="the payer's openid under the channel's WeChat app: wechat_jsapi and "
+        "wechat_miniprogram need it. Personal data: never logged, listed or put in the book",
+    )
+    payer_client_ip: str | None = Field(
+        default=None,
+        max_length=64,
+        description="the IP address the payer's browser connects from: wechat_h5 needs it "
+        "(WeChat Pay checks it). Personal data, as payer_openid",
+    )
 
 
 class RechargeIn(PaymentIn):
@@ -371,6 +389,8 @@ def create_api_router(
             subject=body.subject,
             return_url=body.return_url,
             kind=kind,
+            payer_openid=body.payer_openid,
+            payer_client_ip=body.payer_client_ip,
             **extra,
         )
         client = await temporal.get()

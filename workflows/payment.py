@@ -134,7 +134,7 @@ class PaymentWorkflow(PaymentRevisions):
 
     @workflow.update
     async def checkout(self, order: PaymentOrder) -> CheckoutInfo:
-        """Returns as soon as the payer has a payment_url (or the payment has ended)."""
+        """Returns as soon as the payer has a payer_action (or the payment has ended)."""
         await workflow.wait_condition(lambda: self._created is not None or self._terminal)
         return CheckoutInfo.of(self._view)
 
@@ -150,6 +150,12 @@ class PaymentWorkflow(PaymentRevisions):
                 f"{mine.kind} of {format_amount(mine.amount, mine.currency)} {mine.currency}"
                 f"{account} via {mine.provider}"
             )
+        # The channel, when both name one (orders from before Stripe had channels name
+        # none), and the payer a JSAPI prepay was made for (a payer's IP may change).
+        if None not in (mine.channel, theirs.channel) and mine.channel != theirs.channel:
+            raise ValueError(f"order {mine.order_id} already exists for channel {mine.channel}")
+        if (mine.payer and mine.payer.openid) != (theirs.payer and theirs.payer.openid):
+            raise ValueError(f"order {mine.order_id} already exists for another payer")
 
     @workflow.query
     def details(self) -> PaymentView:
@@ -375,6 +381,7 @@ class PaymentWorkflow(PaymentRevisions):
             return False
         self._created = created
         self._view.payment_url = created.payment_url
+        self._view.payer_action = created.payer_action
         # Alipay and WeChat Pay name their trade only in its first notification or answer.
         self._view.provider_trade_no = created.provider_trade_no or self._view.provider_trade_no
         if self._status is TransactionStatus.CREATED:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from providers.alipay.adapter import CHANNELS, DEFAULT_CHANNEL, AlipayAdapter
+from providers.alipay.adapter import DEFAULT_CHANNEL, AlipayAdapter
 from providers.alipay.settings import AlipaySettings
 from providers.alipay.signature import KeyFileError, load_private_key, load_public_key
-from providers.base import ProviderSpec
+from providers.base import ChannelSpec, ProviderSpec
+from tempay.channels import PayerActionKind as K
 from tempay.settings import Settings
 
 
@@ -52,6 +53,15 @@ def build_alipay_adapter(settings: Settings, alipay: AlipaySettings) -> AlipayAd
     )
 
 
+ALIPAY_CHANNELS = (
+    ChannelSpec("alipay_wap", K.REDIRECT, description="mobile browser: Alipay's WAP page"),
+    ChannelSpec("alipay_page", K.REDIRECT, description="desktop browser: Alipay's page"),
+    ChannelSpec("alipay_pc", K.REDIRECT, description="alipay_page by its older name"),
+    ChannelSpec("alipay_app", K.APP, description="the merchant's app: a signed order string"),
+    ChannelSpec("alipay_qr", K.QR_CODE, description="a QR code the payer scans (precreate)"),
+)
+
+
 def _enabled(settings: Settings, alipay: AlipaySettings) -> bool:
     return alipay.app_id is not None
 
@@ -61,7 +71,7 @@ PROVIDER = ProviderSpec(
     settings=AlipaySettings,
     enabled=_enabled,
     build=build_alipay_adapter,
-    channels=tuple(CHANNELS),
+    channels=ALIPAY_CHANNELS,
     default_channel=DEFAULT_CHANNEL,
 )
 

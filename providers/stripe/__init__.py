@@ -7,9 +7,10 @@ tests, as the reference for signatures.
 
 from __future__ import annotations
 
-from providers.base import ProviderSpec
+from providers.base import ChannelSpec, ProviderSpec
 from providers.stripe.adapter import StripeAdapter
 from providers.stripe.settings import StripeSettings
+from tempay.channels import PayerActionKind as K
 from tempay.settings import Settings
 
 
@@ -23,12 +24,20 @@ def _build(settings: Settings, stripe: StripeSettings) -> StripeAdapter:
     return StripeAdapter.from_settings(stripe, settings.notification_tolerance)
 
 
-# Checkout lets the payer choose how to pay on Stripe's page: an order's channel is ignored.
+STRIPE_CHANNELS = (
+    ChannelSpec("stripe_checkout", K.REDIRECT, description="Stripe's hosted Checkout page"),
+    ChannelSpec(
+        "stripe_payment_intent", K.CLIENT_SECRET, description="the merchant's page: Stripe.js"
+    ),
+)
+
 PROVIDER = ProviderSpec(
     name=StripeAdapter.name,
     settings=StripeSettings,
     enabled=_enabled,
     build=_build,
+    channels=STRIPE_CHANNELS,
+    default_channel="stripe_checkout",
 )
 
 __all__ = ["PROVIDER", "StripeAdapter", "StripeSettings"]

@@ -3,15 +3,26 @@ is set; then a missing or invalid piece stops startup with WechatPayConfigError 
 
 from __future__ import annotations
 
-from providers.base import ProviderSpec
-from providers.wechatpay.adapter import CHANNELS, DEFAULT_CHANNEL, NAME, WechatPayAdapter
+from providers.base import ChannelSpec, ProviderSpec
+from providers.wechatpay.adapter import DEFAULT_CHANNEL, NAME, WechatPayAdapter
 from providers.wechatpay.settings import (
     WechatPayConfigError,
     WechatPaySettings,
     build_config,
     load_settings,
 )
+from tempay.channels import PayerActionKind as K
+from tempay.channels import PayerField
 from tempay.settings import Settings
+
+OPENID, IP = frozenset({PayerField.OPENID}), frozenset({PayerField.CLIENT_IP})
+WECHATPAY_CHANNELS = (
+    ChannelSpec("wechat_native", K.QR_CODE, description="a QR code the payer scans"),
+    ChannelSpec("wechat_h5", K.REDIRECT, IP, description="a mobile browser outside WeChat"),
+    ChannelSpec("wechat_jsapi", K.JSAPI, OPENID, description="an official-account page"),
+    ChannelSpec("wechat_miniprogram", K.JSAPI, OPENID, description="a mini-program"),
+    ChannelSpec("wechat_app", K.APP, description="the merchant's app: the SDK's PayReq"),
+)
 
 
 def _enabled(settings: Settings, wechatpay: WechatPaySettings) -> bool:
@@ -27,7 +38,7 @@ PROVIDER = ProviderSpec(
     settings=load_settings,
     enabled=_enabled,
     build=_build,
-    channels=tuple(CHANNELS),
+    channels=WECHATPAY_CHANNELS,
     default_channel=DEFAULT_CHANNEL,
 )
 

@@ -20,7 +20,7 @@ from providers.registry import PROVIDER_NAMES, PROVIDERS, build_adapters, defaul
 from providers.sandbox.adapter import SandboxAdapter
 from providers.sandbox.keys import public_key_file
 from providers.sandbox.settings import SandboxClientSettings
-from tempay.errors import SignatureError
+from tempay.errors import InvalidInput, SignatureError
 from tempay.settings import Settings
 from transactions import build_order
 from webhook.api import PaymentIn, RechargeIn, WithdrawalIn
@@ -30,7 +30,7 @@ SHIPPED = ("alipay", "sandbox", "stripe", "wechatpay")
 DEFAULTS = {
     "alipay": "alipay_wap",
     "sandbox": "alipay_wap",
-    "stripe": None,
+    "stripe": "stripe_checkout",
     "wechatpay": "wechat_native",
 }
 
@@ -67,7 +67,7 @@ def test_each_provider_declares_its_default_channel() -> None:
         assert default_channel(spec.name) == spec.default_channel
         if spec.channels and spec.default_channel is not None:
             # A default the provider's own adapter would refuse would fail every such order.
-            assert spec.default_channel in spec.channels, spec.name
+            assert spec.default_channel in [c.name for c in spec.channels], spec.name
     assert default_channel("not-shipped") is None
 
 
@@ -105,13 +105,18 @@ def test_an_order_without_a_channel_gets_its_providers_default(provider: str) ->
     assert order.channel == DEFAULTS[provider]
 
 
-def test_a_named_channel_is_kept_as_it_is() -> None:
-    for channel in ("alipay_page", "", "anything"):
-        order = build_order(
-            Settings(), order_id="A1", amount="1.00", currency="CNY", provider="sandbox",
-            channel=channel,
-        )  # fmt: skip
-        assert order.channel == channel
+def test_a_named_channel_is_kept_and_one_not_offered_is_refused() -> None:
+    order = build_order(
+        Settings(), order_id="A1", amount="1.00", currency="CNY", provider="sandbox",
+        channel="alipay_page",
+    )  # fmt: skip
+    assert order.channel == "alipay_page"
+    for channel in ("", "anything"):
+        with pytest.raises(InvalidInput, match=f"sandbox has no channel {channel!r}"):
+            build_order(
+                Settings(), order_id="A1", amount="1.00", currency="CNY", provider="sandbox",
+                channel=channel,
+            )  # fmt: skip
     # A provider tempay does not ship (one a deployment added) has no default here.
     order = build_order(Settings(), order_id="A1", amount="1.00", currency="CNY", provider="x")
     assert order.channel is None
