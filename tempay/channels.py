@@ -95,6 +95,11 @@ class PayerDetails(BaseModel):
         return kept if (kept.openid or kept.client_ip) else None
 
 
+# Frozen; and `kind` is required in the API document (always present in an answer), as its
+# discriminator must be.
+ACTION_CONFIG = ConfigDict(frozen=True, json_schema_serialization_defaults_required=True)
+
+
 class PayerActionKind(StrEnum):
     REDIRECT = "redirect"  # open `url` in the payer's browser
     QR_CODE = "qr_code"  # show `content` as a QR code for the payer's wallet to scan
@@ -106,7 +111,7 @@ class PayerActionKind(StrEnum):
 class RedirectAction(BaseModel):
     """Send the payer's browser to `url` (also the checkout answer's `payment_url`)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ACTION_CONFIG
     kind: Literal["redirect"] = "redirect"
     url: str
 
@@ -115,7 +120,7 @@ class QrCodeAction(BaseModel):
     """Render `content` as a QR code (also the checkout answer's `payment_url`): the payer
     scans it with the wallet app (WeChat Pay Native's code_url, Alipay's qr_code)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ACTION_CONFIG
     kind: Literal["qr_code"] = "qr_code"
     content: str
 
@@ -138,7 +143,7 @@ class JsapiAction(BaseModel):
     """Inside WeChat (official-account page or mini-program): hand `parameters` to the
     JS bridge. There is no URL."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ACTION_CONFIG
     kind: Literal["jsapi"] = "jsapi"
     parameters: JsapiParameters
 
@@ -161,7 +166,7 @@ class AppAction(BaseModel):
     """The merchant's app hands this to the wallet's SDK: Alipay's signed `order_string`
     (for `payV2`), or WeChat's `parameters` (for `PayReq`). Exactly one is set."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ACTION_CONFIG
     kind: Literal["app"] = "app"
     order_string: str | None = None
     parameters: AppParameters | None = None
@@ -177,7 +182,7 @@ class ClientSecretAction(BaseModel):
     """The merchant's page confirms the payment with Stripe.js (`stripe.confirmPayment`,
     Payment Element) using `client_secret`. Give it to this payer only; never log it."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ACTION_CONFIG
     kind: Literal["client_secret"] = "client_secret"
     client_secret: str
 

@@ -201,6 +201,7 @@ async def start_payment(
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         static_summary=(
             f"{order.kind} {order.order_id}: {order.amount} {order.currency} via {order.provider}"
+            + (f" ({order.channel})" if order.channel else "")
         ),
         search_attributes=sa.at_start(
             order.order_id, order.provider, str(order.kind), str(TransactionStatus.CREATED)

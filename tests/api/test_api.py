@@ -403,6 +403,85 @@ async def test_bad_payment_is_refused_and_starts_nothing(
 
 
 @pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"channel": "wechat_jsapi"}, "channel wechat_jsapi needs payer_openid"),
+        ({"channel": "wechat_miniprogram"}, "needs payer_openid"),
+        ({"channel": "wechat_h5"}, "channel wechat_h5 needs payer_client_ip"),
+        # Another detail does not stand in for the one the channel needs.
+        ({"channel": "wechat_h5", "payer_openid": "oAbc"}, "needs payer_client_ip"),
+        ({"channel": "wechat_jsapi", "payer_openid": "o pen id"}, "payer_openid must be"),
+        ({"channel": "wechat_jsapi", "payer_openid": "x" * 129}, "payer_openid"),
+        ({"channel": "wechat_jsapi", "payer_openid": 12345}, "payer_openid"),
+        ({"channel": "wechat_h5", "payer_client_ip": "10.0.0.300"}, "payer_client_ip must be"),
+        ({"channel": "wechat_h5", "payer_client_ip": "::"}, "payer_client_ip must be"),
+        ({"channel": "wechat_h5", "payer_client_ip": ["1.2.3.4"]}, "payer_client_ip"),
+        ({"channel": "no_such_channel"}, "sandbox has no channel 'no_such_channel'"),
+        ({"channel": ""}, "sandbox has no channel ''"),
+    ],
+)
+async def test_payer_details_a_channel_needs_are_checked_before_anything_starts(
+    api: httpx.AsyncClient, sandbox: httpx.AsyncClient, change: dict[str, Any], says: str
+) -> None:
+    order_id = new_id("api-payer")
+    body = {"order_id": order_id, "amount": "10.00", "currency": "CNY", **change}
+    response = await api.post("/api/payments", json=body)
+    assert response.status_code == 422, response.text
+    assert says in error_of(response)
+    assert (await api.get(f"/api/payments/{order_id}")).status_code == 404
+    # Nothing reached the provider either.
+    assert (await sandbox.get(f"/payments/{order_id}")).status_code == 404
+
+
+async def test_the_checkout_answer_names_what_the_payer_does(api: httpx.AsyncClient) -> None:
+    """Each kind of payer action through /api, and payment_url only for the URL kinds."""
+    cases: list[tuple[dict[str, Any], str, bool]] = [
+        ({}, "redirect", True),
+        ({"channel": "wechat_h5", "payer_client_ip": "203.0.113.9"}, "redirect", True),
+        ({"channel": "wechat_native"}, "qr_code", True),
+        (
+            {"channel": "wechat_jsapi", "payer_openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"},
+            "jsapi",
+            False,
+        ),
+        ({"channel": "alipay_app"}, "app", False),
+        ({"channel": "stripe_payment_intent"}, "client_secret", False),
+    ]
+    for change, kind, has_url in cases:
+        order_id = new_id("api-kind")
+        body = {"order_id": order_id, "amount": "3.00", "currency": "CNY", **change}
+        response = await api.post("/api/payments", json=body)
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["status"] == "PENDING", answer
+        action = answer["payer_action"]
+        assert action["kind"] == kind, answer
+        if has_url:
+            assert answer["payment_url"] == action.get("url", action.get("content"))
+        else:
+            assert answer["payment_url"] is None, answer
+        # The same order again: the same action (idempotent by order id).
+        again = await api.post("/api/payments", json=body)
+        assert again.status_code == 200 and again.json()["payer_action"] == action
+        # The view shows it too, while the payment is open.
+        view = (await api.get(f"/api/payments/{order_id}")).json()
+        assert view["payer_action"] == action
+    # Another channel, or another payer, for an order id taken: 409, nothing changes.
+    order_id = new_id("api-kind")
+    jsapi = {"channel": "wechat_jsapi", "payer_openid": "oFirstPayer"}
+    body = {"order_id": order_id, "amount": "3.00", "currency": "CNY", **jsapi}
+    assert (await api.post("/api/payments", json=body)).status_code == 200
+    for other, says in (
+        ({"channel": "wechat_native", "payer_openid": None}, "already exists for channel"),
+        ({"payer_openid": "oSecondPayer"}, "already exists for another payer"),
+    ):
+        conflict = await api.post("/api/payments", json=body | other)
+        assert conflict.status_code == 409, conflict.text
+        assert says in error_of(conflict)
+        assert "oFirstPayer" not in conflict.text
+
+
+@pytest.mark.parametrize(
     ("content", "content_type", "status", "says"),
     [
         (b"{not json", "application/json", 400, "not valid JSON"),
@@ -485,6 +564,17 @@ async def test_openapi_lists_every_api_route_with_bearer_security(stack: Stack) 
     for name in ("PaymentIn", "RefundIn", "WithdrawalIn"):
         assert schemas[name]["properties"]["amount"]["type"] == "string", name
     assert schemas["PaymentView"]["properties"]["amount"]["type"] == "string"
+    # The checkout answer's payer_action: one schema per kind, told apart by `kind`.
+    action = schemas["CheckoutInfo"]["properties"]["payer_action"]["anyOf"][0]
+    assert action["discriminator"]["propertyName"] == "kind"
+    assert set(action["discriminator"]["mapping"]) == {
+        "redirect", "qr_code", "jsapi", "app", "client_secret"
+    }  # fmt: skip
+    jsapi = schemas["JsapiParameters"]["properties"]
+    assert list(jsapi) == ["appId", "timeStamp", "nonceStr", "package", "signType", "paySign"]
+    payment = schemas["PaymentIn"]["properties"]
+    assert {"payer_openid", "payer_client_ip"} <= set(payment)
+    assert "wechat_jsapi (jsapi)" in payment["channel"]["description"]
 
 
 # Without a key, without Temporal, without a worker

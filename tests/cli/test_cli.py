@@ -62,6 +62,27 @@ def test_bad_input_is_one_clear_line(env: dict[str, str]) -> None:
         ),  # fmt: skip
         "--account-id",
     )
+    # What a channel needs of the payer is checked before anything starts (no stack runs).
+    one = ("pay", "--order-id", "J1", "--amount", "1", "--currency", "CNY", "--provider", "sandbox")
+    assert_one_line_error(
+        tempay(*one, "--channel", "wechat_jsapi", env=env),
+        "channel wechat_jsapi needs payer_openid",
+    )
+    assert_one_line_error(
+        tempay(*one, "--channel", "wechat_h5", "--payer-client-ip", "1.2.3.999", env=env),
+        "payer_client_ip must be",
+    )
+    assert_one_line_error(tempay(*one, "--channel", "nope", env=env), "sandbox has no channel")
+
+
+def test_channels_lists_each_providers_channels_with_the_payer_action(env: dict[str, str]) -> None:
+    listed = tempay("channels", env=env)
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split()[:4] for line in listed.stdout.splitlines()[1:]]
+    assert ["wechatpay", "wechat_jsapi", "jsapi", "payer_openid"] in rows
+    assert ["wechatpay", "wechat_h5", "redirect", "payer_client_ip"] in rows
+    assert ["alipay", "alipay_qr", "qr_code", "-"] in rows
+    assert ["stripe", "stripe_payment_intent", "client_secret", "-"] in rows
 
 
 def test_bad_withdrawal_input_is_one_clear_line(env: dict[str, str]) -> None:

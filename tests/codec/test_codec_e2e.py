@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -20,7 +22,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from tempay.codec import ENCODING
-from tempay.domain import TransactionStatus
+from tempay.domain import PaymentOrder, TransactionStatus
 from tempay.temporal import find_binary
 from tests.support.stack import Stack, running_stack, start_payment
 
@@ -161,3 +163,63 @@ async def test_history_is_encrypted_and_the_cli_decrypts_it_through_the_codec_en
     assert code == 0, err
     for line in decrypted:
         assert line in out
+
+
+PAYER_OPENID = f"oPayer{uuid.uuid4().hex[:20]}"
+PAYER_IP = "198.51.100.213"
+
+
+@pytest.mark.parametrize(
+    ("channel", "details", "secret"),
+    [
+        ("wechat_jsapi", {"payer_openid": PAYER_OPENID}, PAYER_OPENID),
+        ("wechat_h5", {"payer_client_ip": PAYER_IP}, PAYER_IP),
+    ],
+)
+async def test_payer_details_are_ciphertext_in_history_and_nowhere_else(
+    stack: Stack,
+    dev_env: WorkflowEnvironment,
+    caplog: pytest.LogCaptureFixture,
+    channel: str,
+    details: dict[str, str],
+    secret: str,
+) -> None:
+    """A payer's openid and IP are personal data: the provider gets them (the sandbox here),
+    Temporal holds them only encrypted, and no search attribute, view, merchant event, book
+    row or log line of tempay's shows them."""
+    caplog.set_level(logging.DEBUG)
+    order_id = f"payer-{uuid.uuid4().hex[:10]}"
+    handle, checkout = await start_payment(
+        stack.client,
+        stack.settings,
+        order_id,
+        channel=channel,
+        payer_openid=details.get("payer_openid"),
+        payer_client_ip=details.get("payer_client_ip"),
+    )
+    assert checkout.payer_action is not None
+    async with httpx.AsyncClient(base_url=stack.sandbox_url, timeout=10) as sandbox:
+        paid = await sandbox.post(f"/sandbox/payments/{order_id}/pay", json={})
+        assert paid.status_code == 200, paid.text
+    view = await asyncio.wait_for(handle.result(), 15)
+    assert view.status is TransactionStatus.SUCCEEDED
+
+    # The order in the history carries the detail (for the provider), under encryption.
+    started = (await handle.fetch_history()).events[0].workflow_execution_started_event_attributes
+    [order] = await stack.client.data_converter.decode(started.input.payloads, [PaymentOrder])
+    assert order.payer is not None and secret in (order.payer.openid, order.payer.client_ip)
+
+    plain = dev_env.client.get_workflow_handle(handle.id)
+    raw = History(events=(await plain.fetch_history()).events).SerializeToString()
+    assert secret.encode() not in raw  # search attributes and memo included
+    description = await plain.describe()
+    assert secret not in str(description.raw_description)
+    assert secret not in view.model_dump_json()
+    assert secret not in checkout.model_dump_json()
+    events = stack.merchant.events_for(order_id)
+    assert events and all(secret not in e.model_dump_json() for e in events)
+    record = stack.book.get(handle.id)
+    assert record is not None and secret not in json.dumps(record.view)
+    assert "payer_action" not in record.view  # a credential for the payer: not kept
+    logged = [r.name for r in caplog.records if secret in r.getMessage()]
+    assert logged == []

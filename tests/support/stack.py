@@ -307,6 +307,8 @@ async def start_payment(
     timing: SettlementTiming | None = None,
     provider: str = "sandbox",
     channel: str = "alipay_wap",
+    payer_openid: str | None = None,
+    payer_client_ip: str | None = None,
 ) -> tuple[WorkflowHandle[PaymentWorkflow, PaymentView], CheckoutInfo]:
     """Start (or find) the order's workflow as `tempay pay` does; returns its handle too."""
     order = build_order(
@@ -319,6 +321,8 @@ async def start_payment(
         subject=f"Test order {order_id}",
         return_url=f"https://shop.example/orders/{order_id}",
         timing=timing,
+        payer_openid=payer_openid,
+        payer_client_ip=payer_client_ip,
     )
     checkout = await transactions.start_payment(client, settings, order)
     handle: WorkflowHandle[PaymentWorkflow, PaymentView] = client.get_workflow_handle(
