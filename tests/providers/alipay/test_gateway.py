@@ -15,7 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from providers.alipay import signature
 from providers.alipay.adapter import AlipayAdapter
+from tempay.channels import RedirectAction
 from tempay.domain import (
+    CreatedPayment,
     PaymentOrder,
     ProviderPaymentState,
     ProviderRefundState,
@@ -52,6 +54,13 @@ def refund(order_id: str, refund_id: str, amount: str) -> RefundRequest:
     )
 
 
+def redirect_url(created: CreatedPayment) -> str:
+    """A page/wap payment's URL: its payer action is a redirect, and payment_url says the same."""
+    assert isinstance(created.payer_action, RedirectAction), created.payer_action
+    assert created.payment_url == created.payer_action.url
+    return created.payer_action.url
+
+
 async def open_url(url: str) -> httpx.Response:
     """The payer's browser opens the payment URL."""
     async with httpx.AsyncClient(timeout=10) as browser:
@@ -60,7 +69,7 @@ async def open_url(url: str) -> httpx.Response:
 
 async def opened(adapter: AlipayAdapter, the_order: PaymentOrder) -> None:
     created = await adapter.create_payment(the_order)
-    page = await open_url(created.payment_url)
+    page = await open_url(redirect_url(created))
     assert page.status_code == 200 and "支付宝收银台" in page.text, page.text
 
 
@@ -77,8 +86,9 @@ async def test_payment_url_is_signed_as_alipay_checks_it(
 ) -> None:
     created = await adapter.create_payment(order("A1"))
     assert created.provider_trade_no == ""
-    assert created.payment_url.startswith(gateway_url + "?")
-    params = dict(parse_qsl(urlsplit(created.payment_url).query, strict_parsing=True))
+    url = redirect_url(created)
+    assert url.startswith(gateway_url + "?")
+    params = dict(parse_qsl(urlsplit(url).query, strict_parsing=True))
     # Checked with Alipay's SDK: every non-empty parameter but sign, sorted.
     content = get_sign_content({k: v for k, v in params.items() if k != "sign"})
     assert verify_with_rsa(merchant_keys.public_pem, content.encode(), params["sign"])
@@ -95,7 +105,7 @@ async def test_payment_url_is_signed_as_alipay_checks_it(
     assert biz["product_code"] == "QUICK_WAP_WAY"
     assert fake.trades == {}  # nothing happens at Alipay until the payer opens it
 
-    page = await open_url(created.payment_url)
+    page = await open_url(url)
     assert "10.00 CNY" in page.text
     assert fake.trades["A1"].total_amount == Decimal("10.00")
     assert fake.trades["A1"].notify_url == "http://127.0.0.1:8000/notify/alipay"
@@ -104,11 +114,11 @@ async def test_payment_url_is_signed_as_alipay_checks_it(
 async def test_tampered_payment_url_is_refused_by_alipay(
     adapter: AlipayAdapter, fake: FakeAlipayGateway
 ) -> None:
-    created = await adapter.create_payment(order("A2"))
-    params = dict(parse_qsl(urlsplit(created.payment_url).query))
+    url = redirect_url(await adapter.create_payment(order("A2")))
+    params = dict(parse_qsl(urlsplit(url).query))
     biz = json.loads(params["biz_content"])
     params["biz_content"] = json.dumps({**biz, "total_amount": "0.01"})
-    tampered = created.payment_url.split("?")[0] + "?" + urlencode(params)
+    tampered = url.split("?")[0] + "?" + urlencode(params)
     page = await open_url(tampered)
     assert "isv.invalid-signature" in page.text
     assert fake.trades == {} and fake.rejected == ["isv.invalid-signature"]
@@ -119,17 +129,17 @@ async def test_an_order_without_a_channel_is_wap(adapter: AlipayAdapter) -> None
     unnamed = order("A4")
     assert unnamed.channel is None
     created = await adapter.create_payment(unnamed)
-    params = dict(parse_qsl(urlsplit(created.payment_url).query))
+    params = dict(parse_qsl(urlsplit(redirect_url(created)).query))
     assert params["method"] == "alipay.trade.wap.pay"
     assert json.loads(params["biz_content"])["product_code"] == "QUICK_WAP_WAY"
 
 
 async def test_page_channel(adapter: AlipayAdapter, fake: FakeAlipayGateway) -> None:
-    created = await adapter.create_payment(order("A3", channel="alipay_page"))
-    params = dict(parse_qsl(urlsplit(created.payment_url).query))
+    url = redirect_url(await adapter.create_payment(order("A3", channel="alipay_page")))
+    params = dict(parse_qsl(urlsplit(url).query))
     assert params["method"] == "alipay.trade.page.pay"
     assert json.loads(params["biz_content"])["product_code"] == "FAST_INSTANT_TRADE_PAY"
-    await open_url(created.payment_url)
+    await open_url(url)
     assert "A3" in fake.trades
 
 

@@ -41,6 +41,7 @@ async def paid(
 ) -> str:
     """The payer opens the payment URL and pays; the payment is dated `day`. Its trade_no."""
     created = await adapter.create_payment(order(order_id, amount))
+    assert created.payment_url is not None  # a wap payment: the payer's browser opens it
     async with httpx.AsyncClient(timeout=10) as browser:
         assert (await browser.get(created.payment_url)).status_code == 200
     fake.pay(order_id)
