@@ -7,7 +7,9 @@ provider without its answer coming back raises ProviderOutcomeUnknown: query bef
 from __future__ import annotations
 
 import json
+import secrets
 import tempfile
+import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -17,12 +19,30 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from providers.base import Acknowledgement, ProviderObservation
-from providers.bills import download_bill, stream_trade_bill
+from providers.base import Acknowledgement, ChannelSpec, ProviderObservation
+from providers.bills import CHINA, download_bill, stream_trade_bill
 from providers.http import HTTPAdapter
-from providers.sandbox.keys import load_public_key
-from providers.sandbox.settings import DEFAULT_ACCOUNT
+from providers.sandbox import wallet_signature
+from providers.sandbox.channels import (
+    CHANNELS,
+    DEFAULT_CHANNEL,
+    ORDER_STRING_CHANNEL,
+    channel_names,
+)
+from providers.sandbox.keys import ensure_merchant_keypair, load_private_key, load_public_key
+from providers.sandbox.settings import DEFAULT_ACCOUNT, DEFAULT_APP_ID
 from providers.sandbox.signature import SIGNATURE_HEADER, verify_body
+from tempay.channels import (
+    AppAction,
+    AppParameters,
+    ClientSecretAction,
+    JsapiAction,
+    JsapiParameters,
+    PayerAction,
+    PayerActionKind,
+    QrCodeAction,
+    RedirectAction,
+)
 from tempay.domain import (
     CloseOutcome,
     CreatedPayment,
@@ -39,6 +59,7 @@ from tempay.domain import (
 )
 from tempay.errors import (
     MalformedNotification,
+    ProviderError,
     ProviderRefused,
     ProviderRejected,
     SignatureError,
@@ -72,8 +93,9 @@ TRANSFER_STATUS_MAP: dict[str, ProviderTransferState] = {
 REFUND_NOTIFICATION = "refund_status_sync"
 TRANSFER_NOTIFICATION = "transfer_status_sync"
 
-# The sandbox takes any channel and passes it through; an order that names none gets this.
-DEFAULT_CHANNEL = "alipay_wap"
+# Alipay's app payment, as its order string names it.
+APP_PAY_METHOD = "alipay.trade.app.pay"
+APP_PAY_PRODUCT = "QUICK_MSECURITY_PAY"
 
 
 def _refund_state(status: Any) -> ProviderRefundState:
@@ -191,12 +213,17 @@ class SandboxAdapter(HTTPAdapter):
         tolerance: timedelta = timedelta(minutes=5),
         timeout: float = 10.0,
         account: str = DEFAULT_ACCOUNT,
+        app_id: str = DEFAULT_APP_ID,
+        merchant_key_directory: Path | None = None,
     ) -> None:
         super().__init__(base_url=base_url.rstrip("/"), timeout=timeout)
         self._public_key_file = public_key_file
         self._public_key: rsa.RSAPublicKey | None = None
         self._tolerance = tolerance
         self._account = account
+        self._app_id = app_id
+        self._merchant_key_directory = merchant_key_directory
+        self._merchant_key: rsa.RSAPrivateKey | None = None
 
     async def _call(
         self, method: str, path: str, *, moves_money: bool = False, **kwargs: Any
@@ -213,24 +240,127 @@ class SandboxAdapter(HTTPAdapter):
         )
 
     async def create_payment(self, order: PaymentOrder) -> CreatedPayment:
-        response = await self._call(
-            "POST",
-            "/payments",
-            json={
-                "out_trade_no": order.order_id,
-                "amount": format_amount(order.amount, order.currency),
-                "currency": order.currency.lower(),
-                "body": order.subject or order.order_id,
-                "subject": order.subject,
-                "channel": DEFAULT_CHANNEL if order.channel is None else order.channel,
-                "return_url": order.return_url,
-                "notify_url": order.notify_url,
-            },
-        )
+        """POST /payments on the order's channel, then its payer action: the sandbox's answer
+        as it is (a checkout URL, a QR code's content, a client_secret), or, for JSAPI and app
+        channels, a parameter set the merchant signs with its own key, as on WeChat Pay and
+        Alipay."""
+        channel = DEFAULT_CHANNEL if order.channel is None else order.channel
+        spec = CHANNELS.get(channel)
+        if spec is None:
+            raise ProviderRejected(f"sandbox has no channel {channel!r}: one of {channel_names()}")
+        if spec.action in (PayerActionKind.JSAPI, PayerActionKind.APP):
+            self.merchant_key()  # a key that cannot be had fails before the provider is asked
+        body: dict[str, Any] = {
+            "out_trade_no": order.order_id,
+            "amount": format_amount(order.amount, order.currency),
+            "currency": order.currency.lower(),
+            "body": order.subject or order.order_id,
+            "subject": order.subject,
+            "channel": channel,
+            "return_url": order.return_url,
+            "notify_url": order.notify_url,
+            "app_id": self._app_id,
+        }
+        if order.payer is not None and order.payer.openid is not None:
+            body["payer_openid"] = order.payer.openid
+        if order.payer is not None and order.payer.client_ip is not None:
+            body["payer_client_ip"] = order.payer.client_ip
+        response = await self._call("POST", "/payments", json=body)
         if response.status_code != 200:
             raise self._rejected(response, "create")
         trade = response.json()
-        return CreatedPayment(provider_trade_no=trade["trade_no"], payment_url=trade["payment_url"])
+        return CreatedPayment(
+            provider_trade_no=trade["trade_no"], payer_action=self._payer_action(spec, order, trade)
+        )
+
+    def _payer_action(
+        self, spec: ChannelSpec, order: PaymentOrder, trade: Mapping[str, Any]
+    ) -> PayerAction:
+        """The channel's kind of action from the create answer; signed where the merchant
+        signs (JSAPI paySign, WeChat's APP sign, Alipay's order string)."""
+
+        def answered(field: str) -> str:
+            value = trade.get(field)
+            if not isinstance(value, str) or not value:
+                raise ProviderRejected(f"sandbox answered a {spec.name} payment without {field}")
+            return value
+
+        now, nonce = str(int(time.time())), secrets.token_hex(16)
+        match spec.action:
+            case PayerActionKind.REDIRECT:
+                return RedirectAction(url=answered("payment_url"))
+            case PayerActionKind.QR_CODE:
+                return QrCodeAction(content=answered("qr_code"))
+            case PayerActionKind.CLIENT_SECRET:
+                return ClientSecretAction(client_secret=answered("client_secret"))
+            case PayerActionKind.JSAPI:
+                package = f"prepay_id={answered('prepay_id')}"
+                message = wallet_signature.jsapi_message(self._app_id, now, nonce, package)
+                return JsapiAction(
+                    parameters=JsapiParameters(
+                        appId=self._app_id,
+                        timeStamp=now,
+                        nonceStr=nonce,
+                        package=package,
+                        signType="RSA",
+                        paySign=wallet_signature.sign(self.merchant_key(), message),
+                    )
+                )
+            case PayerActionKind.APP if spec.name == ORDER_STRING_CHANNEL:
+                return AppAction(order_string=self._order_string(order))
+            case PayerActionKind.APP:
+                prepay_id = answered("prepay_id")
+                message = wallet_signature.app_message(self._app_id, now, nonce, prepay_id)
+                return AppAction(
+                    parameters=AppParameters(
+                        appid=self._app_id,
+                        partnerid=self._account,
+                        prepayid=prepay_id,
+                        package="Sign=WXPay",
+                        noncestr=nonce,
+                        timestamp=now,
+                        sign=wallet_signature.sign(self.merchant_key(), message),
+                    )
+                )
+        raise ProviderRejected(
+            f"sandbox channel {spec.name} has no payer action"
+        )  # pragma: no cover
+
+    def _order_string(self, order: PaymentOrder) -> str:
+        """Alipay's app order string (what `sdkExecute` makes): signed by the merchant, no
+        call to the provider."""
+        biz_content = {
+            "out_trade_no": order.order_id,
+            "total_amount": format_amount(order.amount, order.currency),
+            "subject": order.subject or order.order_id,
+            "product_code": APP_PAY_PRODUCT,
+        }
+        params = {
+            "app_id": self._app_id,
+            "method": APP_PAY_METHOD,
+            "charset": "utf-8",
+            "sign_type": "RSA2",
+            "timestamp": datetime.now(CHINA).strftime("%Y-%m-%d %H:%M:%S"),
+            "version": "1.0",
+            "biz_content": json.dumps(biz_content, ensure_ascii=False, separators=(",", ":")),
+        }
+        return wallet_signature.order_string(params, self.merchant_key())
+
+    def merchant_key(self) -> rsa.RSAPrivateKey:
+        """The sandbox merchant's private key, made in the data dir on first use (the sandbox
+        verifies with its public half, from the same folder)."""
+        if self._merchant_key is None:
+            if self._merchant_key_directory is None:
+                raise ProviderRejected("no sandbox merchant key directory configured")
+            try:
+                private_path, _ = ensure_merchant_keypair(self._merchant_key_directory)
+                self._merchant_key = load_private_key(private_path)
+            except (OSError, ValueError) as exc:
+                raise ProviderError(
+                    f"sandbox merchant key in {self._merchant_key_directory} cannot be made or "
+                    f"read ({type(exc).__name__})"
+                ) from None
+        return self._merchant_key
 
     async def query_payment(self, order: PaymentOrder) -> PaymentObservation:
         response = await self._call("GET", f"/payments/{order.order_id}")

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import html
+import ipaddress
+import json
 import re
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -21,8 +24,9 @@ from functools import cache
 from importlib.resources import files
 from string import Template
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
+import segno
 import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,7 +36,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from providers.bills import CHINA
 from providers.sandbox import notifier as notifier_module
-from providers.sandbox.keys import ensure_keypair, load_private_key
+from providers.sandbox.channels import CHANNELS, ORDER_STRING_CHANNEL, channel_names
+from providers.sandbox.keys import MERCHANT_PUBLIC_KEY_NAME, ensure_keypair, load_private_key
 from providers.sandbox.notifier import NotificationMode, Notifier, utc_iso
 from providers.sandbox.processing import Processor
 from providers.sandbox.settings import Faults, FaultsPatch, SandboxSettings
@@ -53,6 +58,14 @@ from providers.sandbox.store import (
     Transfer,
     Transition,
 )
+from providers.sandbox.wallet import (
+    MerchantKey,
+    PageRefusal,
+    WalletAction,
+    WalletChecks,
+    parse_action,
+)
+from tempay.channels import PayerActionKind, PayerField, parse_client_ip, parse_openid
 from tempay.domain import (
     ORDER_ID_PATTERN,
     format_amount,
@@ -117,6 +130,7 @@ class Sandbox:
     notifier: Notifier
     processor: Processor
     public_key_pem: bytes
+    merchant_key: MerchantKey
     status_queries: QueryCounter = field(default_factory=QueryCounter)
 
 
@@ -133,6 +147,12 @@ class CreatePaymentRequest(BaseModel):
     subject: StrictStr = Field(default="", max_length=256)
     channel: StrictStr = Field(default="alipay_wap", max_length=64)
     return_url: StrictStr = Field(default="", max_length=2048)
+    # What the channel needs of the payer (wechat_jsapi and wechat_miniprogram: the openid,
+    # wechat_h5: the IP the payer's browser connects from); others are not kept.
+    payer_openid: StrictStr | None = Field(default=None, max_length=128)
+    payer_client_ip: StrictStr | None = Field(default=None, max_length=64)
+    # The merchant's app, as WeChat's prepay request names it; when given, it must be ours.
+    app_id: StrictStr | None = Field(default=None, max_length=32)
 
 
 class ScriptedPayment(BaseModel):
@@ -197,15 +217,37 @@ def status_json(trade: Trade) -> dict[str, Any]:
     }
 
 
+def action_kind(trade: Trade) -> PayerActionKind:
+    """The kind of payer action the trade's channel answers with (a trade from before
+    channels were checked, on a channel no longer offered, is a redirect)."""
+    spec = CHANNELS.get(trade.channel)
+    return PayerActionKind.REDIRECT if spec is None else spec.action
+
+
 def created_json(trade: Trade, public_url: str) -> dict[str, Any]:
-    return {
+    """The create answer: the trade, and what the payer's side needs for its kind of action
+    (the checkout page, the QR code's content, the prepay_id the merchant signs a parameter
+    set over, or the client_secret)."""
+    kind = action_kind(trade)
+    answer: dict[str, Any] = {
         "trade_no": trade.trade_no,
         "out_trade_no": trade.out_trade_no,
         "status": trade.status,
         "amount": trade.amount,
         "currency": trade.currency,
-        "payment_url": payment_url(public_url, trade.trade_no),
+        "channel": trade.channel,
+        "action": kind.value,
     }
+    if kind in (PayerActionKind.REDIRECT, PayerActionKind.QR_CODE):
+        # For QR kinds, the page that shows the code.
+        answer["payment_url"] = payment_url(public_url, trade.trade_no)
+    if trade.qr_code is not None:
+        answer["qr_code"] = qr_content(public_url, trade.qr_code)
+    if trade.prepay_id is not None:
+        answer["prepay_id"] = trade.prepay_id
+    if trade.client_secret is not None:
+        answer["client_secret"] = trade.client_secret
+    return answer
 
 
 def refund_json(refund: Refund) -> dict[str, Any]:
@@ -270,6 +312,11 @@ def payment_url(public_url: str, trade_no: str) -> str:
     return f"{public_url.rstrip('/')}/checkout/{trade_no}"
 
 
+def qr_content(public_url: str, code: str) -> str:
+    """What a QR trade's code encodes; opening it is scanning it."""
+    return f"{public_url.rstrip('/')}/qr/{code}"
+
+
 def error_response(error: SandboxError) -> JSONResponse:
     content = {"code": error.code, "message": error.message, **error.extra}
     return JSONResponse(content, status_code=error.status)
@@ -289,10 +336,45 @@ def _now() -> str:
     return utc_iso(datetime.now(UTC))
 
 
-def new_trade(request: CreatePaymentRequest) -> Trade:
+def _channel_terms(request: CreatePaymentRequest, settings: SandboxSettings) -> dict[str, Any]:
+    """The channel's checks and what it adds to the trade: the payer details it needs (and
+    only those), and the prepay_id, QR code or client_secret its payer action carries."""
+    spec = CHANNELS.get(request.channel)
+    if spec is None:
+        raise SandboxError(
+            400,
+            "CHANNEL_NOT_SUPPORTED",
+            f"channel {request.channel!r} is not offered: one of {channel_names()}",
+        )
+    if request.app_id is not None and request.app_id != settings.app_id:
+        raise SandboxError(400, "APPID_NOT_MATCH", "app_id is not this merchant's app")
+    terms: dict[str, Any] = {}
+    if PayerField.OPENID in spec.needs:
+        if request.payer_openid is None:
+            raise SandboxError(400, "PAYER_REQUIRED", f"channel {spec.name} needs payer_openid")
+        terms["payer_openid"] = parse_openid(request.payer_openid)
+    if PayerField.CLIENT_IP in spec.needs:
+        if request.payer_client_ip is None:
+            raise SandboxError(400, "PAYER_REQUIRED", f"channel {spec.name} needs payer_client_ip")
+        terms["payer_client_ip"] = parse_client_ip(request.payer_client_ip)
+    if spec.action is PayerActionKind.QR_CODE:
+        terms["qr_code"] = secrets.token_hex(12)
+    elif spec.action is PayerActionKind.JSAPI or (
+        spec.action is PayerActionKind.APP and spec.name != ORDER_STRING_CHANNEL
+    ):
+        terms["prepay_id"] = "wx" + secrets.token_hex(16)
+    return terms
+
+
+def new_trade(request: CreatePaymentRequest, settings: SandboxSettings) -> Trade:
     currency = parse_currency(request.currency)
+    terms = _channel_terms(request, settings)
+    trade_no = "SBX" + uuid.uuid4().hex[:20].upper()
+    if CHANNELS[request.channel].action is PayerActionKind.CLIENT_SECRET:
+        # Stripe's shape: the PaymentIntent's id, "_secret_", and a random part.
+        terms["client_secret"] = f"pi_{trade_no}_secret_{secrets.token_hex(16)}"
     return Trade(
-        trade_no="SBX" + uuid.uuid4().hex[:20].upper(),
+        trade_no=trade_no,
         out_trade_no=parse_order_id(request.out_trade_no),
         amount=format_amount(parse_amount(request.amount, currency), currency),
         currency=currency,
@@ -307,11 +389,19 @@ def new_trade(request: CreatePaymentRequest) -> Trade:
         paid_at=None,
         closed_at=None,
         created_at=_now(),
+        **terms,
     )
 
 
 def same_terms(a: Trade, b: Trade) -> bool:
-    return (a.amount, a.currency, a.notify_url) == (b.amount, b.currency, b.notify_url)
+    # The payer's IP may change between two tries of one order; the channel and openid not.
+    return (a.amount, a.currency, a.notify_url, a.channel, a.payer_openid) == (
+        b.amount,
+        b.currency,
+        b.notify_url,
+        b.channel,
+        b.payer_openid,
+    )
 
 
 def trade_not_found(out_trade_no: str) -> SandboxError:
@@ -585,26 +675,38 @@ async def status_query_faults(sandbox: Sandbox, subject: str) -> None:
 
 TEMPLATES = files("providers.sandbox") / "templates"
 
-PAY_FORMS = Template(
-    '<div class="actions">\n'
-    '    <form method="post" action="/checkout/$trade_no/pay">'
-    '<button class="pay" type="submit">Pay</button></form>\n'
-    '    <form method="post" action="/checkout/$trade_no/decline">'
-    '<button class="decline" type="submit">Decline</button></form>\n'
-    "  </div>"
-)
-
 
 @cache
 def _template(name: str) -> Template:
     return Template((TEMPLATES / name).read_text(encoding="utf-8"))
 
 
-def checkout_page(trade: Trade) -> str:
+def pay_forms(base: str, hidden: dict[str, str] | None = None) -> str:
+    """Pay and Decline, posting to `{base}/pay` and `{base}/decline` with `hidden` fields."""
     e = html.escape
-    if trade.status == WAIT_BUYER_PAY:
-        actions = PAY_FORMS.substitute(trade_no=e(trade.trade_no))
-    else:
+    fields = "".join(
+        f'<input type="hidden" name="{e(name)}" value="{e(value)}">'
+        for name, value in (hidden or {}).items()
+    )
+    return (
+        '<div class="actions">\n'
+        f'    <form method="post" action="{e(base)}/pay">{fields}'
+        '<button class="pay" type="submit">Pay</button></form>\n'
+        f'    <form method="post" action="{e(base)}/decline">{fields}'
+        '<button class="decline" type="submit">Decline</button></form>\n'
+        "  </div>"
+    )
+
+
+def qr_svg(content: str) -> str:
+    """The QR code of `content`, as inline SVG (segno escapes nothing it is not given)."""
+    return segno.make(content, error="m").svg_inline(scale=5)
+
+
+def trade_page(trade: Trade, actions: str, note: str = "") -> str:
+    """A trade's page: its terms, then `actions` (HTML) when it still waits for the payer."""
+    e = html.escape
+    if trade.status != WAIT_BUYER_PAY:
         actions = f'<p class="status">This payment is {e(trade.status)}.</p>'
     return _template("checkout.html").substitute(
         title=e(trade.subject or "Payment"),
@@ -613,7 +715,44 @@ def checkout_page(trade: Trade) -> str:
         currency=e(trade.currency),
         out_trade_no=e(trade.out_trade_no),
         trade_no=e(trade.trade_no),
+        note=note,
         actions=actions,
+    )
+
+
+def checkout_page(trade: Trade, public_url: str) -> str:
+    """The page at the trade's payment_url: Pay and Decline for redirects, the QR code for QR
+    kinds (scanning it leads to Pay and Decline), and where to go for wallet kinds."""
+    kind = action_kind(trade)
+    if kind is PayerActionKind.REDIRECT:
+        return trade_page(trade, pay_forms(f"/checkout/{trade.trade_no}"))
+    if kind is PayerActionKind.QR_CODE:
+        assert trade.qr_code is not None
+        content = qr_content(public_url, trade.qr_code)
+        return trade_page(
+            trade,
+            f'<figure class="qr" aria-label="QR code">{qr_svg(content)}<figcaption>Scan '
+            f'with the wallet, or <a class="scan" href="{html.escape(content)}">open it on '
+            "this device</a> as scanning it would.</figcaption></figure>",
+        )
+    return trade_page(
+        trade,
+        '<p class="status">This payment is paid in the payer\'s wallet: the merchant hands it '
+        'the payer\'s parameters, which the <a href="/wallet">wallet page</a> takes.</p>',
+    )
+
+
+def wallet_page(trade: Trade, action: WalletAction) -> str:
+    """The wallet, once the payer's parameters verified: Pay and Decline carry them again
+    (each is checked again), so the page keeps no state."""
+    checked = {
+        PayerActionKind.JSAPI: "paySign, appId, prepay_id and timeStamp verified",
+        PayerActionKind.CLIENT_SECRET: "client_secret verified",
+    }.get(PayerActionKind(action.kind), "sign, app id, the payment and timestamp verified")
+    return trade_page(
+        trade,
+        pay_forms("/wallet", {"payer_action": action.model_dump_json()}),
+        note=f'<p class="verified">Sandbox wallet: {html.escape(checked)}.</p>',
     )
 
 
@@ -649,7 +788,10 @@ def _open_sandbox(settings: SandboxSettings) -> Sandbox:
     faults = Faults.from_settings(settings)
     notifier = Notifier(store, settings, faults, load_private_key(private_path))
     processor = Processor(store, notifier)
-    return Sandbox(settings, store, faults, notifier, processor, public_path.read_bytes())
+    merchant_key = MerchantKey(settings.directory / MERCHANT_PUBLIC_KEY_NAME)
+    return Sandbox(
+        settings, store, faults, notifier, processor, public_path.read_bytes(), merchant_key
+    )
 
 
 def create_app(settings: SandboxSettings | None = None) -> FastAPI:
@@ -686,6 +828,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def sandbox_error(_: Request, exc: SandboxError) -> JSONResponse:
         return error_response(exc)
 
+    @app.exception_handler(PageRefusal)
+    async def page_refusal(_: Request, exc: PageRefusal) -> HTMLResponse:
+        return result_page(exc.heading, exc.message, status=exc.status)
+
     @app.exception_handler(InvalidInput)
     async def invalid_input(_: Request, exc: InvalidInput) -> JSONResponse:
         return error_response(SandboxError(400, "INVALID_PARAMETER", str(exc)))
@@ -710,7 +856,7 @@ def _describe(error: Any) -> str:
 def _add_payment_routes(app: FastAPI) -> None:
     @app.post("/payments")
     async def create_payment(request: CreatePaymentRequest, sandbox: SandboxDep) -> dict[str, Any]:
-        candidate = new_trade(request)
+        candidate = new_trade(request, sandbox.settings)
         trade, created = sandbox.store.create_trade(candidate)
         if not created and not same_terms(trade, candidate):
             raise SandboxError(
@@ -809,34 +955,138 @@ def _add_statement_routes(app: FastAPI) -> None:
 
 
 def _add_checkout_routes(app: FastAPI) -> None:
+    """The pages a payer uses: the checkout page at payment_url (a redirect's Pay and Decline,
+    or a QR kind's code), the page scanning a QR code opens, and the wallet."""
+
     @app.get("/checkout/{trade_no}", response_class=HTMLResponse)
-    async def checkout(trade_no: str, sandbox: SandboxDep) -> HTMLResponse:
-        trade = sandbox.store.get_trade_by_trade_no(trade_no)
-        if trade is None:
-            return result_page("Payment not found", f"No trade {trade_no}.", status=404)
-        return HTMLResponse(checkout_page(trade))
+    async def checkout(trade_no: str, request: Request, sandbox: SandboxDep) -> HTMLResponse:
+        trade = _trade_by_trade_no(sandbox, trade_no)
+        _from_payers_network(trade, request)
+        return HTMLResponse(checkout_page(trade, sandbox.settings.public_url))
 
-    @app.post("/checkout/{trade_no}/pay", response_class=HTMLResponse)
-    async def checkout_pay(trade_no: str, sandbox: SandboxDep) -> HTMLResponse:
-        return _checkout_action(sandbox, trade_no, paying=True)
+    @app.post("/checkout/{trade_no}/{act}", response_class=HTMLResponse)
+    async def checkout_act(
+        trade_no: str, act: PayerAct, request: Request, sandbox: SandboxDep
+    ) -> HTMLResponse:
+        trade = _trade_by_trade_no(sandbox, trade_no)
+        kind = action_kind(trade)
+        if kind is not PayerActionKind.REDIRECT:
+            where = (
+                "by scanning its QR code" if kind is PayerActionKind.QR_CODE else "in the wallet"
+            )
+            raise PageRefusal(409, "Payment not possible here", f"This payment is paid {where}.")
+        _from_payers_network(trade, request)
+        return _payer_act(sandbox, trade, act)
 
-    @app.post("/checkout/{trade_no}/decline", response_class=HTMLResponse)
-    async def checkout_decline(trade_no: str, sandbox: SandboxDep) -> HTMLResponse:
-        return _checkout_action(sandbox, trade_no, paying=False)
+    @app.get("/qr/{code}", response_class=HTMLResponse)
+    async def scanned(code: str, sandbox: SandboxDep) -> HTMLResponse:
+        """What scanning a QR trade's code opens."""
+        trade = _trade_by_qr_code(sandbox, code)
+        return HTMLResponse(trade_page(trade, pay_forms(f"/qr/{code}")))
+
+    @app.post("/qr/{code}/{act}", response_class=HTMLResponse)
+    async def scanned_act(code: str, act: PayerAct, sandbox: SandboxDep) -> HTMLResponse:
+        return _payer_act(sandbox, _trade_by_qr_code(sandbox, code), act)
+
+    @app.get("/wallet", response_class=HTMLResponse)
+    async def wallet_entry() -> HTMLResponse:
+        return HTMLResponse(_template("wallet.html").substitute())
+
+    @app.post("/wallet", response_class=HTMLResponse)
+    async def wallet(request: Request, sandbox: SandboxDep) -> HTMLResponse:
+        """The payer's parameters as the JS bridge, the app SDK or Stripe.js would get them
+        (tempay's payer_action: JSON, or the form field `payer_action`): verified, then Pay
+        and Decline."""
+        action = parse_action(await _submitted_action(request))
+        trade = _wallet_checks(sandbox).verified_trade(action)
+        return HTMLResponse(wallet_page(trade, action))
+
+    @app.post("/wallet/{act}", response_class=HTMLResponse)
+    async def wallet_act(act: PayerAct, request: Request, sandbox: SandboxDep) -> HTMLResponse:
+        action = parse_action(await _submitted_action(request))
+        trade = _wallet_checks(sandbox).verified_trade(action)
+        return _payer_act(sandbox, trade, act)
 
 
-def _checkout_action(sandbox: Sandbox, trade_no: str, *, paying: bool) -> HTMLResponse:
+# What a payer does on a page
+PayerAct = Literal["pay", "decline"]
+# A payer action is a few hundred bytes; an order string a few kilobytes at most.
+MAX_WALLET_BODY = 16 * 1024
+
+
+def _trade_by_trade_no(sandbox: Sandbox, trade_no: str) -> Trade:
     trade = sandbox.store.get_trade_by_trade_no(trade_no)
     if trade is None:
-        return result_page("Payment not found", f"No trade {trade_no}.", status=404)
+        raise PageRefusal(404, "Payment not found", f"No trade {trade_no[:64]}.")
+    return trade
+
+
+def _trade_by_qr_code(sandbox: Sandbox, code: str) -> Trade:
+    trade = sandbox.store.get_trade_by_qr_code(code)
+    if trade is None:
+        raise PageRefusal(404, "Payment not found", "This QR code is no payment's.")
+    return trade
+
+
+def _wallet_checks(sandbox: Sandbox) -> WalletChecks:
+    return WalletChecks(sandbox.store, sandbox.settings, sandbox.merchant_key)
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        if paying:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _from_payers_network(trade: Trade, request: Request) -> None:
+    """WeChat H5: the page opens only from the IP the merchant named at create (the payer's
+    own, seen by the merchant). The refusal shows the visitor's address, never the named one."""
+    if trade.payer_client_ip is None:
+        return
+    seen = request.client.host if request.client else ""
+    if _address(seen) is None or _address(seen) != _address(trade.payer_client_ip):
+        raise PageRefusal(
+            403,
+            "Network check failed",
+            "This payment must be paid from the network the merchant named for it; your "
+            f"browser connects from {seen or 'an unknown address'}.",
+        )
+
+
+async def _submitted_action(request: Request) -> Any:
+    """The payer action in the request: a JSON body, or a form's `payer_action` field."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_WALLET_BODY:
+            raise PageRefusal(413, "Too large", "A payer action is a few kilobytes at most.")
+    try:
+        if request.headers.get("content-type", "").startswith("application/json"):
+            return json.loads(body)
+        fields = parse_qs(body.decode("utf-8"), strict_parsing=True)
+        [text] = fields["payer_action"]
+        return json.loads(text)
+    except (ValueError, KeyError):
+        raise PageRefusal(
+            400,
+            "The wallet refused this payment",
+            "send the payer action as JSON, or as the form field payer_action",
+        ) from None
+
+
+def _payer_act(sandbox: Sandbox, trade: Trade, act: PayerAct) -> HTMLResponse:
+    try:
+        if act == "pay":
             trade = pay(sandbox, trade.out_trade_no)
         else:
             trade = decline(sandbox, trade.out_trade_no)
     except SandboxError as error:
         return result_page("Payment not possible", error.message, trade.return_url, error.status)
-    if paying:
+    if act == "pay":
         heading, message = (
             "Payment succeeded",
             f"You paid {trade.paid_amount} {trade.paid_currency}.",

@@ -21,6 +21,13 @@ Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 DEFAULT_URL = "http://127.0.0.1:8001"
 # The merchant account its statements name (TEMPAY_SANDBOX_ACCOUNT), an Alipay-like PID.
 DEFAULT_ACCOUNT = "2088000000000001"
+# The sandbox merchant's app (TEMPAY_SANDBOX_APP_ID): the appId of its JSAPI and APP
+# parameter sets and the app_id of its Alipay order strings. The adapter signs with it and
+# the sandbox accepts only it; both read the same variable.
+DEFAULT_APP_ID = "wxsandbox00000001"
+# How old a payer's parameter set may be at the wallet page: WeChat's prepay_id is valid
+# for two hours.
+DEFAULT_WALLET_TOLERANCE_SECONDS = 2 * 3600.0
 
 
 def _no_float(value: Any) -> Any:
@@ -43,8 +50,11 @@ class SandboxClientSettings(BaseSettings):
 
     # The sandbox's API (TEMPAY_SANDBOX_URL); `tempay dev` serves the sandbox there.
     url: str = DEFAULT_URL
-    # The account its statements must name (the server's TEMPAY_SANDBOX_ACCOUNT).
+    # The account its statements must name (the server's TEMPAY_SANDBOX_ACCOUNT); also the
+    # merchant id (`partnerid`) of APP parameter sets.
     account: str = DEFAULT_ACCOUNT
+    # The merchant's app that JSAPI, APP and Alipay app parameters name (the server's too).
+    app_id: str = Field(default=DEFAULT_APP_ID, min_length=1, max_length=32)
 
 
 class SandboxSettings(BaseSettings):
@@ -72,6 +82,12 @@ class SandboxSettings(BaseSettings):
     transfer_error_rate: Rate = 0
     # The merchant account the statements (GET /statements/{day}) name.
     account: str = Field(default=DEFAULT_ACCOUNT, min_length=1, max_length=64)
+    # The merchant's app: the only appId / app_id the wallet page and POST /payments accept.
+    app_id: str = Field(default=DEFAULT_APP_ID, min_length=1, max_length=32)
+    # A parameter set older than this (or more than a minute ahead) is refused as stale.
+    wallet_tolerance_seconds: float = Field(
+        default=DEFAULT_WALLET_TOLERANCE_SECONDS, gt=0, allow_inf_nan=False
+    )
     # Statement faults (see Faults).
     statement_drop_order: OrderNo = ""
     statement_amount_delta_order: OrderNo = ""

@@ -12,7 +12,7 @@ import sqlite3
 import threading
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
@@ -51,7 +51,14 @@ CREATE TABLE IF NOT EXISTS trades (
     paid_currency TEXT,
     paid_at       TEXT,
     closed_at     TEXT,
-    created_at    TEXT NOT NULL
+    created_at    TEXT NOT NULL,
+    -- What the channel needs of the payer (personal data: only for the channels that do).
+    payer_openid    TEXT,
+    payer_client_ip TEXT,
+    -- What the payer's wallet presents, by the channel's kind of payer action.
+    prepay_id     TEXT,
+    qr_code       TEXT,
+    client_secret TEXT
 );
 CREATE TABLE IF NOT EXISTS refunds (
     refund_no      TEXT PRIMARY KEY,
@@ -113,6 +120,10 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at)
     WHERE next_attempt_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS deliveries_out_no ON deliveries (kind, out_no);
+-- The wallet page finds a trade by its prepay_id, the scan page by its QR code.
+CREATE UNIQUE INDEX IF NOT EXISTS trades_prepay_id ON trades (prepay_id)
+    WHERE prepay_id IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS trades_qr_code ON trades (qr_code) WHERE qr_code IS NOT NULL;
 -- The statements: what was paid, and what was refunded, in a period.
 CREATE INDEX IF NOT EXISTS trades_paid ON trades (paid_at) WHERE paid_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS refunds_finished ON refunds (finished_at)
@@ -133,6 +144,8 @@ SELECT id, notify_id, 'trade', out_trade_no, trade_status, attempts, delivered, 
 FROM deliveries_trades_only;
 DROP TABLE deliveries_trades_only;
 """
+# Columns trades gained with channels; a database from before gets them, NULL for old trades.
+CHANNEL_COLUMNS = ("payer_openid", "payer_client_ip", "prepay_id", "qr_code", "client_secret")
 
 
 @dataclass(frozen=True)
@@ -152,6 +165,15 @@ class Trade:
     paid_at: str | None
     closed_at: str | None
     created_at: str
+    # Personal data, only where the channel needs it; never in a repr.
+    payer_openid: str | None = field(default=None, repr=False)
+    payer_client_ip: str | None = field(default=None, repr=False)
+    # JSAPI and APP channels: the id the payer's parameter set names.
+    prepay_id: str | None = None
+    # QR channels: the code in the QR content's URL.
+    qr_code: str | None = None
+    # stripe_payment_intent: the payer's credential; never in a repr.
+    client_secret: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -296,6 +318,11 @@ class SandboxStore:
             self._conn.executescript(SCHEMA)
 
     def _migrate(self) -> None:
+        trade_columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(trades)")}
+        if trade_columns:
+            for column in CHANNEL_COLUMNS:
+                if column not in trade_columns:
+                    self._conn.execute(f"ALTER TABLE trades ADD COLUMN {column} TEXT")
         columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(deliveries)")}
         if columns and "kind" not in columns:
             # One transaction: a crash half way leaves the old table as it was.
@@ -356,6 +383,14 @@ class SandboxStore:
     def get_trade_by_trade_no(self, trade_no: str) -> Trade | None:
         with self._lock:
             return _trade_row(self._conn, "trade_no", trade_no)
+
+    def get_trade_by_prepay_id(self, prepay_id: str) -> Trade | None:
+        with self._lock:
+            return _trade_row(self._conn, "prepay_id", prepay_id)
+
+    def get_trade_by_qr_code(self, qr_code: str) -> Trade | None:
+        with self._lock:
+            return _trade_row(self._conn, "qr_code", qr_code)
 
     def transition(
         self,

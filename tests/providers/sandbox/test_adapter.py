@@ -40,6 +40,7 @@ from tempay.errors import (
     ProviderError,
     ProviderOutcomeUnknown,
     ProviderRefused,
+    ProviderRejected,
     ProviderUnsupported,
     UnverifiedNotification,
 )
@@ -289,8 +290,10 @@ async def test_lost_transfer_answer_is_an_unknown_outcome(
     assert (transfer["requests"], transfer["paid_out"]) == (2, 1)
 
 
-@pytest.mark.parametrize(("channel", "sent"), [(None, "alipay_wap"), ("qr", "qr")])
-async def test_the_channel_is_passed_through_and_defaults_to_alipay_wap(
+@pytest.mark.parametrize(
+    ("channel", "sent"), [(None, "alipay_wap"), ("alipay_page", "alipay_page")]
+)
+async def test_the_channel_is_sent_and_defaults_to_alipay_wap(
     channel: str | None, sent: str
 ) -> None:
     asked: list[dict[str, Any]] = []
@@ -308,10 +311,34 @@ async def test_the_channel_is_passed_through_and_defaults_to_alipay_wap(
     async with serve(app) as url:
         adapter = SandboxAdapter(url, timeout=5)
         try:
-            await adapter.create_payment(order)
+            created = await adapter.create_payment(order)
         finally:
             await adapter.aclose()
     assert [a["channel"] for a in asked] == [sent]
+    assert created.payment_url == "http://127.0.0.1:9/pay/T1"
+
+
+async def test_a_channel_the_sandbox_does_not_offer_is_refused_before_asking_it() -> None:
+    asked: list[dict[str, Any]] = []
+    app = FastAPI()
+
+    @app.post("/payments")
+    async def create(request: Request) -> dict[str, str]:
+        asked.append(await request.json())
+        return {"trade_no": "T1", "payment_url": "http://127.0.0.1:9/pay/T1"}
+
+    order = PaymentOrder(
+        order_id="ch-2", amount=Decimal("1.00"), currency="CNY", provider="sandbox",
+        channel="qr",
+    )  # fmt: skip
+    async with serve(app) as url:
+        adapter = SandboxAdapter(url, timeout=5)
+        try:
+            with pytest.raises(ProviderRejected, match="sandbox has no channel 'qr': one of"):
+                await adapter.create_payment(order)
+        finally:
+            await adapter.aclose()
+    assert asked == []
 
 
 async def test_unreachable_provider_is_a_plain_error() -> None:
