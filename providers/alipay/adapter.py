@@ -1,9 +1,12 @@
 """tempay's adapter for the Alipay open platform (RSA2): its wire format in, the core's types
 out.
 
-Payments are created as signed page/wap pay URLs (no call: Alipay creates the trade when the
-payer opens it, so its trade_no is unknown until then). Status query, close, refund and refund
-query are signed form POSTs to the gateway whose answers are verified over their raw text.
+Payments are created by channel (CHANNELS): a signed page/wap pay URL for the payer's browser
+or a signed app order string for the Alipay app SDK (no call: Alipay creates the trade when
+the payer opens it), or a QR code from a signed alipay.trade.precreate (Alipay creates the
+trade when the payer scans it). Either way the trade_no is unknown until the first
+notification or status answer. Status query, close, refund and refund query are signed form
+POSTs to the gateway whose answers are verified over their raw text.
 Notifications are signed form posts; refunds arrive inside the trade's notifications. The daily
 statement is the trade bill whose download URL a signed query answers (providers/bills.py).
 """
@@ -25,6 +28,7 @@ from providers.alipay import signature
 from providers.base import Acknowledgement, ProviderObservation
 from providers.bills import download_bill, stream_trade_bill
 from providers.http import HTTPAdapter, unanswered
+from tempay.channels import AppAction, PayerAction, QrCodeAction, RedirectAction
 from tempay.domain import (
     CloseOutcome,
     CreatedPayment,
@@ -77,14 +81,29 @@ REFUSAL_CODES: dict[str, str] = {
     "ACQ.DISCORDANT_REPEAT_REQUEST": "REFUND_CONFLICT",
 }
 
-# Payment channels: the page method and its product code.
+WAP_PAY = "alipay.trade.wap.pay"
+PAGE_PAY = "alipay.trade.page.pay"
+APP_PAY = "alipay.trade.app.pay"
+PRECREATE = "alipay.trade.precreate"
+
+# Payment channels: Alipay's method and product code for each. The method says what the payer
+# gets (create_payment): a URL to open (wap, page), an order string for the app SDK (app), or
+# a QR code to scan (precreate). providers/alipay/__init__.py declares the same names.
 CHANNELS: dict[str, tuple[str, str]] = {
-    "alipay_wap": ("alipay.trade.wap.pay", "QUICK_WAP_WAY"),
-    "alipay_page": ("alipay.trade.page.pay", "FAST_INSTANT_TRADE_PAY"),
-    "alipay_pc": ("alipay.trade.page.pay", "FAST_INSTANT_TRADE_PAY"),
+    "alipay_wap": (WAP_PAY, "QUICK_WAP_WAY"),
+    "alipay_page": (PAGE_PAY, "FAST_INSTANT_TRADE_PAY"),
+    "alipay_pc": (PAGE_PAY, "FAST_INSTANT_TRADE_PAY"),
+    "alipay_app": (APP_PAY, "QUICK_MSECURITY_PAY"),
+    "alipay_qr": (PRECREATE, "FACE_TO_FACE_PAYMENT"),
 }
 # An order that names no channel: a mobile browser's checkout page.
 DEFAULT_CHANNEL = "alipay_wap"
+
+# total_amount's documented range, in CNY (every payment method alike).
+MIN_AMOUNT = Decimal("0.01")
+MAX_AMOUNT = Decimal("100000000")
+# The longest qr_code believed from a precreate answer (Alipay's are ~40 characters).
+MAX_QR_CODE = 1024
 
 SUCCESS = "10000"
 # Errors about the request itself (auth, missing or invalid arguments, permissions): Alipay
@@ -208,13 +227,24 @@ class AlipayAdapter(HTTPAdapter):
         params["sign"] = signature.sign(self._private_key, signature.request_sign_content(params))
         return params
 
+    def signed_query(self, method: str, biz_content: Mapping[str, Any], **extra: str) -> str:
+        """The signed request as a URL query string (each value URL-encoded, as Alipay's SDKs
+        do): a page/wap pay URL's query, and the whole of an app order string."""
+        return urlencode(self.signed_params(method, biz_content, **extra))
+
     async def _call(
-        self, method: str, biz_content: Mapping[str, Any], *, moves_money: bool = False
+        self,
+        method: str,
+        biz_content: Mapping[str, Any],
+        *,
+        moves_money: bool = False,
+        **extra: str,
     ) -> dict[str, Any]:
         """POST a signed request; the verified answer of code 10000. Raises AlipayBusinessError
         for 40004 refusals, ProviderRejected for bad requests, ProviderError (or, when
-        `moves_money`, ProviderOutcomeUnknown once the request may have arrived) otherwise."""
-        params = self.signed_params(method, biz_content)
+        `moves_money`, ProviderOutcomeUnknown once the request may have arrived) otherwise.
+        `extra` are common parameters (notify_url), sent in the query with the others."""
+        params = self.signed_params(method, biz_content, **extra)
         body = {"biz_content": params.pop("biz_content")}
         what = f"Alipay {method}"
         response = await self.http.request(
@@ -274,8 +304,12 @@ class AlipayAdapter(HTTPAdapter):
             raise ProviderRejected(
                 f"Alipay channel {channel!r} unknown: use one of {', '.join(CHANNELS)}"
             ) from None
-        # The payment URL stops working when the order expires, so a payer cannot open a
-        # trade after tempay has given up on it.
+        if not MIN_AMOUNT <= order.amount <= MAX_AMOUNT:
+            raise ProviderRejected(
+                f"Alipay takes amounts from {MIN_AMOUNT} to {MAX_AMOUNT} CNY, not {order.amount}"
+            )
+        # The URL, order string or QR code stops working when the order expires, so a payer
+        # cannot open a trade after tempay has given up on it.
         expires = self._clock() + order.timing.expires_after
         biz = {
             "out_trade_no": order.order_id,
@@ -284,14 +318,51 @@ class AlipayAdapter(HTTPAdapter):
             "product_code": product_code,
             "time_expire": expires.astimezone(CHINA).strftime(TIME_FORMAT),
         }
-        params = self.signed_params(
-            method, biz, notify_url=order.notify_url, return_url=order.return_url
-        )
-        separator = "&" if "?" in self._gateway else "?"
-        # The trade exists at Alipay only once the payer opens the URL: no trade_no yet.
-        return CreatedPayment(
-            provider_trade_no="", payment_url=self._gateway + separator + urlencode(params)
-        )
+        action: PayerAction
+        if method == PRECREATE:
+            action = await self._precreate(order.order_id, biz, order.notify_url)
+        elif method == APP_PAY:
+            # The app SDK (payV2) takes the signed request itself; the app returns to the
+            # merchant's app, so there is no return_url.
+            action = AppAction(
+                order_string=self.signed_query(method, biz, notify_url=order.notify_url)
+            )
+        else:
+            query = self.signed_query(
+                method, biz, notify_url=order.notify_url, return_url=order.return_url
+            )
+            separator = "&" if "?" in self._gateway else "?"
+            action = RedirectAction(url=self._gateway + separator + query)
+        # The trade exists at Alipay only once the payer opens or scans it: no trade_no yet.
+        return CreatedPayment(provider_trade_no="", payer_action=action)
+
+    async def _precreate(
+        self, order_id: str, biz: Mapping[str, Any], notify_url: str
+    ) -> QrCodeAction:
+        """alipay.trade.precreate: Alipay's QR code for the order. Its answer is believed only
+        for this order (out_trade_no) and only with a qr_code that is an https URL; anything
+        else is a ProviderError, and asking again is safe (idempotent by out_trade_no)."""
+        try:
+            answer = await self._call(PRECREATE, biz, notify_url=notify_url)
+        except AlipayBusinessError as exc:
+            raise exc.refused() from None
+        if answer.get("out_trade_no") != order_id:
+            # A signed answer about another order: its QR code would take another order's
+            # money, so it is not shown to this payer.
+            raise ProviderError(
+                f"Alipay {PRECREATE} answered for out_trade_no "
+                f"{answer.get('out_trade_no')!r}, not {order_id!r}"
+            )
+        qr_code = answer.get("qr_code")
+        if (
+            not isinstance(qr_code, str)
+            or not qr_code.startswith("https://")
+            or len(qr_code) > MAX_QR_CODE
+            or not qr_code.isprintable()
+            or any(c.isspace() for c in qr_code)
+        ):
+            raise ProviderError(f"Alipay {PRECREATE} answer has no usable qr_code")
+        return QrCodeAction(content=qr_code)
 
     def _trade_observation(
         self, order_id: str, trade: Mapping[str, Any], source: str

@@ -6,6 +6,12 @@ and verifies with Alipay's reference SDK (`alipay-sdk-python`), not with tempay'
 - every request's `sign` is checked with the merchant's public key as Alipay does (bad sign:
   Alipay's unsigned `isv.invalid-signature` answer);
 - `GET /gateway.do?...` is the payer opening a page/wap pay URL: the trade appears, waiting;
+- `open_app(order_string)` is the Alipay app taking an app order string (alipay.trade.app.pay)
+  from the merchant's app: its signature is checked with the merchant's public key, like a
+  request's, then the trade appears, waiting;
+- alipay.trade.precreate answers a `qr_code` and keeps the order, and `scan(qr_code)` is the
+  payer's wallet scanning it: the trade appears, waiting (before that, a query finds no trade,
+  as at Alipay);
 - alipay.trade.query / close / refund / fastpay.refund.query answer in Alipay's documented
   format, `{"<method>_response": {...}, "sign": "..."}`, signed over the raw response text;
 - `pay()` and `refund_notification()` build signed `trade_status_sync` notifications, and
@@ -25,10 +31,11 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -44,6 +51,7 @@ from tempay.statements import StatementLine, StatementLineKind
 
 CHINA = timezone(timedelta(hours=8))
 METHODS = (
+    "alipay.trade.precreate",
     "alipay.trade.query",
     "alipay.trade.close",
     "alipay.trade.refund",
@@ -51,6 +59,16 @@ METHODS = (
     "alipay.data.dataservice.bill.downloadurl.query",
 )
 PAGE_METHODS = ("alipay.trade.page.pay", "alipay.trade.wap.pay")
+APP_METHOD = "alipay.trade.app.pay"
+# Each way to create a trade and the product code Alipay expects with it.
+PRODUCT_CODES = {
+    "alipay.trade.wap.pay": "QUICK_WAP_WAY",
+    "alipay.trade.page.pay": "FAST_INSTANT_TRADE_PAY",
+    APP_METHOD: "QUICK_MSECURITY_PAY",
+    "alipay.trade.precreate": "FACE_TO_FACE_PAYMENT",
+}
+# total_amount: yuan with at most two places, in [0.01, 100000000] (Alipay's Price type).
+AMOUNT = re.compile(r"[0-9]{1,9}(\.[0-9]{1,2})?")
 # The merchant's Alipay user id (PID) this fake signs into every notification; tempay must be
 # configured with the same one (TEMPAY_ALIPAY_SELLER_ID).
 SELLER_ID = "2088101122136241"
@@ -110,6 +128,18 @@ class FakeTrade:
 
 
 @dataclass
+class FakePrecreate:
+    """An order precreated for a QR code: no trade until the payer scans it."""
+
+    out_trade_no: str
+    total_amount: Decimal
+    subject: str
+    notify_url: str
+    time_expire: datetime
+    qr_code: str
+
+
+@dataclass
 class FakeRefund:
     out_trade_no: str
     out_request_no: str
@@ -134,6 +164,7 @@ class FakeAlipayGateway:
         self.merchant_public_pem = merchant_public_pem
         self.private_pem, self.public_pem = rsa_pem_pair()
         self.trades: dict[str, FakeTrade] = {}
+        self.precreated: dict[str, FakePrecreate] = {}  # by out_trade_no
         self.refunds: dict[tuple[str, str], FakeRefund] = {}
         self.faults: list[str] = []
         self.requests: list[dict[str, str]] = []  # every verified API request's parameters
@@ -377,7 +408,10 @@ class FakeAlipayGateway:
                         "20000", "Service Currently Unavailable", "isp.unknow-error", "系统繁忙"
                     )
                 self.requests.append(params)
-                result = getattr(self, "_" + method.replace(".", "_"))(biz)
+                if method == "alipay.trade.precreate":
+                    result = self._alipay_trade_precreate(biz, params.get("notify_url", ""))
+                else:
+                    result = getattr(self, "_" + method.replace(".", "_"))(biz)
                 if fault == "process_then_502":
                     return Response("bad gateway", status_code=502)
                 if fault == "bill_expired":
@@ -398,34 +432,160 @@ class FakeAlipayGateway:
             raise AlipayError(
                 "40002", "Invalid Arguments", "isv.invalid-method", "不存在的方法名", signed=False
             )
-        out_trade_no = biz["out_trade_no"]
-        amount = Decimal(biz["total_amount"])
-        expected = "QUICK_WAP_WAY" if method == "alipay.trade.wap.pay" else "FAST_INSTANT_TRADE_PAY"
-        if biz.get("product_code") != expected:
-            raise business_error("ACQ.INVALID_PARAMETER", "product_code")
-        time_expire = datetime.strptime(biz["time_expire"], "%Y-%m-%d %H:%M:%S").replace(
-            tzinfo=CHINA
-        )
-        if time_expire < datetime.now(CHINA):
-            raise business_error("ACQ.TRADE_HAS_CLOSE", "交易已经超时")
-        trade = self.trades.get(out_trade_no)
-        if trade is None:
-            trade = FakeTrade(
-                out_trade_no=out_trade_no,
-                trade_no=datetime.now(CHINA).strftime("%Y%m%d") + "22001" + secrets.token_hex(6),
-                total_amount=amount,
-                subject=biz["subject"],
-                notify_url=params.get("notify_url", ""),
-            )
-            self.trades[out_trade_no] = trade
-        elif trade.total_amount != amount:
-            raise business_error("ACQ.CONTEXT_INCONSISTENT", "交易信息被篡改")
+        trade = self._open_trade(method, biz, params.get("notify_url", ""))
         return HTMLResponse(
             f"<h1>支付宝收银台</h1><p>{trade.subject}</p><p>{trade.total_amount} CNY</p>"
             f"<p>{trade.status}</p>"
         )
 
+    def open_app(self, order_string: str) -> FakeTrade:
+        """The Alipay app takes an app order string from the merchant's app (the SDK's payV2)
+        and the payer confirms: checked as Alipay checks a request (app_id, RSA2 signature with
+        the merchant's public key over every parameter but sign, timestamp, version), then its
+        biz_content; the trade is created, waiting to pay. Raises AlipayError (also recorded
+        in `rejected`) for anything Alipay would refuse."""
+        try:
+            params = self._order_string_params(order_string)
+            self._verify_request(params)
+            if params["method"] != APP_METHOD:
+                raise AlipayError(
+                    "40002", "Invalid Arguments", "isv.invalid-method", "不存在的方法名"
+                )
+            if not params.get("notify_url"):
+                raise business_error("ACQ.INVALID_PARAMETER", "notify_url")
+            biz = self._biz(params)
+            return self._open_trade(APP_METHOD, biz, params["notify_url"])
+        except AlipayError as exc:
+            self.rejected.append(exc.body["sub_code"])
+            raise
+
+    def scan(self, qr_code: str) -> FakeTrade:
+        """The payer's wallet scans a precreated QR code: the trade is created, waiting to pay
+        (the same trade again on a second scan). An unknown or expired code is refused."""
+        order = next((o for o in self.precreated.values() if o.qr_code == qr_code), None)
+        if order is None:
+            raise business_error("ACQ.TRADE_NOT_EXIST", "二维码无效")
+        if order.time_expire < datetime.now(CHINA):
+            raise business_error("ACQ.TRADE_HAS_CLOSE", "交易已经超时")
+        trade = self.trades.get(order.out_trade_no)
+        if trade is None:
+            trade = self._new_trade(
+                order.out_trade_no, order.total_amount, order.subject, order.notify_url
+            )
+        return trade
+
+    @staticmethod
+    def _order_string_params(order_string: str) -> dict[str, str]:
+        try:
+            pairs = parse_qsl(order_string, keep_blank_values=True, strict_parsing=True)
+        except ValueError:
+            raise AlipayError(
+                "40002", "Invalid Arguments", "isv.invalid-parameter", "订单信息格式错误"
+            ) from None
+        params: dict[str, str] = {}
+        for key, value in pairs:
+            if key in params:
+                raise AlipayError(
+                    "40002", "Invalid Arguments", "isv.invalid-parameter", f"重复参数 {key}"
+                )
+            params[key] = value
+        return params
+
+    @staticmethod
+    def _biz(params: dict[str, str]) -> dict[str, Any]:
+        try:
+            biz = json.loads(params.get("biz_content") or "")
+        except ValueError:
+            biz = None
+        if not isinstance(biz, dict):
+            raise business_error("ACQ.INVALID_PARAMETER", "biz_content")
+        return biz
+
+    def _checked_order(
+        self, method: str, biz: dict[str, Any]
+    ) -> tuple[str, Decimal, str, datetime | None]:
+        """What Alipay checks of an order's biz_content before it makes a trade or a QR code:
+        out_trade_no, total_amount (a Price string in range), subject, the product code that
+        goes with the method, and time_expire (when given) not yet past."""
+        out_trade_no = biz.get("out_trade_no")
+        if not isinstance(out_trade_no, str) or not 0 < len(out_trade_no) <= 64:
+            raise business_error("ACQ.INVALID_PARAMETER", "out_trade_no")
+        amount_text = biz.get("total_amount")
+        if not isinstance(amount_text, str) or not AMOUNT.fullmatch(amount_text):
+            raise business_error("ACQ.INVALID_PARAMETER", "total_amount")
+        try:
+            amount = Decimal(amount_text)
+        except InvalidOperation:
+            raise business_error("ACQ.INVALID_PARAMETER", "total_amount") from None
+        if not Decimal("0.01") <= amount <= Decimal("100000000"):
+            raise business_error("ACQ.TOTAL_FEE_EXCEED", "订单金额超过限额")
+        subject = biz.get("subject")
+        if not isinstance(subject, str) or not 0 < len(subject) <= 256:
+            raise business_error("ACQ.INVALID_PARAMETER", "subject")
+        if biz.get("product_code", PRODUCT_CODES[method]) != PRODUCT_CODES[method]:
+            raise business_error("ACQ.INVALID_PARAMETER", "product_code")
+        time_expire = None
+        if "time_expire" in biz:
+            try:
+                time_expire = datetime.strptime(
+                    str(biz["time_expire"]), "%Y-%m-%d %H:%M:%S"
+                ).replace(tzinfo=CHINA)
+            except ValueError:
+                raise business_error("ACQ.INVALID_PARAMETER", "time_expire") from None
+            if time_expire < datetime.now(CHINA):
+                raise business_error("ACQ.TRADE_HAS_CLOSE", "交易已经超时")
+        return out_trade_no, amount, subject, time_expire
+
+    def _open_trade(self, method: str, biz: dict[str, Any], notify_url: str) -> FakeTrade:
+        out_trade_no, amount, subject, _ = self._checked_order(method, biz)
+        trade = self.trades.get(out_trade_no)
+        if trade is None:
+            return self._new_trade(out_trade_no, amount, subject, notify_url)
+        if trade.total_amount != amount:
+            raise business_error("ACQ.CONTEXT_INCONSISTENT", "交易信息被篡改")
+        return trade
+
+    def _new_trade(
+        self, out_trade_no: str, amount: Decimal, subject: str, notify_url: str
+    ) -> FakeTrade:
+        trade = FakeTrade(
+            out_trade_no=out_trade_no,
+            trade_no=datetime.now(CHINA).strftime("%Y%m%d") + "22001" + secrets.token_hex(6),
+            total_amount=amount,
+            subject=subject,
+            notify_url=notify_url,
+        )
+        self.trades[out_trade_no] = trade
+        return trade
+
     # API methods, by Alipay's documented behaviour
+
+    def _alipay_trade_precreate(self, biz: dict[str, Any], notify_url: str) -> dict[str, Any]:
+        """A QR code for the order; idempotent by out_trade_no: the same order again gets the
+        same code, a changed amount is refused, and so is an order already paid or closed."""
+        out_trade_no, amount, subject, time_expire = self._checked_order(
+            "alipay.trade.precreate", biz
+        )
+        trade = self.trades.get(out_trade_no)
+        if trade is not None and trade.status in ("TRADE_SUCCESS", "TRADE_FINISHED"):
+            raise business_error("ACQ.TRADE_HAS_SUCCESS", "交易已被支付")
+        if trade is not None and trade.status == "TRADE_CLOSED":
+            raise business_error("ACQ.TRADE_HAS_CLOSE", "交易已经关闭")
+        order = self.precreated.get(out_trade_no)
+        if order is not None and order.total_amount != amount:
+            raise business_error("ACQ.CONTEXT_INCONSISTENT", "交易信息被篡改")
+        if order is None:
+            order = FakePrecreate(
+                out_trade_no=out_trade_no,
+                total_amount=amount,
+                subject=subject,
+                notify_url=notify_url,
+                # Without time_expire, Alipay's QR code lasts two hours.
+                time_expire=time_expire or datetime.now(CHINA) + timedelta(hours=2),
+                qr_code="https://qr.alipay.com/bax" + secrets.token_hex(10),
+            )
+            self.precreated[out_trade_no] = order
+        return {"out_trade_no": out_trade_no, "qr_code": order.qr_code}
 
     def _trade(self, biz: dict[str, Any]) -> FakeTrade:
         trade = self.trades.get(biz.get("out_trade_no", ""))
