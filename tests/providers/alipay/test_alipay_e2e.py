@@ -1,6 +1,7 @@
 """End to end on the real dev server: a payment through the Alipay adapter, against the fake
-Alipay gateway. The payer opens the signed URL, pays, and the fake POSTs Alipay's signed
-notification to the webhook's /notify/alipay; the notification, not a query, settles it."""
+Alipay gateway. The payer opens the signed URL (or the app order string in the Alipay app, or
+scans the precreated QR code), pays, and the fake POSTs Alipay's signed notification to the
+webhook's /notify/alipay; the notification, not a query, settles it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from tempay.channels import AppAction, QrCodeAction
 from tempay.domain import RefundView, SettlementTiming, TransactionStatus
 from tempay.errors import RefundRefused
 from tests.support.fakes.alipay_gateway import AlipayError, FakeAlipayGateway
@@ -93,6 +95,65 @@ async def test_alipay_payment_settles_by_its_signed_notification(
                 headers={"Content-Type": "application/x-www-form-urlencoded"},
             )
         assert duplicated.status_code == 400
+
+
+@pytest.mark.parametrize("channel", ["alipay_qr", "alipay_app"])
+async def test_an_alipay_qr_or_app_payment_settles_by_its_signed_notification(
+    dev_env: WorkflowEnvironment,
+    tmp_path: Path,
+    fake: FakeAlipayGateway,
+    merchant_keys: MerchantKeys,
+    gateway_url: str,
+    channel: str,
+) -> None:
+    adapter = make_adapter(fake, merchant_keys, gateway_url)
+    task_queue = f"tq-alipay-{uuid.uuid4().hex[:8]}"
+    order_id = f"ali-{channel[7:]}-{uuid.uuid4().hex[:12]}"
+    async with running_stack(
+        dev_env.client, tmp_path, task_queue, extra_adapters={"alipay": adapter}
+    ) as stack:
+        handle, checkout = await start_payment(
+            stack.client,
+            stack.settings,
+            order_id,
+            amount="66.60",
+            timing=NOTIFICATION_ONLY,
+            provider="alipay",
+            channel=channel,
+        )
+        assert checkout.status is TransactionStatus.PENDING
+        action = checkout.payer_action
+        if channel == "alipay_qr":
+            # The checkout answer carries Alipay's QR code; the payer's wallet scans it.
+            assert isinstance(action, QrCodeAction)
+            assert checkout.payment_url == action.content == fake.precreated[order_id].qr_code
+            trade = fake.scan(action.content)
+        else:
+            # The merchant's app hands the order string to the Alipay app; no URL.
+            assert isinstance(action, AppAction) and action.order_string is not None
+            assert checkout.payment_url is None and fake.trades == {}
+            trade = fake.open_app(action.order_string)
+        assert trade.notify_url == f"{stack.webhook_url}/notify/alipay"
+        assert trade.total_amount == Decimal("66.60")
+
+        notification = fake.pay(order_id)
+        forged = await fake.deliver({**notification, "total_amount": "0.01"})
+        assert forged.status_code == 401
+        answer = await fake.deliver(notification)
+        assert (answer.status_code, answer.text) == (200, "success")
+
+        view = await asyncio.wait_for(handle.result(), 15)
+        assert view.status is TransactionStatus.SUCCEEDED
+        assert view.settled_by == "notification"
+        assert (view.paid_amount, view.paid_currency) == (Decimal("66.60"), "CNY")
+        assert view.provider_trade_no == trade.trade_no
+        assert (view.notifications_received, view.status_queries) == (1, 0)
+        assert view.payer_action == action
+        # Only the precreate reached the gateway: no status query was needed.
+        assert [p["method"] for p in fake.requests] == (
+            ["alipay.trade.precreate"] if channel == "alipay_qr" else []
+        )
+        assert [e.type for e in stack.merchant.events_for(order_id)] == ["payment.succeeded"]
 
 
 async def delivered(sandbox: httpx.AsyncClient, **which: str) -> dict[str, object]:
