@@ -1,7 +1,9 @@
 """Alipay open platform RSA2 signatures: request signing, response and notification checks.
 
 - A request is signed over the sorted `k=v&...` of every non-empty parameter but `sign`
-  (so `sign_type` is included).
+  (so `sign_type` is included), raw values (not URL-encoded). A page/wap pay URL's query and
+  an app order string (alipay.trade.app.pay, for the app SDK) are such a signed request with
+  each value URL-encoded.
 - A response is verified over the exact raw JSON text of its `*_response` value, as it
   appears in the body, never a re-serialization.
 - A notification is verified over the sorted, URL-decoded `k=v&...` of every parameter
