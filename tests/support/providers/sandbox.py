@@ -4,11 +4,14 @@ a tiny merchant receiver that records its notifications and verifies their signa
 - `running_receiver()` serves a `Receiver`; `running_sandbox(data_dir, receiver, **faults)`
   serves the sandbox with its retry schedule shrunk, and yields a `Sandbox` client.
 - `eventually(check)` waits (a few seconds at most) until the sandbox got somewhere.
+- `sign_lines(key, *fields)` signs as WeChat Pay's JSAPI and APP parameter sets are signed,
+  written here from WeChat's documentation rather than taken from the adapter.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import socket
@@ -19,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from fastapi import FastAPI, Request, Response
 
 from providers.sandbox.app import create_app
@@ -149,6 +152,19 @@ def order_request(receiver: Receiver, **overrides: Any) -> dict[str, Any]:
         "notify_url": receiver.notify_url,
         **overrides,
     }
+
+
+def sign_lines(key: rsa.RSAPrivateKey, *fields: str) -> str:
+    """WeChat Pay's paySign / sign: SHA256 with RSA over the fields, one per line, each line
+    ended by "\\n" (the last too), base64-encoded ("JSAPI调起支付", "APP调起支付")."""
+    message = "".join(field + "\n" for field in fields).encode()
+    return base64.b64encode(key.sign(message, padding.PKCS1v15(), hashes.SHA256())).decode()
+
+
+def verify_lines(key: rsa.RSAPublicKey, signature: str, *fields: str) -> None:
+    """Raises InvalidSignature unless `signature` is sign_lines(private half, *fields)."""
+    message = "".join(field + "\n" for field in fields).encode()
+    key.verify(base64.b64decode(signature), message, padding.PKCS1v15(), hashes.SHA256())
 
 
 def sandbox_settings(data_dir: Path, sock: socket.socket, **overrides: Any) -> SandboxSettings:
