@@ -7,17 +7,26 @@ idempotency_error), answers errors as `{"error": {"type", "code", "message"}}`, 
 are integers of minor units. State lives in memory.
 
 Endpoints: POST /v1/checkout/sessions, GET /v1/checkout/sessions/{id} (expand[] =
-payment_intent), POST /v1/checkout/sessions/{id}/expire, GET /v1/payment_intents/search
-(only `metadata['order_id']:'X'`), POST /v1/refunds, and the lists GET /v1/checkout/sessions
-(status=, created[gte|gt|lt|lte]=, expand[] = data.payment_intent and
-data.payment_intent.latest_charge) and GET /v1/refunds (payment_intent=, created[...]=,
-expand[] = data.payment_intent), newest first and paginated by limit / starting_after /
-has_more as Stripe's; `max_page_size` caps a page lower than Stripe's 100, to prove paging.
-A succeeded PaymentIntent has a Charge (its `latest_charge`), created when paid.
+payment_intent), POST /v1/checkout/sessions/{id}/expire, POST /v1/payment_intents, GET
+/v1/payment_intents/{id} (expand[] = latest_charge), POST /v1/payment_intents/{id}/cancel,
+GET /v1/payment_intents/search (only `metadata['order_id']:'X'`), POST /v1/refunds, and the
+lists GET /v1/checkout/sessions (status=, created[gte|gt|lt|lte]=, expand[] =
+data.payment_intent and data.payment_intent.latest_charge), GET /v1/payment_intents
+(created[...]=, expand[] = data.latest_charge) and GET /v1/refunds (payment_intent=,
+created[...]=, expand[] = data.payment_intent), newest first and paginated by limit /
+starting_after / has_more as Stripe's; `max_page_size` caps a page lower than Stripe's 100,
+to prove paging. A succeeded PaymentIntent has a Charge (its `latest_charge`), created when
+paid. A PaymentIntent create is checked as Stripe checks it: unknown parameters, a missing
+or non-integer amount, one under the currency's minimum charge or over eight digits, a
+malformed currency, metadata keys over 40 or values over 500 characters are refused; only
+the statuses Stripe cancels can be canceled (payment_intent_unexpected_state otherwise).
 
 The payer and Stripe's own processing are methods (`pay`, `decline`, `expire`, ...) that
-change the state and return the event Stripe would send; `signed` signs it (its own HMAC
-code, independent of the adapter's) and `send` POSTs it to a webhook.
+change the state and return the event Stripe would send; for a PaymentIntent the payer's
+page holds only its client_secret, so those methods (`confirm_intent`, `decline_intent`,
+`process_intent`, `settle_intent`) take the secret and refuse one Stripe would not know.
+`signed` signs an event (its own HMAC code, independent of the adapter's) and `send` POSTs
+it to a webhook.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import hmac
 import itertools
 import json
 import re
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -75,6 +85,30 @@ def unflatten(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
     return out
 
 
+# Stripe's minimum charge amounts, in minor units, for the currencies tests use.
+MINIMUM_CHARGE = {"usd": 50, "eur": 50, "gbp": 30, "jpy": 50}
+# What POST /v1/payment_intents takes (a subset of Stripe's; anything else is unknown).
+INTENT_PARAMS = {
+    "amount",
+    "currency",
+    "automatic_payment_methods",
+    "payment_method_types",
+    "capture_method",
+    "description",
+    "metadata",
+    "receipt_email",
+    "statement_descriptor_suffix",
+}
+# The statuses Stripe cancels a PaymentIntent in (and, "in rare cases", processing).
+CANCELABLE = (
+    "requires_payment_method",
+    "requires_capture",
+    "requires_confirmation",
+    "requires_action",
+)
+CANCELLATION_REASONS = ("duplicate", "fraudulent", "requested_by_customer", "abandoned")
+
+
 def _int(value: Any, param: str) -> int:
     if not isinstance(value, str) or not value.isdigit():
         raise StripeError(
@@ -93,6 +127,8 @@ class FakeStripe:
     intents: dict[str, dict[str, Any]] = field(default_factory=dict)
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
     charges: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # client_secret -> PaymentIntent id, for those made by POST /v1/payment_intents.
+    client_secrets: dict[str, str] = field(default_factory=dict)
     # The most a list page holds, whatever `limit` asks (Stripe's own cap is 100).
     max_page_size: int = 100
     # (method, path) of every request that passed authentication, in order.
@@ -176,6 +212,10 @@ class FakeStripe:
                 return 200, self._expire_session(match.group(1))
             if path == "/v1/refunds":
                 return 200, self._create_refund(params)
+            if path == "/v1/payment_intents":
+                return 200, self._create_intent(params)
+            if match := re.fullmatch(r"/v1/payment_intents/([^/]+)/cancel", path):
+                return 200, self._cancel_intent(match.group(1), params)
             raise StripeError(
                 404, "invalid_request_error", f"Unrecognized request URL (POST: {path})"
             )
@@ -213,6 +253,14 @@ class FakeStripe:
                     "has_more": False,
                     "url": path,
                 }
+            if path == "/v1/payment_intents":
+                return 200, self._list_intents(params, query)
+            if match := re.fullmatch(r"/v1/payment_intents/([^/]+)", path):
+                intent = copy.deepcopy(self._payment_intent(match.group(1)))
+                expand = [v for k, v in query if k == "expand[]"]
+                if "latest_charge" in expand and intent["latest_charge"]:
+                    intent["latest_charge"] = copy.deepcopy(self.charges[intent["latest_charge"]])
+                return 200, intent
             if path == "/v1/refunds":
                 return 200, self._list_refunds(params, query)
             if path == "/v1/checkout/sessions":
@@ -232,6 +280,132 @@ class FakeStripe:
                 "resource_missing",
             )
         return self.sessions[session_id]
+
+    def _payment_intent(self, intent_id: str) -> dict[str, Any]:
+        if intent_id not in self.intents:
+            raise StripeError(
+                404,
+                "invalid_request_error",
+                f"No such payment_intent: '{intent_id}'",
+                "resource_missing",
+            )
+        return self.intents[intent_id]
+
+    @staticmethod
+    def _check_metadata(metadata: Any) -> dict[str, str]:
+        if not isinstance(metadata, dict) or any(not isinstance(v, str) for v in metadata.values()):
+            raise StripeError(400, "invalid_request_error", "Invalid metadata", "parameter_invalid")
+        if len(metadata) > 50:
+            raise StripeError(
+                400,
+                "invalid_request_error",
+                "Invalid metadata: at most 50 keys",
+                "parameter_invalid",
+            )
+        for key, value in metadata.items():
+            if len(key) > 40 or len(value) > 500:
+                raise StripeError(
+                    400,
+                    "invalid_request_error",
+                    "Invalid metadata: keys can be at most 40 characters and values at most 500",
+                    "parameter_invalid",
+                )
+        return metadata
+
+    def _create_intent(self, params: dict[str, Any]) -> dict[str, Any]:
+        if unknown := sorted(set(params) - INTENT_PARAMS):
+            raise StripeError(
+                400,
+                "invalid_request_error",
+                f"Received unknown parameter: {unknown[0]}",
+                "parameter_unknown",
+            )
+        for required in ("amount", "currency"):
+            if required not in params:
+                raise StripeError(
+                    400,
+                    "invalid_request_error",
+                    f"Missing required param: {required}.",
+                    "parameter_missing",
+                )
+        amount = _int(params["amount"], "amount")
+        currency = params["currency"]
+        if not isinstance(currency, str) or not re.fullmatch(r"[a-z]{3}", currency):
+            raise StripeError(
+                400, "invalid_request_error", f"Invalid currency: {currency}", "parameter_invalid"
+            )
+        if amount < MINIMUM_CHARGE.get(currency, 1):
+            raise StripeError(
+                400,
+                "invalid_request_error",
+                f"Amount must be at least {MINIMUM_CHARGE.get(currency, 1)} {currency}",
+                "amount_too_small",
+            )
+        if amount > 99_999_999:
+            raise StripeError(
+                400,
+                "invalid_request_error",
+                "Amount must be no more than 8 digits",
+                "amount_too_large",
+            )
+        automatic = params.get("automatic_payment_methods", {})
+        if not isinstance(automatic, dict) or automatic.get("enabled", "true") not in (
+            "true",
+            "false",
+        ):
+            raise StripeError(
+                400,
+                "invalid_request_error",
+                "Invalid boolean: automatic_payment_methods[enabled]",
+                "parameter_invalid_boolean",
+            )
+        intent_id = self._id("pi")
+        secret = f"{intent_id}_secret_{secrets.token_urlsafe(18)}"
+        intent = {
+            "id": intent_id,
+            "object": "payment_intent",
+            "amount": amount,
+            "amount_received": 0,
+            "automatic_payment_methods": {"enabled": automatic.get("enabled") == "true"}
+            if automatic
+            else None,
+            "canceled_at": None,
+            "cancellation_reason": None,
+            "capture_method": params.get("capture_method", "automatic"),
+            "client_secret": secret,
+            "currency": currency,
+            "description": params.get("description"),
+            "metadata": self._check_metadata(params.get("metadata", {})),
+            "status": "requires_payment_method",
+            "created": int(time.time()),
+            "last_payment_error": None,
+            "latest_charge": None,
+        }
+        self.intents[intent_id] = intent
+        self.client_secrets[secret] = intent_id
+        return copy.deepcopy(intent)
+
+    def _cancel_intent(self, intent_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        intent = self._payment_intent(intent_id)
+        reason = params.get("cancellation_reason")
+        if reason is not None and reason not in CANCELLATION_REASONS:
+            raise StripeError(
+                400,
+                "invalid_request_error",
+                f"Invalid cancellation_reason: must be one of {', '.join(CANCELLATION_REASONS)}",
+                "parameter_invalid",
+            )
+        if intent["status"] not in CANCELABLE:
+            raise StripeError(
+                400,
+                "invalid_request_error",
+                f"You cannot cancel this PaymentIntent because it has a status of "
+                f"{intent['status']}. Only a PaymentIntent with one of the following statuses "
+                f"may be canceled: {', '.join(CANCELABLE)}, processing.",
+                "payment_intent_unexpected_state",
+            )
+        intent.update(status="canceled", canceled_at=int(time.time()), cancellation_reason=reason)
+        return copy.deepcopy(intent)
 
     def _create_session(self, params: dict[str, Any]) -> dict[str, Any]:
         if params.get("mode") != "payment":
@@ -415,6 +589,14 @@ class FakeStripe:
             self._expand_intent(refund, expand)
         return page
 
+    def _list_intents(self, params: dict[str, str], query: list[tuple[str, str]]) -> dict[str, Any]:
+        page = self._page(list(self.intents.values()), params, "/v1/payment_intents")
+        if "data.latest_charge" in [v for k, v in query if k == "expand[]"]:
+            for intent in page["data"]:
+                if intent["latest_charge"]:
+                    intent["latest_charge"] = copy.deepcopy(self.charges[intent["latest_charge"]])
+        return page
+
     def _list_sessions(
         self, params: dict[str, str], query: list[tuple[str, str]]
     ) -> dict[str, Any]:
@@ -460,21 +642,91 @@ class FakeStripe:
         intent = self.intents[session["payment_intent"]]
         intent["status"] = status
         if status == "succeeded":
-            intent["amount_received"] = session["amount_total"] if amount is None else amount
-            charge = {
-                "id": self._id("ch"),
-                "object": "charge",
-                "amount": intent["amount_received"],
-                "amount_captured": intent["amount_received"],
-                "currency": intent["currency"],
-                "payment_intent": intent["id"],
-                "status": "succeeded",
-                "paid": True,
-                "created": int(time.time()) if at is None else at,
-            }
-            self.charges[charge["id"]] = charge
-            intent["latest_charge"] = charge["id"]
+            self._charge(intent, session["amount_total"] if amount is None else amount, at)
         return intent
+
+    def _charge(self, intent: dict[str, Any], amount: int, at: int | None) -> None:
+        """The PaymentIntent succeeded: `amount` received by a charge made `at` (or now)."""
+        intent["status"] = "succeeded"
+        intent["amount_received"] = amount
+        charge = {
+            "id": self._id("ch"),
+            "object": "charge",
+            "amount": amount,
+            "amount_captured": amount,
+            "currency": intent["currency"],
+            "payment_intent": intent["id"],
+            "status": "succeeded",
+            "paid": True,
+            "created": int(time.time()) if at is None else at,
+        }
+        self.charges[charge["id"]] = charge
+        intent["latest_charge"] = charge["id"]
+
+    # A PaymentIntent confirmed from the merchant's page (Stripe.js with its client_secret).
+
+    def intent_for(self, order_id: str) -> dict[str, Any]:
+        """The PaymentIntent made by POST /v1/payment_intents for the order."""
+        [intent] = [
+            self.intents[i]
+            for i in self.client_secrets.values()
+            if self.intents[i]["metadata"].get("order_id") == order_id
+        ]
+        return intent
+
+    def _by_secret(self, client_secret: str, *allowed: str) -> dict[str, Any]:
+        """The PaymentIntent the payer's page confirms, refused as Stripe.js would be."""
+        intent_id = self.client_secrets.get(client_secret)
+        if intent_id is None:
+            raise StripeError(
+                400,
+                "invalid_request_error",
+                "The client_secret provided does not match any associated PaymentIntent on "
+                "this account.",
+                "resource_missing",
+            )
+        intent = self.intents[intent_id]
+        if intent["status"] not in allowed:
+            raise StripeError(
+                400,
+                "invalid_request_error",
+                f"This PaymentIntent's status is {intent['status']}",
+                "payment_intent_unexpected_state",
+            )
+        return intent
+
+    def confirm_intent(
+        self, client_secret: str, amount: int | None = None, at: int | None = None
+    ) -> dict[str, Any]:
+        """The payer pays by card on the merchant's page. `amount` (minor units) stands for
+        a Stripe that charged something else; `at` (unix seconds) is when (default now)."""
+        intent = self._by_secret(client_secret, "requires_payment_method", "requires_action")
+        intent["last_payment_error"] = None
+        self._charge(intent, intent["amount"] if amount is None else amount, at)
+        return self.event("payment_intent.succeeded", copy.deepcopy(intent))
+
+    def decline_intent(self, client_secret: str) -> dict[str, Any]:
+        """The payer's card is declined: Stripe hands the PaymentIntent back for another try."""
+        intent = self._by_secret(client_secret, "requires_payment_method", "requires_action")
+        intent["status"] = "requires_payment_method"
+        intent["last_payment_error"] = {"code": "card_declined", "decline_code": "generic_decline"}
+        return self.event("payment_intent.payment_failed", copy.deepcopy(intent))
+
+    def process_intent(self, client_secret: str) -> dict[str, Any]:
+        """The payer confirms with a delayed method (a bank debit): processing for days."""
+        intent = self._by_secret(client_secret, "requires_payment_method", "requires_action")
+        intent["status"] = "processing"
+        return self.event("payment_intent.processing", copy.deepcopy(intent))
+
+    def settle_intent(self, client_secret: str, succeeded: bool) -> dict[str, Any]:
+        """The delayed method's outcome: paid, or failed (back to requires_payment_method)."""
+        intent = self._by_secret(client_secret, "processing")
+        if succeeded:
+            self._charge(intent, intent["amount"], None)
+            return self.event("payment_intent.succeeded", copy.deepcopy(intent))
+        intent["status"] = "requires_payment_method"
+        intent["last_payment_error"] = {"code": "payment_method_provider_decline"}
+        return self.event("payment_intent.payment_failed", copy.deepcopy(intent))
 
     def pay(
         self, order_id: str, amount: int | None = None, at: int | None = None
