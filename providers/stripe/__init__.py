@@ -1,4 +1,5 @@
-"""The Stripe provider: Checkout Sessions for payments, Refunds, signed webhook events.
+"""The Stripe provider: Checkout Sessions and PaymentIntents for payments, Refunds, signed
+webhook events.
 
 Offered when TEMPAY_STRIPE_API_KEY is set. Imported as `providers.stripe` (absolute imports
 only): `import stripe` anywhere still means the Stripe SDK, which tempay uses only in its
@@ -8,7 +9,7 @@ tests, as the reference for signatures.
 from __future__ import annotations
 
 from providers.base import ChannelSpec, ProviderSpec
-from providers.stripe.adapter import StripeAdapter
+from providers.stripe.adapter import CHECKOUT, DEFAULT_CHANNEL, PAYMENT_INTENT, StripeAdapter
 from providers.stripe.settings import StripeSettings
 from tempay.channels import PayerActionKind as K
 from tempay.settings import Settings
@@ -24,11 +25,10 @@ def _build(settings: Settings, stripe: StripeSettings) -> StripeAdapter:
     return StripeAdapter.from_settings(stripe, settings.notification_tolerance)
 
 
+# The names are the adapter's (CHANNELS), so the two cannot drift apart.
 STRIPE_CHANNELS = (
-    ChannelSpec("stripe_checkout", K.REDIRECT, description="Stripe's hosted Checkout page"),
-    ChannelSpec(
-        "stripe_payment_intent", K.CLIENT_SECRET, description="the merchant's page: Stripe.js"
-    ),
+    ChannelSpec(CHECKOUT, K.REDIRECT, description="Stripe's hosted Checkout page"),
+    ChannelSpec(PAYMENT_INTENT, K.CLIENT_SECRET, description="the merchant's page: Stripe.js"),
 )
 
 PROVIDER = ProviderSpec(
@@ -37,7 +37,7 @@ PROVIDER = ProviderSpec(
     enabled=_enabled,
     build=_build,
     channels=STRIPE_CHANNELS,
-    default_channel="stripe_checkout",
+    default_channel=DEFAULT_CHANNEL,
 )
 
 __all__ = ["PROVIDER", "StripeAdapter", "StripeSettings"]

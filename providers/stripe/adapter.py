@@ -1,38 +1,53 @@
-"""tempay's adapter for Stripe: Checkout Sessions, Refunds and signed webhook events.
+"""tempay's adapter for Stripe: Checkout Sessions and PaymentIntents, Refunds and signed
+webhook events.
 
 Over Stripe's REST API with httpx: form-encoded bodies, `Authorization: Bearer sk_...`, a
 pinned `Stripe-Version`, and an `Idempotency-Key` on every POST.
 
-Finding an order's Checkout Session. The core hands query_payment and close_payment only the
-order, and Stripe cannot look a session up by client_reference_id or metadata: the sessions
-list filters by payment_intent, customer, status and creation time only, and the Search API
-covers PaymentIntents but not sessions. A PaymentIntent does not help either: Checkout
-creates it only when the payer submits the form, so an untouched session has none, and
-search results lag up to a minute, too late for the close-then-query at expiry. Storing
-order -> session locally would tie the worker and the webhook to one disk.
+Two channels (CHANNELS). `stripe_checkout` (the default, and what an order without a channel
+gets) is a Checkout Session, Stripe's hosted page: the payer is redirected to its `url`.
+`stripe_payment_intent` is a bare PaymentIntent: the merchant's own page confirms it with
+Stripe.js, so the answer is its `client_secret` (a ClientSecretAction), which is the payer's
+credential for this one payment and is never logged or put in an error.
 
-So the session is found again with the request that created it. Stripe keeps an
+Finding an order's Checkout Session or PaymentIntent. The core hands query_payment and
+close_payment only the order, and Stripe cannot look a session up by client_reference_id or
+metadata: the sessions list filters by payment_intent, customer, status and creation time
+only, and the Search API covers PaymentIntents but not sessions. A PaymentIntent does not
+help either: Checkout creates it only when the payer submits the form, so an untouched
+session has none, and search results lag up to a minute, too late for the close-then-query
+at expiry. Storing order -> session locally would tie the worker and the webhook to one disk.
+
+So the object is found again with the request that created it. Stripe keeps an
 Idempotency-Key's response for at least 24 hours, and a POST repeating a stored key with
-the same parameters answers the stored response (the same session) and creates nothing.
-The create parameters are therefore a pure function of the order (`_session_params`), and
-`tempay-create-{order_id}` is both the idempotency key of create and the order's index at
-Stripe. This is also why the session carries no `expires_at`: a "now + N" in the body would
-differ on every retry, and Stripe answers a changed body with an idempotency_error. Stripe's
-own expiry (24 hours) is the backstop; tempay expires the session itself at the order's
-expiry (`close_payment`), which must therefore come well inside the key's 24 hours:
-create_payment refuses orders that expire later than MAX_ORDER_LIFETIME.
+the same parameters answers the stored response (the same object) and creates nothing.
+The create parameters are therefore a pure function of the order (`_session_params`,
+`_intent_params`), and `tempay-create-{order_id}` is both the idempotency key of create and
+the order's index at Stripe. It is the same key for both channels: Stripe refuses a key
+reused on another endpoint (idempotency_error), so one order id can never have both a
+session and a PaymentIntent. This is also why the session carries no `expires_at`: a
+"now + N" in the body would differ on every retry, and Stripe answers a changed body with an
+idempotency_error. Stripe's own expiry (24 hours; a PaymentIntent has none) is the backstop;
+tempay ends the payment itself at the order's expiry (`close_payment`: the session is
+expired, the PaymentIntent canceled), which must therefore come well inside the key's 24
+hours: create_payment refuses orders that expire later than MAX_ORDER_LIFETIME.
+
+A PaymentIntent tempay creates carries `metadata[tempay_channel]`. Checkout's own
+PaymentIntents do not, and their payment_intent.* events are not read as a payment's news
+(the session's events are): see `parse_any_notification`.
 
 Refunds know only the order id, not the order's terms, so they find the payment through the
-Search API (`metadata['order_id']`, set on the PaymentIntent through payment_intent_data).
-By the time anybody refunds, the payment is long searchable.
+Search API (`metadata['order_id']`, set on every PaymentIntent tempay makes or has Checkout
+make). By the time anybody refunds, the payment is long searchable.
 
-The daily statement (`statement`) lists the day's paid Checkout Sessions and refunds;
-statement.py says why those lists and how they map.
+The daily statement (`statement`) lists the day's paid Checkout Sessions, paid tempay
+PaymentIntents and refunds; statement.py says why those lists and how they map.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -49,9 +64,11 @@ from providers.stripe.statement import (
     PAGE_SIZE,
     SESSION_LIFETIME,
     day_bounds,
+    intent_line,
     refund_line,
     session_line,
 )
+from tempay.channels import ClientSecretAction, RedirectAction
 from tempay.domain import (
     CloseOutcome,
     CreatedPayment,
@@ -78,6 +95,16 @@ from tempay.statements import StatementLine
 # Query parameters as httpx takes them, repeated keys (expand[]) allowed.
 QueryParams = list[tuple[str, str | int | float | bool | None]]
 
+# The payment products (the spec's channels, providers/stripe/__init__.py).
+CHECKOUT = "stripe_checkout"  # a Checkout Session: Stripe's hosted page
+PAYMENT_INTENT = "stripe_payment_intent"  # a PaymentIntent the merchant's page confirms
+CHANNELS = (CHECKOUT, PAYMENT_INTENT)
+DEFAULT_CHANNEL = CHECKOUT
+# Set on every PaymentIntent tempay creates (to its channel); Checkout's have none.
+CHANNEL_METADATA = "tempay_channel"
+# Stripe's object ids as they may appear in a request path.
+OBJECT_ID = re.compile(r"[A-Za-z0-9_]{1,255}")
+
 # The API version whose shapes this adapter reads (sent on every call).
 STRIPE_VERSION = "2024-06-20"
 # Orders must be closed (the session expired by tempay) while the create key still finds it.
@@ -97,6 +124,27 @@ REFUND_STATUS_MAP: dict[str, ProviderRefundState] = {
 # PaymentIntent states after a payment attempt failed: the money did not move.
 INTENT_FAILED = ("requires_payment_method", "canceled")
 
+# A PaymentIntent tempay created (channel stripe_payment_intent), by its own status. Nothing
+# here is FAILED: a failed attempt hands the PaymentIntent back for another (Stripe: "returns
+# to requires_payment_method"), and FAILED is terminal in tempay, so money from the payer's
+# second card would arrive as late money (NEEDS_REVIEW). A PaymentIntent ends paid
+# (succeeded) or canceled, which tempay does at the order's expiry (close_payment).
+INTENT_STATUS_MAP: dict[str, ProviderPaymentState] = {
+    # Waiting for a payment method: none given yet, or the last attempt failed or was declined.
+    "requires_payment_method": ProviderPaymentState.PENDING,
+    "requires_confirmation": ProviderPaymentState.PENDING,
+    # 3-D Secure or a redirect the payer has not finished.
+    "requires_action": ProviderPaymentState.PENDING,
+    # A delayed method (a bank debit) settling: it may still succeed or fail (and retry).
+    "processing": ProviderPaymentState.PENDING,
+    # Authorised, not captured: tempay never asks for manual capture, and an uncaptured
+    # authorisation is not money received (a cancel releases it).
+    "requires_capture": ProviderPaymentState.PENDING,
+    "succeeded": ProviderPaymentState.PAID,
+    # Canceled (by tempay at expiry, or in the Dashboard): it can never be paid.
+    "canceled": ProviderPaymentState.CLOSED,
+}
+
 # Events about a Checkout Session. None: the session itself says (completed is PAID when
 # payment_status is paid, PENDING while a delayed method such as a bank debit settles).
 SESSION_EVENTS: dict[str, ProviderPaymentState | None] = {
@@ -105,13 +153,20 @@ SESSION_EVENTS: dict[str, ProviderPaymentState | None] = {
     "checkout.session.async_payment_failed": ProviderPaymentState.FAILED,
     "checkout.session.expired": ProviderPaymentState.CLOSED,
 }
-# A declined card inside an open Checkout Session is not the payment's end: the payer stays
-# on the page and may try another card until the session expires. FAILED is terminal in
-# tempay (a later success would become NEEDS_REVIEW), so this event is only PENDING news;
-# the end comes as checkout.session.expired (CLOSED) or async_payment_failed (FAILED).
-INTENT_EVENTS: dict[str, ProviderPaymentState] = {
-    "payment_intent.payment_failed": ProviderPaymentState.PENDING,
-}
+# Events about a PaymentIntent. For tempay's own (stripe_payment_intent) the PaymentIntent's
+# status says what it is (INTENT_STATUS_MAP), whatever the event's name: a stale snapshot
+# delivered late is then only what it was, and payment_failed is PENDING news.
+# A PaymentIntent Checkout made is the session's business: the session's events settle it
+# (and name the session, the order's provider trade number), so its payment_intent.* events
+# are ignored, except payment_failed, which stays what it always was: PENDING news (a
+# declined card inside an open Checkout Session is not the payment's end either).
+INTENT_EVENTS = (
+    "payment_intent.succeeded",
+    "payment_intent.payment_failed",
+    "payment_intent.processing",
+    "payment_intent.requires_action",
+    "payment_intent.canceled",
+)
 REFUND_EVENTS = ("refund.created", "refund.updated", "refund.failed", "charge.refund.updated")
 
 
@@ -133,6 +188,14 @@ def session_state(
         # Even after a declined card: the payer may still pay (see INTENT_EVENTS).
         return ProviderPaymentState.PENDING
     raise MalformedNotification(f"unknown Checkout Session status {status!r}")
+
+
+def intent_state(status: Any) -> ProviderPaymentState:
+    """A tempay PaymentIntent's status as the core sees it (INTENT_STATUS_MAP)."""
+    try:
+        return INTENT_STATUS_MAP[status]
+    except (KeyError, TypeError):
+        raise MalformedNotification(f"unknown PaymentIntent status {status!r}") from None
 
 
 def refund_state(status: Any) -> ProviderRefundState:
@@ -161,6 +224,28 @@ class IgnoredEvent(NotificationError):
     disables the endpoint; see `StripeAdapter.refusal`."""
 
     http_status = 200
+
+
+def _path_id(obj: Mapping[str, Any]) -> str:
+    """An object's id, to put in a request path: only the characters Stripe's ids have."""
+    value = _id(obj)
+    if not OBJECT_ID.fullmatch(value):
+        raise ProviderError(f"stripe answered a {obj.get('object', 'object')} with a malformed id")
+    return value
+
+
+def channel_of(order: PaymentOrder) -> str:
+    """The order's channel: the default for orders made before channels existed."""
+    channel = DEFAULT_CHANNEL if order.channel is None else order.channel
+    if channel not in CHANNELS:
+        raise ProviderRejected(f"stripe has no channel {channel!r}: one of {', '.join(CHANNELS)}")
+    return channel
+
+
+def is_tempay_intent(intent: Mapping[str, Any]) -> bool:
+    """Whether tempay created this PaymentIntent itself (not Checkout, not anybody else)."""
+    metadata = intent.get("metadata")
+    return isinstance(metadata, Mapping) and metadata.get(CHANNEL_METADATA) == PAYMENT_INTENT
 
 
 def _order_id_of(obj: Mapping[str, Any]) -> str | None:
@@ -317,17 +402,50 @@ class StripeAdapter(HTTPAdapter):
             idempotency_key=self._create_key(order.order_id),
         )
 
+    def _intent_params(self, order: PaymentOrder) -> dict[str, str]:
+        """The PaymentIntent's create request: a pure function of the order, like the
+        session's. The metadata is what refunds, the statement and events read."""
+        return {
+            "amount": str(to_minor_units(order.amount, order.currency)),
+            "currency": order.currency.lower(),
+            "automatic_payment_methods[enabled]": "true",
+            "description": order.subject or f"Order {order.order_id}",
+            "metadata[order_id]": order.order_id,
+            "metadata[tempay_kind]": str(order.kind),
+            f"metadata[{CHANNEL_METADATA}]": PAYMENT_INTENT,
+        }
+
+    async def _intent_of(self, order: PaymentOrder) -> dict[str, Any]:
+        """The order's PaymentIntent, by replaying its create request (see `_session_of`).
+        The answer is as it was created; `_retrieve_intent` reads it as it is now."""
+        return await self._request(
+            "POST",
+            "/v1/payment_intents",
+            data=self._intent_params(order),
+            idempotency_key=self._create_key(order.order_id),
+        )
+
     async def create_payment(self, order: PaymentOrder) -> CreatedPayment:
+        channel = channel_of(order)
         if order.timing.expires_after > MAX_ORDER_LIFETIME:
             raise ProviderRejected(
                 f"stripe orders must expire within {MAX_ORDER_LIFETIME} (TEMPAY_PAYMENT_EXPIRY): "
-                "tempay finds a Checkout Session by its create key, which Stripe keeps 24 hours"
+                "tempay finds a payment at Stripe by its create key, which Stripe keeps 24 hours"
+            )
+        if channel == PAYMENT_INTENT:
+            intent = await self._intent_of(order)
+            secret = intent.get("client_secret")
+            if not isinstance(secret, str) or not secret:
+                raise ProviderError("stripe created a PaymentIntent without a client_secret")
+            return CreatedPayment(
+                provider_trade_no=_path_id(intent),
+                payer_action=ClientSecretAction(client_secret=secret),
             )
         session = await self._session_of(order)
         url = session.get("url")
         if not isinstance(url, str) or not url:
             raise ProviderError("stripe created a Checkout Session without a url")
-        return CreatedPayment(provider_trade_no=_id(session), payment_url=url)
+        return CreatedPayment(provider_trade_no=_id(session), payer_action=RedirectAction(url=url))
 
     async def _retrieve(self, session_id: str) -> dict[str, Any]:
         return await self._request(
@@ -378,7 +496,47 @@ class StripeAdapter(HTTPAdapter):
             notification_id=notification_id,
         )
 
+    async def _retrieve_intent(self, intent_id: str) -> dict[str, Any]:
+        return await self._request("GET", f"/v1/payment_intents/{intent_id}")
+
+    def _intent_observation(
+        self,
+        intent: Mapping[str, Any],
+        source: str,
+        notification_id: str | None = None,
+        occurred_at: datetime | None = None,
+    ) -> PaymentObservation:
+        """A tempay PaymentIntent as an observation: its status mapped once
+        (INTENT_STATUS_MAP), and what it received when it succeeded."""
+        order_id = _order_id_of(intent)
+        if order_id is None:
+            raise IgnoredEvent(f"PaymentIntent {intent.get('id')} is not a tempay order")
+        state = intent_state(intent.get("status"))
+        amount = currency = None
+        if state is ProviderPaymentState.PAID:
+            amount, currency = from_minor_units(
+                intent.get("amount_received"), intent.get("currency")
+            )
+        trade_no = intent.get("id")
+        return PaymentObservation(
+            order_id=order_id,
+            provider=self.name,
+            state=state,
+            provider_trade_no=trade_no if isinstance(trade_no, str) and trade_no else None,
+            amount=amount,
+            currency=currency,
+            occurred_at=occurred_at,
+            source=source,  # type: ignore[arg-type]
+            notification_id=notification_id,
+        )
+
     async def query_payment(self, order: PaymentOrder) -> PaymentObservation:
+        if channel_of(order) == PAYMENT_INTENT:
+            intent = await self._retrieve_intent(_path_id(await self._intent_of(order)))
+            try:
+                return self._intent_observation(intent, "status_query")
+            except NotificationError as exc:
+                raise ProviderError(f"stripe status answer unreadable: {exc}") from None
         session = await self._session_of(order)
         try:
             return self._observation(await self._retrieve(_id(session)), "status_query")
@@ -386,6 +544,8 @@ class StripeAdapter(HTTPAdapter):
             raise ProviderError(f"stripe status answer unreadable: {exc}") from None
 
     async def close_payment(self, order: PaymentOrder) -> CloseOutcome:
+        if channel_of(order) == PAYMENT_INTENT:
+            return await self._cancel_intent(order)
         session_id = _id(await self._session_of(order))
         try:
             expired = await self._request(
@@ -398,6 +558,28 @@ class StripeAdapter(HTTPAdapter):
             expired = await self._retrieve(session_id)
         try:
             observation = self._observation(expired, "close")
+        except NotificationError as exc:
+            raise ProviderError(f"stripe close answer unreadable: {exc}") from None
+        return CloseOutcome(
+            closed=observation.state is ProviderPaymentState.CLOSED, observation=observation
+        )
+
+    async def _cancel_intent(self, order: PaymentOrder) -> CloseOutcome:
+        """Cancel the PaymentIntent: no attempt can charge the payer after it. Stripe refuses
+        to cancel one that succeeded (or is processing, or was canceled already): then what
+        it is now is the answer, and only `canceled` is closed."""
+        intent_id = _path_id(await self._intent_of(order))
+        try:
+            intent = await self._request(
+                "POST",
+                f"/v1/payment_intents/{intent_id}/cancel",
+                data={"cancellation_reason": "abandoned"},
+                idempotency_key=f"tempay-cancel-{order.order_id}",
+            )
+        except ProviderRejected:
+            intent = await self._retrieve_intent(intent_id)
+        try:
+            observation = self._intent_observation(intent, "close")
         except NotificationError as exc:
             raise ProviderError(f"stripe close answer unreadable: {exc}") from None
         return CloseOutcome(
@@ -525,8 +707,9 @@ class StripeAdapter(HTTPAdapter):
             after = _id(data[-1])
 
     async def statement(self, day: date) -> AsyncIterator[StatementLine]:
-        """The payments and refunds Stripe made on `day` (UTC): the Checkout Sessions paid
-        with a charge made that day, and the refunds that succeeded. See statement.py."""
+        """The payments and refunds Stripe made on `day` (UTC): the Checkout Sessions and
+        tempay's PaymentIntents paid with a charge made that day, and the refunds that
+        succeeded. See statement.py."""
         start, end = day_bounds(day)
         created_from = start - int(SESSION_LIFETIME.total_seconds())
         sessions = self._list(
@@ -542,6 +725,20 @@ class StripeAdapter(HTTPAdapter):
             line = session_line(session, start, end, _order_id_of(session))
             if line is not None:
                 yield line
+        intents = self._list(
+            "/v1/payment_intents",
+            [
+                ("created[gte]", str(created_from)),
+                ("created[lt]", str(end)),
+                ("expand[]", "data.latest_charge"),
+            ],
+        )
+        async for intent in intents:
+            # Checkout's PaymentIntents are their sessions' lines (above).
+            if is_tempay_intent(intent):
+                line = intent_line(intent, start, end, _order_id_of(intent))
+                if line is not None:
+                    yield line
         refunds = self._list(
             "/v1/refunds",
             [
@@ -594,13 +791,21 @@ class StripeAdapter(HTTPAdapter):
         if kind in SESSION_EVENTS:
             return self._observation(obj, "notification", SESSION_EVENTS[kind], event_id, created)
         if kind in INTENT_EVENTS:
+            if is_tempay_intent(obj):
+                return self._intent_observation(obj, "notification", event_id, created)
             order_id = _order_id_of(obj)
             if order_id is None:
                 raise IgnoredEvent(f"PaymentIntent {obj.get('id')} is not a tempay order")
+            if kind != "payment_intent.payment_failed":
+                raise IgnoredEvent(
+                    f"{kind} for PaymentIntent {obj.get('id')}, which tempay did not create: "
+                    "a Checkout order settles by its session's events"
+                )
+            # No trade number: the order knows its session's, not this PaymentIntent's.
             return PaymentObservation(
                 order_id=order_id,
                 provider=self.name,
-                state=INTENT_EVENTS[kind],
+                state=ProviderPaymentState.PENDING,
                 occurred_at=created,
                 source="notification",
                 notification_id=event_id,

@@ -1,21 +1,30 @@
-"""Stripe's day, read as tempay's statement lines: the Checkout Sessions paid and the
-refunds made that day (UTC, Stripe's own day), listed through Stripe's API.
+"""Stripe's day, read as tempay's statement lines: the Checkout Sessions and tempay's own
+PaymentIntents paid that day, and the refunds made that day (UTC, Stripe's own day), listed
+through Stripe's API.
 
 Why these lists, not balance transactions. The balance transactions list is Stripe's
 ledger, but its lines name a Charge (`ch_...`) and amounts in the account's settlement
 currency (converted, for a charge in another currency). tempay knows a payment by its
-Checkout Session (`cs_...`, the provider_trade_no the book holds) and in the order's own
-currency, and the session carries the order id (client_reference_id, metadata[order_id]).
-From a balance transaction, the session is one more call per line (the sessions list by
-payment_intent). The sessions and refunds lists give both directly:
+Checkout Session (`cs_...`) or its PaymentIntent (`pi_...`, channel stripe_payment_intent):
+the provider_trade_no the book holds, in the order's own currency, and both carry the order
+id (client_reference_id, metadata[order_id]). From a balance transaction, the session is one
+more call per line (the sessions list by payment_intent). The sessions, PaymentIntents and
+refunds lists give both directly:
 
-- Payments: `GET /v1/checkout/sessions?status=complete&created[gte]=..&created[lt]=..`
-  `&expand[]=data.payment_intent.latest_charge`. A session is listed by when it was
-  created, but a payment belongs to the day its charge was made: a session created at
-  23:50 may be paid after midnight. Sessions live at most 24 hours (tempay's fewer,
+- Checkout payments: `GET /v1/checkout/sessions?status=complete&created[gte]=..`
+  `&created[lt]=..&expand[]=data.payment_intent.latest_charge`. A session is listed by when
+  it was created, but a payment belongs to the day its charge was made: a session created
+  at 23:50 may be paid after midnight. Sessions live at most 24 hours (tempay's fewer,
   MAX_ORDER_LIFETIME), so the list starts a day early and keeps the sessions whose
   PaymentIntent succeeded with a charge made in the day. The amount is the PaymentIntent's
   amount_received, in its currency.
+- PaymentIntent payments: `GET /v1/payment_intents?created[gte]=..&created[lt]=..`
+  `&expand[]=data.latest_charge`, from a day early for the same reason (tempay cancels its
+  PaymentIntents at the order's expiry, within MAX_ORDER_LIFETIME of their creation), the
+  succeeded ones with a charge made in the day. Only tempay's own are kept
+  (metadata[tempay_channel]): every Checkout Session's PaymentIntent is in this list too,
+  and is already its session's line; PaymentIntents made outside tempay and Checkout are
+  not tempay's statement (as before channels). The line names the PaymentIntent (`pi_...`).
 - Refunds: `GET /v1/refunds?created[gte]=..&created[lt]=..&expand[]=data.payment_intent`,
   the succeeded ones (a pending refund has not given money back yet; a failed or canceled
   one never will). The refund's metadata names tempay's refund_id and order_id; a refund
@@ -23,7 +32,7 @@ payment_intent). The sessions and refunds lists give both directly:
   metadata. A refund names its PaymentIntent, not the session, so its provider_trade_no
   is None; its provider_refund_no is the refund's id (`re_...`), as tempay holds it.
 
-Both lists are paginated (limit 100, starting_after, has_more) and read a page at a time.
+The lists are paginated (limit 100, starting_after, has_more) and read a page at a time.
 Sessions and refunds that are not tempay's (no order id) are lines with order_id None: the
 money moved all the same. A payment by a delayed method (a bank debit) belongs to the day
 its charge was made, which is before it succeeded.
@@ -39,8 +48,9 @@ from providers.stripe.amounts import from_minor_units
 from tempay.errors import NotificationError, StatementError
 from tempay.statements import StatementLine, StatementLineKind
 
-# How long before the day a session paid in the day may have been created: Stripe's
-# longest Checkout Session lifetime.
+# How long before the day a session or a tempay PaymentIntent paid in the day may have been
+# created: Stripe's longest Checkout Session lifetime (a PaymentIntent lives until tempay
+# cancels it, at the order's expiry: sooner).
 SESSION_LIFETIME = timedelta(hours=24)
 PAGE_SIZE = 100
 
@@ -98,6 +108,33 @@ def session_line(
         kind=StatementLineKind.PAYMENT,
         order_id=order_id,
         provider_trade_no=str(session.get("id")),
+        amount=amount,
+        currency=currency,
+        at=datetime.fromtimestamp(paid_at, UTC),
+    )
+
+
+def intent_line(
+    intent: Mapping[str, Any], start: int, end: int, order_id: str | None
+) -> StatementLine | None:
+    """A PaymentIntent (its latest charge expanded) as a payment line, when it succeeded
+    with a charge made in [start, end); else None."""
+    if intent.get("status") != "succeeded":
+        return None
+    charge = _object(intent.get("latest_charge"))
+    if charge is None:
+        raise StatementError(f"stripe PaymentIntent {intent.get('id')}: succeeded, no charge")
+    paid_at = _seconds(charge, "charge")
+    if not start <= paid_at < end:
+        return None
+    try:
+        amount, currency = from_minor_units(intent.get("amount_received"), intent.get("currency"))
+    except NotificationError as exc:
+        raise StatementError(f"stripe PaymentIntent {intent.get('id')}: {exc}") from None
+    return StatementLine(
+        kind=StatementLineKind.PAYMENT,
+        order_id=order_id,
+        provider_trade_no=str(intent.get("id")),
         amount=amount,
         currency=currency,
         at=datetime.fromtimestamp(paid_at, UTC),
