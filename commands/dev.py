@@ -157,6 +157,11 @@ class Stack:
     sandbox_url: str = field(default_factory=_sandbox_url)
     book: str = "not prepared"  # what start() found or made of the book
 
+    def __post_init__(self) -> None:
+        # The embedded server speaks plain text: whatever TLS, API key or profile a shell
+        # exports for another cluster, this stack and its children talk to their own server.
+        self.settings = self.settings.model_copy(update={"temporal_plaintext": True})
+
     @property
     def data_dir(self) -> Path:
         return self.settings.data_dir.resolve()
@@ -189,6 +194,7 @@ class Stack:
                 "TEMPAY_DATA_DIR": str(self.data_dir),
                 "TEMPORAL_ADDRESS": s.temporal_address,
                 "TEMPORAL_NAMESPACE": s.temporal_namespace,
+                "TEMPAY_TEMPORAL_PLAINTEXT": "true",
                 "TEMPAY_TASK_QUEUE": s.task_queue,
                 "TEMPAY_WEBHOOK_PORT": str(s.webhook_port),
                 "TEMPAY_WEBHOOK_URL": s.webhook_url,

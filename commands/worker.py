@@ -172,7 +172,7 @@ async def run_worker(
         settings.status_query_task_queue,
         paced_rate(settings.status_query_rate_cap),
         settings.status_query_rate_cap,
-        settings.temporal_address,
+        client.service_client.config.target_host,
     )
     address = metrics_address(settings)
     logging.getLogger("tempay.worker").info(

@@ -60,6 +60,11 @@ class TemporalUnavailable(RuntimeError):
     """Temporal's frontend cannot be reached (or refused the connection)."""
 
 
+class TemporalConfigError(TemporalUnavailable):
+    """The Temporal connection settings cannot work (a missing certificate file, a malformed
+    profile): nothing was tried."""
+
+
 class MetricsUnavailable(RuntimeError):
     """The worker's metrics endpoint cannot be served (port taken, bad address)."""
 

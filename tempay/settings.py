@@ -55,6 +55,12 @@ class Settings(BaseSettings):
         default="default",
         validation_alias=AliasChoices("TEMPORAL_NAMESPACE", "TEMPAY_TEMPORAL_NAMESPACE"),
     )
+    # The connection's security (TLS, client certificate, API key, gRPC metadata) comes from
+    # the Temporal CLI's own settings: TEMPORAL_* variables and TOML profiles
+    # (TEMPORAL_CONFIG_FILE, TEMPORAL_PROFILE), read by tempay/temporal.py. True: address
+    # and namespace only, in plain text: `tempay dev` and its children talk to the embedded
+    # server so, whatever a shell exports for another cluster.
+    temporal_plaintext: bool = False
     task_queue: str = "tempay"
     data_dir: Path = Path(".tempay")
     # The book (book/), tempay's system of record: TEMPAY_DATABASE_URL, `postgresql://...`

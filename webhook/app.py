@@ -45,7 +45,7 @@ from tempay.domain import (
 )
 from tempay.errors import BookUnavailable, InvalidInput, NotificationError, TemporalUnavailable
 from tempay.settings import Settings, get_settings
-from tempay.temporal import connect
+from tempay.temporal import connect, connect_config
 from webhook import server
 from webhook.api import create_api_router
 from webhook.codec import create_codec_app
@@ -117,7 +117,8 @@ class TemporalConnection:
                 return await connect(self._settings)
         except TimeoutError:
             raise TemporalUnavailable(
-                f"cannot reach Temporal at {self._settings.temporal_address}: no answer "
+                f"cannot reach Temporal at {connect_config(self._settings)['target_host']}: "
+                "no answer "
                 f"within {within:g} s (TEMPAY_SIGNAL_TIMEOUT)"
             ) from None
 
