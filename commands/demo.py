@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import re
+import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from html.parser import HTMLParser
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 from temporalio.client import Client
 
 from providers.sandbox.settings import SandboxClientSettings
-from tempay.domain import PaymentView, SettlementTiming, TransactionStatus
+from tempay.channels import (
+    AppAction,
+    ClientSecretAction,
+    JsapiAction,
+    PayerAction,
+    QrCodeAction,
+)
+from tempay.domain import CheckoutInfo, PaymentView, SettlementTiming, TransactionStatus
 from tempay.settings import Settings
 from tempay.temporal import connect
 from transactions import build_order, payment_view, start_payment, start_refund
@@ -27,9 +36,13 @@ DEMO_TIMING = SettlementTiming(
     late_payment_window=timedelta(seconds=30),
     refund_window=timedelta(minutes=10),
 )
-FORM_ACTION = re.compile(r'<form[^>]*action="([^"]+)"[^>]*>.*?</form>', re.S | re.I)
+# The demo's payer on WeChat: an openid under the sandbox merchant's app (made up).
+DEMO_OPENID = "oDemoPayer0000000000000000001"
+# The payer's browser is the demo's own HTTP client, on this machine: WeChat H5 checks it.
+DEMO_PAYER_IP = "127.0.0.1"
 
 
+Payer = Callable[[httpx.AsyncClient, CheckoutInfo, str], Awaitable[None]]
 AfterSettlement = Callable[[Client, Settings, str], Awaitable[None]]
 
 
@@ -37,41 +50,138 @@ AfterSettlement = Callable[[Client, Settings, str], Awaitable[None]]
 class Scenario:
     name: str
     expected: TransactionStatus
-    payer: Callable[[httpx.AsyncClient, str, str], Awaitable[None]]
+    payer: Payer
     # What the merchant does once the payment settled (e.g. refunds), if anything.
     after: AfterSettlement | None = None
+    # The order's channel on the sandbox (None: its default, alipay_wap) and the payer
+    # details it needs.
+    channel: str | None = None
+    payer_openid: str | None = None
+    payer_client_ip: str | None = None
+
+
+@dataclass
+class Form:
+    action: str
+    fields: dict[str, str]
+    buttons: list[str]
+
+
+class FormParser(HTMLParser):
+    """The forms of a page: where each posts, its hidden fields, its buttons' labels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[Form] = []
+        self._button: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = {name: value or "" for name, value in attrs}
+        if tag == "form":
+            self.forms.append(Form(attributes.get("action", ""), {}, []))
+        elif tag == "input" and self.forms and attributes.get("name"):
+            self.forms[-1].fields[attributes["name"]] = attributes.get("value", "")
+        elif tag == "button" and self.forms:
+            self._button = []
+
+    def handle_data(self, data: str) -> None:
+        if self._button is not None:
+            self._button.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "button" and self._button is not None and self.forms:
+            self.forms[-1].buttons.append("".join(self._button).strip())
+            self._button = None
+
+
+def forms_of(page: httpx.Response) -> list[Form]:
+    parser = FormParser()
+    parser.feed(page.text)
+    return parser.forms
+
+
+async def press(http: httpx.AsyncClient, page: httpx.Response, button: str) -> httpx.Response:
+    """What a person does on a page: press a button, its form's fields sent as they are."""
+    for form in forms_of(page):
+        if button in form.buttons:
+            response = await http.post(page.url.join(form.action), data=form.fields)
+            response.raise_for_status()
+            return response
+    raise RuntimeError(f"no {button} button on {page.url}")
 
 
 async def submit_checkout(http: httpx.AsyncClient, payment_url: str, button: str) -> None:
     """What a person does: open the checkout page and press a button."""
     page = await http.get(payment_url)
     page.raise_for_status()
-    for match in FORM_ACTION.finditer(page.text):
-        if f">{button}<" in match.group(0) or f'value="{button}"' in match.group(0):
-            response = await http.post(httpx.URL(payment_url).join(match.group(1)))
-            response.raise_for_status()
-            return
-    raise RuntimeError(f"no {button} button on {payment_url}")
+    await press(http, page, button)
 
 
-async def pay_at_checkout(http: httpx.AsyncClient, payment_url: str, _: str) -> None:
-    await submit_checkout(http, payment_url, "Pay")
+async def pay_at_checkout(http: httpx.AsyncClient, checkout: CheckoutInfo, _: str) -> None:
+    await submit_checkout(http, checkout.payment_url or "", "Pay")
 
 
-async def decline_at_checkout(http: httpx.AsyncClient, payment_url: str, _: str) -> None:
-    await submit_checkout(http, payment_url, "Decline")
+async def decline_at_checkout(http: httpx.AsyncClient, checkout: CheckoutInfo, _: str) -> None:
+    await submit_checkout(http, checkout.payment_url or "", "Decline")
 
 
-def scripted_pay(**instruction: str) -> Callable[[httpx.AsyncClient, str, str], Awaitable[None]]:
-    async def pay(http: httpx.AsyncClient, _: str, order_id: str) -> None:
+def scripted_pay(**instruction: str) -> Payer:
+    async def pay(http: httpx.AsyncClient, _: CheckoutInfo, order_id: str) -> None:
         response = await http.post(f"/sandbox/payments/{order_id}/pay", json=instruction)
         response.raise_for_status()
 
     return pay
 
 
-async def walk_away(http: httpx.AsyncClient, payment_url: str, order_id: str) -> None:
-    await http.get(payment_url)  # looks at the page, never pays
+async def walk_away(http: httpx.AsyncClient, checkout: CheckoutInfo, order_id: str) -> None:
+    await http.get(checkout.payment_url or "")  # looks at the page, never pays
+
+
+async def scan_and_pay(http: httpx.AsyncClient, checkout: CheckoutInfo, _: str) -> None:
+    """The QR page shows the code; the payer's phone scans it (opens its content) and pays."""
+    action = checkout.payer_action
+    if not isinstance(action, QrCodeAction):
+        raise RuntimeError(f"expected a QR code, got {action and action.kind}")
+    shown = await http.get(f"/checkout/{checkout.provider_trade_no}")
+    shown.raise_for_status()
+    if "<svg" not in shown.text or f'href="{action.content}"' not in shown.text:
+        raise RuntimeError(f"the QR page of {checkout.provider_trade_no} shows no code")
+    await submit_checkout(http, action.content, "Pay")
+
+
+def tampered(action: PayerAction) -> dict[str, object]:
+    """The action as an attacker would hand it: a cheaper amount, another prepay_id, a
+    changed signature or secret."""
+    data = action.model_dump()
+    if isinstance(action, JsapiAction):
+        sign = action.parameters.paySign
+        data["parameters"]["paySign"] = ("B" if sign.startswith("A") else "A") + sign[1:]
+    elif isinstance(action, AppAction) and action.parameters is not None:
+        data["parameters"]["prepayid"] = action.parameters.prepayid + "0"
+    elif isinstance(action, AppAction) and action.order_string is not None:
+        params = dict(parse_qsl(action.order_string))
+        biz = {**json.loads(params["biz_content"]), "total_amount": "0.01"}
+        data["order_string"] = urlencode({**params, "biz_content": json.dumps(biz)})
+    elif isinstance(action, ClientSecretAction):
+        secret = action.client_secret
+        data["client_secret"] = secret[:-1] + ("1" if secret.endswith("0") else "0")
+    return data
+
+
+async def pay_in_wallet(http: httpx.AsyncClient, checkout: CheckoutInfo, _: str) -> None:
+    """What WeChat's JS bridge or app SDK, Alipay's SDK or Stripe.js does with the payer
+    action: the sandbox's wallet verifies it (a tampered copy is refused first), then Pay."""
+    action = checkout.payer_action
+    if not isinstance(action, JsapiAction | AppAction | ClientSecretAction):
+        raise RuntimeError(f"expected a wallet action, got {action and action.kind}")
+    forged = await http.post("/wallet", json=tampered(action))
+    if forged.status_code not in (400, 401, 404):
+        raise RuntimeError(
+            f"the wallet took a tampered {action.kind} action ({forged.status_code})"
+        )
+    page = await http.post("/wallet", json=json.loads(action.model_dump_json()))
+    page.raise_for_status()
+    await press(http, page, "Pay")
 
 
 async def refund_in_two_parts(client: Client, settings: Settings, order_id: str) -> None:
@@ -91,6 +201,7 @@ async def refund_in_two_parts(client: Client, settings: Settings, order_id: str)
         )
 
 
+SUCCEEDED = TransactionStatus.SUCCEEDED
 SCENARIOS = [
     Scenario("paid at checkout", TransactionStatus.SUCCEEDED, pay_at_checkout),
     Scenario("declined at checkout", TransactionStatus.FAILED, decline_at_checkout),
@@ -108,6 +219,41 @@ SCENARIOS = [
         TransactionStatus.REFUNDED,
         pay_at_checkout,
         after=refund_in_two_parts,
+    ),
+    Scenario(
+        "QR code scanned and paid (wechat_native)", SUCCEEDED, scan_and_pay, channel="wechat_native"
+    ),
+    Scenario(
+        "JSAPI parameters paid in the wallet (wechat_jsapi)",
+        SUCCEEDED,
+        pay_in_wallet,
+        channel="wechat_jsapi",
+        payer_openid=DEMO_OPENID,
+    ),
+    Scenario(
+        "app order string paid in the wallet (alipay_app)",
+        SUCCEEDED,
+        pay_in_wallet,
+        channel="alipay_app",
+    ),
+    Scenario(
+        "app parameters paid in the wallet (wechat_app)",
+        SUCCEEDED,
+        pay_in_wallet,
+        channel="wechat_app",
+    ),
+    Scenario(
+        "client_secret paid in the wallet (stripe_payment_intent)",
+        SUCCEEDED,
+        pay_in_wallet,
+        channel="stripe_payment_intent",
+    ),
+    Scenario(
+        "H5 paid from the payer's IP (wechat_h5)",
+        SUCCEEDED,
+        pay_at_checkout,
+        channel="wechat_h5",
+        payer_client_ip=DEMO_PAYER_IP,
     ),
 ]
 
@@ -135,14 +281,23 @@ async def run_scenario(
         amount="10.00",
         currency="CNY",
         provider="sandbox",  # the demo pays and declines on the sandbox's own pages
+        channel=scenario.channel,
         subject=f"tempay demo: {scenario.name}",
         timing=DEMO_TIMING.model_copy(
             update={"status_query_task_queue": settings.status_query_task_queue}
         ),
+        payer_openid=scenario.payer_openid,
+        payer_client_ip=scenario.payer_client_ip,
     )
     checkout = await start_payment(client, settings, order)
-    print(f"  {order_id}: {checkout.status}, payer opens {checkout.payment_url}", flush=True)
-    await scenario.payer(http, checkout.payment_url or "", order_id)
+    # A wallet action is a credential for the payer (paySign, client_secret): named, not shown.
+    given = (
+        f"opens {checkout.payment_url}"
+        if checkout.payment_url
+        else f"gets a {checkout.payer_action.kind if checkout.payer_action else 'no'} action"
+    )
+    print(f"  {order_id}: {checkout.status}, payer {given}", flush=True)
+    await scenario.payer(http, checkout, order_id)
     view = await wait_settled(client, order_id)
     print(f"  {order_id}: {view.status} (settled by {view.settled_by})", flush=True)
     if scenario.after is not None and view.status is TransactionStatus.SUCCEEDED:
