@@ -3,26 +3,23 @@ is set; then a missing or invalid piece stops startup with WechatPayConfigError 
 
 from __future__ import annotations
 
-from providers.base import ChannelSpec, ProviderSpec
-from providers.wechatpay.adapter import DEFAULT_CHANNEL, NAME, WechatPayAdapter
+from providers.base import ProviderSpec
+from providers.wechatpay.adapter import (
+    DEFAULT_CHANNEL,
+    NAME,
+    WECHATPAY_CHANNELS,
+    WechatPayAdapter,
+)
 from providers.wechatpay.settings import (
     WechatPayConfigError,
     WechatPaySettings,
     build_config,
     load_settings,
 )
-from tempay.channels import PayerActionKind as K
-from tempay.channels import PayerField
 from tempay.settings import Settings
 
-OPENID, IP = frozenset({PayerField.OPENID}), frozenset({PayerField.CLIENT_IP})
-WECHATPAY_CHANNELS = (
-    ChannelSpec("wechat_native", K.QR_CODE, description="a QR code the payer scans"),
-    ChannelSpec("wechat_h5", K.REDIRECT, IP, description="a mobile browser outside WeChat"),
-    ChannelSpec("wechat_jsapi", K.JSAPI, OPENID, description="an official-account page"),
-    ChannelSpec("wechat_miniprogram", K.JSAPI, OPENID, description="a mini-program"),
-    ChannelSpec("wechat_app", K.APP, description="the merchant's app: the SDK's PayReq"),
-)
+# The channels are declared beside the adapter's products (adapter.PRODUCTS), so the needs
+# the core checks before a start are the ones the adapter checks again before it sends.
 
 
 def _enabled(settings: Settings, wechatpay: WechatPaySettings) -> bool:

@@ -1,6 +1,6 @@
-"""tempay's adapter for WeChat Pay API v3 (direct merchants): H5 and Native payments, order
-query and close, refunds, the encrypted, signed notifications, and the daily trade bill
-(statement.py).
+"""tempay's adapter for WeChat Pay API v3 (direct merchants): Native, H5, JSAPI (official
+account and mini-program) and APP payments, order query and close, refunds, the encrypted,
+signed notifications, and the daily trade bill (statement.py).
 
 Every request is signed with the merchant's API key; every 2xx answer must carry a valid
 WeChat Pay signature (made with the WeChat Pay public key PUBLIC_KEY_ID), or it is not
@@ -14,6 +14,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from itertools import islice
@@ -22,11 +23,24 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
-from providers.base import Acknowledgement, ProviderObservation
+from providers.base import Acknowledgement, ChannelSpec, ProviderObservation
 from providers.http import NOT_SENT, HTTPAdapter, unanswered
 from providers.wechatpay import crypto
 from providers.wechatpay.settings import WechatPayConfig
 from providers.wechatpay.statement import BillDownload, check_tradebill, tradebill_lines
+from tempay.channels import (
+    AppAction,
+    AppParameters,
+    JsapiAction,
+    JsapiParameters,
+    PayerAction,
+    PayerActionKind,
+    PayerField,
+    QrCodeAction,
+    RedirectAction,
+    parse_client_ip,
+    parse_openid,
+)
 from tempay.domain import (
     CloseOutcome,
     CreatedPayment,
@@ -38,6 +52,7 @@ from tempay.domain import (
     RefundRequest,
 )
 from tempay.errors import (
+    InvalidInput,
     MalformedNotification,
     ProviderError,
     ProviderOutcomeUnknown,
@@ -81,14 +96,75 @@ REFUND_EVENTS = {
 }
 PAYMENT_EVENT = "TRANSACTION.SUCCESS"
 
-# order.channel -> the payment product (API path and the answer's URL field).
-CHANNELS: dict[str, tuple[str, str]] = {
-    "wechat_h5": ("/v3/pay/transactions/h5", "h5_url"),
-    "wechat_native": ("/v3/pay/transactions/native", "code_url"),
+
+@dataclass(frozen=True)
+class Product:
+    """A channel as WeChat Pay sells it: the create API, which of the merchant's app ids it is
+    made for (WechatPayConfig field), and the answer's field the payer action is made from."""
+
+    spec: ChannelSpec
+    path: str
+    appid_field: str
+    answer_field: str
+
+
+_K = PayerActionKind
+_OPENID = frozenset({PayerField.OPENID})
+_IP = frozenset({PayerField.CLIENT_IP})
+# order.channel -> the payment product. The one list: the provider's spec (__init__.py)
+# declares exactly these ChannelSpecs, and create_payment refuses what a spec says is needed
+# and missing, so the core's check and the adapter's cannot drift apart.
+PRODUCTS: dict[str, Product] = {
+    p.spec.name: p
+    for p in (
+        Product(
+            ChannelSpec("wechat_native", _K.QR_CODE, description="a QR code the payer scans"),
+            "/v3/pay/transactions/native",
+            "appid",
+            "code_url",
+        ),
+        Product(
+            ChannelSpec("wechat_h5", _K.REDIRECT, _IP, "a mobile browser outside WeChat"),
+            "/v3/pay/transactions/h5",
+            "appid",
+            "h5_url",
+        ),
+        Product(
+            ChannelSpec("wechat_jsapi", _K.JSAPI, _OPENID, "an official-account page"),
+            "/v3/pay/transactions/jsapi",
+            "appid",
+            "prepay_id",
+        ),
+        Product(
+            ChannelSpec("wechat_miniprogram", _K.JSAPI, _OPENID, "a mini-program"),
+            "/v3/pay/transactions/jsapi",
+            "miniprogram_appid",
+            "prepay_id",
+        ),
+        Product(
+            ChannelSpec("wechat_app", _K.APP, description="the merchant's app: the SDK's PayReq"),
+            "/v3/pay/transactions/app",
+            "app_appid",
+            "prepay_id",
+        ),
+    )
 }
-# An order that names no channel: a QR code to scan, which needs nothing of the payer (H5
-# must declare the payer's IP, which orders do not carry yet).
+CHANNELS = tuple(PRODUCTS)
+WECHATPAY_CHANNELS = tuple(p.spec for p in PRODUCTS.values())
+# An order that names no channel: a QR code to scan, which needs nothing of the payer.
 DEFAULT_CHANNEL = "wechat_native"
+# The app id setting each product needs, as an operator sets it.
+APPID_VARIABLES = {
+    "appid": "TEMPAY_WECHATPAY_APPID",
+    "miniprogram_appid": "TEMPAY_WECHATPAY_MINIPROGRAM_APPID",
+    "app_appid": "TEMPAY_WECHATPAY_APP_APPID",
+}
+# A prepay_id is signed into the payer's parameters, one value a line: WeChat's are
+# "wx" and digits/hex ("wx201410272009395522657a690389285100"), string[1,64].
+PREPAY_ID = re.compile(r"[0-9A-Za-z_\-]{1,64}")
+# The h5_url the payer's browser is sent to, and the code_url a QR code holds.
+H5_URL_PREFIX = "https://"
+CODE_URL_PREFIX = "weixin://"
 
 # Where a bill's download_url may point besides api_base: WeChat Pay's own API hosts (the
 # answer naming it is signed, but the signed request and the bill go nowhere else).
@@ -216,6 +292,28 @@ def _refund_observation(
     )
 
 
+def _payer_values(body: Mapping[str, Any]) -> list[str]:
+    """The payer details a create request carries (payer.openid, scene_info.payer_client_ip)."""
+    values = [
+        (body.get("payer") or {}).get("openid"),
+        (body.get("scene_info") or {}).get("payer_client_ip"),
+    ]
+    return [v for v in values if isinstance(v, str) and v]
+
+
+def _redacted(value: Any, hidden: list[str]) -> Any:
+    """`value` with each of `hidden` replaced in every string it holds (keys stay)."""
+    if isinstance(value, str):
+        for secret in hidden:
+            value = value.replace(secret, "[payer detail]")
+        return value
+    if isinstance(value, dict):
+        return {key: _redacted(item, hidden) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redacted(item, hidden) for item in value]
+    return value
+
+
 class WechatPayAdapter(HTTPAdapter):
     name = NAME
     statement_timezone = "Asia/Shanghai"  # the trade bill's day
@@ -228,7 +326,6 @@ class WechatPayAdapter(HTTPAdapter):
         super().__init__(base_url=config.api_base, timeout=config.timeout)
         self._config = config
         self._tolerance = tolerance
-        self._h5_ip = config.h5_payer_client_ip
 
     def __repr__(self) -> str:
         return f"WechatPayAdapter(mchid={self._config.mchid!r}, api={self._config.api_base!r})"
@@ -295,12 +392,19 @@ class WechatPayAdapter(HTTPAdapter):
         return status, data
 
     @staticmethod
-    def _refused(status: int, data: Mapping[str, Any], what: str) -> ProviderRejected:
+    def _refused(
+        status: int, data: Mapping[str, Any], what: str, hide: Mapping[str, Any] | None = None
+    ) -> ProviderRejected:
+        """WeChat Pay's refusal, with its code. `hide`: the request whose payer details (an
+        openid, an IP) must not reach the message or the details, should WeChat Pay's text
+        quote them."""
         code = data.get("code")
-        message = f"wechatpay refused {what}: HTTP {status} {code or ''} {data.get('message', '')}"
+        text = f"wechatpay refused {what}: HTTP {status} {code or ''} {data.get('message', '')}"
+        hidden = _payer_values(hide or {})
+        text, details = _redacted(text, hidden), _redacted(dict(data), hidden)
         if isinstance(code, str) and code:
-            return ProviderRefused(message.strip(), code, dict(data))
-        return ProviderRejected(message.strip())
+            return ProviderRefused(text.strip(), code, details)
+        return ProviderRejected(text.strip())
 
     @staticmethod
     def _bad_answer(exc: _BadData, what: str) -> ProviderError:
@@ -321,36 +425,109 @@ class WechatPayAdapter(HTTPAdapter):
     # Payments
 
     async def create_payment(self, order: PaymentOrder) -> CreatedPayment:
+        """The order at WeChat Pay on its channel's API, and what the payer does next.
+
+        Refused before anything is sent (ProviderRejected): an unknown channel, a channel
+        whose app id this deployment does not configure, a payer detail the channel needs
+        and the order lacks or holds malformed (build_order checks the same; this is the
+        second line), an amount or order id WeChat Pay cannot take. No message holds a payer
+        detail."""
         channel = DEFAULT_CHANNEL if order.channel is None else order.channel
-        try:
-            path, url_field = CHANNELS[channel]
-        except KeyError:
+        product = PRODUCTS.get(channel)
+        if product is None:
             raise ProviderRejected(
                 f"wechatpay has no channel {channel!r}; use one of {', '.join(CHANNELS)}"
-            ) from None
+            )
+        appid = getattr(self._config, product.appid_field)
+        if appid is None:
+            raise ProviderRejected(
+                f"wechatpay channel {channel} needs {APPID_VARIABLES[product.appid_field]}, "
+                "which this deployment does not set"
+            )
         if not order.notify_url:
             raise ProviderRejected("wechatpay needs a notify_url")
         body: dict[str, Any] = {
-            "appid": self._config.appid,
+            "appid": appid,
             "mchid": self._config.mchid,
             "description": (order.subject or order.order_id)[:127],
             "out_trade_no": self._out_trade_no(order.order_id),
             "notify_url": order.notify_url,
             "amount": {"total": to_fen(order.amount, order.currency), "currency": CURRENCY},
         }
-        if channel == "wechat_h5":
+        if PayerField.OPENID in product.spec.needs:
+            body["payer"] = {"openid": self._payer_detail(order, product, PayerField.OPENID)}
+        if PayerField.CLIENT_IP in product.spec.needs:
             body["scene_info"] = {
-                "payer_client_ip": self._h5_ip,
+                "payer_client_ip": self._payer_detail(order, product, PayerField.CLIENT_IP),
                 "h5_info": {"type": "Wap"},
             }
-        status, data = await self._call("POST", path, body)
+        status, data = await self._call("POST", product.path, body)
         if status != 200:
-            raise self._refused(status, data, "create")
-        url = data.get(url_field)
-        if not isinstance(url, str) or not url:
-            raise ProviderError(f"wechatpay create answer lacks {url_field}")
+            raise self._refused(status, data, "create", hide=body)
+        answer = data.get(product.answer_field)
+        if not isinstance(answer, str) or not answer:
+            raise ProviderError(f"wechatpay create answer lacks {product.answer_field}")
         # WeChat Pay assigns its transaction_id only once paid; the queries report it.
-        return CreatedPayment(provider_trade_no="", payment_url=url)
+        return CreatedPayment(
+            provider_trade_no="", payer_action=self._payer_action(product, appid, answer)
+        )
+
+    @staticmethod
+    def _payer_detail(order: PaymentOrder, product: Product, field: PayerField) -> str:
+        """The payer detail the channel needs, checked again; the refusal names the field,
+        never its value."""
+        value = order.payer.get(field) if order.payer is not None else None
+        if value is None:
+            raise ProviderRejected(
+                f"wechatpay channel {product.spec.name} needs {field.value}; the order has none"
+            )
+        try:
+            return parse_openid(value) if field is PayerField.OPENID else parse_client_ip(value)
+        except InvalidInput:
+            raise ProviderRejected(
+                f"wechatpay channel {product.spec.name}: the order's {field.value} is malformed"
+            ) from None
+
+    def _payer_action(self, product: Product, appid: str, answer: str) -> PayerAction:
+        """The answer's code_url, h5_url or prepay_id as what the payer does; a value that
+        cannot be what WeChat Pay documents is not handed to a payer."""
+        kind = product.spec.action
+        if kind is PayerActionKind.QR_CODE:
+            if not answer.startswith(CODE_URL_PREFIX):
+                raise ProviderError("wechatpay create answer's code_url is not a weixin:// URL")
+            return QrCodeAction(content=answer)
+        if kind is PayerActionKind.REDIRECT:
+            if not answer.startswith(H5_URL_PREFIX):
+                raise ProviderError("wechatpay create answer's h5_url is not an https URL")
+            return RedirectAction(url=answer)
+        if not PREPAY_ID.fullmatch(answer):
+            raise ProviderError("wechatpay create answer's prepay_id is malformed")
+        # Fresh for each answer: WeChat's client checks the signature, not their reuse.
+        timestamp, nonce = str(int(time.time())), crypto.new_nonce()
+        key = self._config.private_key
+        if kind is PayerActionKind.JSAPI:
+            package = f"prepay_id={answer}"
+            return JsapiAction(
+                parameters=JsapiParameters(
+                    appId=appid,
+                    timeStamp=timestamp,
+                    nonceStr=nonce,
+                    package=package,
+                    signType="RSA",
+                    paySign=crypto.jsapi_pay_sign(key, appid, timestamp, nonce, package),
+                )
+            )
+        return AppAction(
+            parameters=AppParameters(
+                appid=appid,
+                partnerid=self._config.mchid,
+                prepayid=answer,
+                package="Sign=WXPay",
+                noncestr=nonce,
+                timestamp=timestamp,
+                sign=crypto.app_pay_sign(key, appid, timestamp, nonce, answer),
+            )
+        )
 
     async def _query_trade(self, order_id: str) -> dict[str, Any] | None:
         """The transaction as WeChat Pay sees it; None when it has no such order."""
@@ -495,10 +672,10 @@ class WechatPayAdapter(HTTPAdapter):
         try:
             await self._download(fields["download_url"].strip(), download)
             bill = download.verified()
-            mchid, appid = self._config.mchid, self._config.appid
+            mchid, appids = self._config.mchid, self._config.appids
             # Every line checked before the first is given (statement.read_tradebill).
-            await asyncio.to_thread(check_tradebill, bill, mchid, appid)
-            lines = tradebill_lines(bill, mchid, appid)
+            await asyncio.to_thread(check_tradebill, bill, mchid, appids)
+            lines = tradebill_lines(bill, mchid, appids)
             while batch := await asyncio.to_thread(list, islice(lines, BILL_BATCH_LINES)):
                 for line in batch:
                     yield line

@@ -8,6 +8,12 @@
   is in `Wechatpay-Serial`.
 - Notification resources: AES-256-GCM with the APIv3 key, the resource's nonce and
   associated data; the base64 ciphertext ends with the 16-byte tag.
+- The payer's parameters (no request: the merchant signs them, WeChat's client checks them
+  against the prepay order), base64 SHA256withRSA (PKCS#1 v1.5) with the merchant's key:
+  JSAPI / mini-program `paySign` over `appId\ntimeStamp\nnonceStr\npackage\n` (package =
+  `prepay_id=...`; signType "RSA" is not signed); APP `sign` over
+  `appid\ntimestamp\nnoncestr\nprepayid\n` (partnerid and package "Sign=WXPay" are not
+  signed). Every line ends with \n, the last too.
 """
 
 from __future__ import annotations
@@ -62,6 +68,28 @@ def verify(public_key: rsa.RSAPublicKey, message: bytes, signature: str) -> None
 
 def request_message(method: str, url: str, timestamp: str, nonce: str, body: str) -> str:
     return f"{method}\n{url}\n{timestamp}\n{nonce}\n{body}\n"
+
+
+def payer_message(*lines: str) -> str:
+    """The JSAPI / APP signing string: one value a line. A value holding a line break would
+    move the others, so it is refused (callers pass checked app ids and prepay ids)."""
+    if any("\n" in line or "\r" in line for line in lines):
+        raise ValueError("a signed payer parameter holds a line break")
+    return "".join(line + "\n" for line in lines)
+
+
+def jsapi_pay_sign(
+    private_key: rsa.RSAPrivateKey, app_id: str, timestamp: str, nonce: str, package: str
+) -> str:
+    """`paySign` for WeixinJSBridge getBrandWCPayRequest / wx.requestPayment."""
+    return sign(private_key, payer_message(app_id, timestamp, nonce, package))
+
+
+def app_pay_sign(
+    private_key: rsa.RSAPrivateKey, app_id: str, timestamp: str, nonce: str, prepay_id: str
+) -> str:
+    """`sign` for the WeChat SDK's PayReq."""
+    return sign(private_key, payer_message(app_id, timestamp, nonce, prepay_id))
 
 
 def new_nonce() -> str:

@@ -2,10 +2,15 @@
 
 A missing or invalid piece raises WechatPayConfigError naming the variable; secrets (the
 APIv3 key, the private key) never appear in the message.
+
+One merchant id, up to three app ids bound to it: the official account's (APPID: Native, H5
+and JSAPI orders), the mini-program's (MINIPROGRAM_APPID) and the mobile app's (APP_APPID).
+A channel whose app id is not set is refused by the adapter, before anything is sent.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +21,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "TEMPAY_WECHATPAY_"
 APIV3_KEY_BYTES = 32
+# WeChat's appid: string[1,32] ("wx" and 16 hex digits in practice); no spaces, no line
+# breaks (an app id is signed into the payer's JSAPI and APP parameters, one per line).
+APPID_PATTERN = re.compile(r"[A-Za-z0-9_\-]{1,32}")
+# Read only to refuse it: H5 orders carry the payer's own IP now (PayerDetails.client_ip).
+RETIRED_H5_IP = "h5_payer_client_ip"
 
 
 class WechatPayConfigError(ValueError):
@@ -26,7 +36,9 @@ class WechatPaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
 
     mchid: str | None = None
-    appid: str | None = None
+    appid: str | None = None  # the official account's: native, h5, jsapi
+    miniprogram_appid: str | None = None  # wechat_miniprogram; unset: not offered
+    app_appid: str | None = None  # wechat_app (the mobile app's); unset: not offered
     apiv3_key: SecretStr | None = None
     private_key_file: Path | None = None
     cert_serial: str | None = None
@@ -34,8 +46,9 @@ class WechatPaySettings(BaseSettings):
     public_key_id: str | None = None
     api_base: str = "https://api.mch.weixin.qq.com"
     timeout: float = Field(default=10.0, gt=0, allow_inf_nan=False)
-    # H5 payments must name the payer's IP; orders do not carry it yet (see README).
-    h5_payer_client_ip: str = "127.0.0.1"
+    # Retired: H5 orders carry the payer's real IP. Still read, so that a deployment that sets
+    # it is told at startup (build_config) instead of silently losing the setting.
+    h5_payer_client_ip: str | None = None
 
     @property
     def enabled(self) -> bool:
@@ -55,10 +68,18 @@ class WechatPayConfig:
     public_key_id: str
     api_base: str
     timeout: float
-    h5_payer_client_ip: str = "127.0.0.1"
+    miniprogram_appid: str | None = None
+    app_appid: str | None = None
 
     def __repr__(self) -> str:  # keys stay out of logs and tracebacks
-        return f"WechatPayConfig(mchid={self.mchid!r}, appid={self.appid!r})"
+        return f"WechatPayConfig(mchid={self.mchid!r}, appids={sorted(self.appids)!r})"
+
+    @property
+    def appids(self) -> frozenset[str]:
+        """Every app id this merchant configures: a trade bill line of any of them is ours."""
+        return frozenset(
+            a for a in (self.appid, self.miniprogram_appid, self.app_appid) if a is not None
+        )
 
 
 def _env(field: str) -> str:
@@ -131,9 +152,19 @@ def build_config(settings: WechatPaySettings) -> WechatPayConfig:
         )
     if not settings.api_base.startswith(("https://", "http://")):
         raise WechatPayConfigError(f"{_env('api_base')} must be an http(s) URL")
+    if settings.h5_payer_client_ip is not None:
+        # Refused, not ignored: it made every H5 order declare one fixed IP, which WeChat Pay
+        # checks against the payer's own; orders now carry it, and must (422 without it).
+        raise WechatPayConfigError(
+            f"{_env(RETIRED_H5_IP)} is no longer read: wechat_h5 orders now carry the payer's "
+            "own IP (payer_client_ip, required for that channel); unset it"
+        )
+    appids = {name: _appid(settings, name) for name in ("appid", "miniprogram_appid", "app_appid")}
     return WechatPayConfig(
         mchid=str(settings.mchid),
-        appid=str(settings.appid),
+        appid=str(appids["appid"]),
+        miniprogram_appid=appids["miniprogram_appid"],
+        app_appid=appids["app_appid"],
         apiv3_key=settings.apiv3_key,
         private_key=load_private_key(settings.private_key_file),
         cert_serial=str(settings.cert_serial),
@@ -141,5 +172,16 @@ def build_config(settings: WechatPaySettings) -> WechatPayConfig:
         public_key_id=str(settings.public_key_id),
         api_base=settings.api_base.rstrip("/"),
         timeout=settings.timeout,
-        h5_payer_client_ip=settings.h5_payer_client_ip,
     )
+
+
+def _appid(settings: WechatPaySettings, field: str) -> str | None:
+    """An app id as set (None when unset or empty); one that cannot be WeChat's is refused."""
+    value = getattr(settings, field)
+    if not value:
+        return None
+    if not APPID_PATTERN.fullmatch(value):
+        raise WechatPayConfigError(
+            f"{_env(field)} must be a WeChat app id: 1-32 letters, digits, '_' or '-'"
+        )
+    return str(value)

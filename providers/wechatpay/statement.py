@@ -33,8 +33,9 @@ Mapping, the one place a bill line becomes a StatementLine:
 - 交易状态 REVOKED: a payment-code (micropay) trade reversed after payment; tempay makes
   none, and it moved no money: not a line.
 - Amounts are yuan (Decimal, at most two places); 交易时间 is Asia/Shanghai.
-- Every line's 商户号 and 公众账号ID must be tempay's mchid and appid, or the whole
-  statement is refused (StatementError naming which): a line changes only our own trades.
+- Every line's 商户号 must be tempay's mchid and its 公众账号ID one of the app ids tempay
+  configures for it (official account, mini-program, mobile app), or the whole statement is
+  refused (StatementError naming which): a line changes only our own trades.
 """
 
 from __future__ import annotations
@@ -205,7 +206,7 @@ class _Columns:
 
 
 def _record(
-    fields: list[str], columns: _Columns, number: int, mchid: str, appid: str
+    fields: list[str], columns: _Columns, number: int, mchid: str, appids: frozenset[str]
 ) -> StatementLine | None:
     if len(fields) != columns.count:
         raise StatementError(
@@ -221,10 +222,10 @@ def _record(
             f"wechatpay bill line {number}: for another merchant ({MCHID} {get(MCHID)!r}, "
             f"ours is {mchid!r})"
         )
-    if get(APPID) != appid:
+    if get(APPID) not in appids:
         raise StatementError(
             f"wechatpay bill line {number}: for another app id ({APPID} {get(APPID)!r}, "
-            f"ours is {appid!r})"
+            f"ours are {', '.join(map(repr, sorted(appids)))})"
         )
     state = get(TRADE_STATE)
     if state not in TRADE_STATES:
@@ -290,30 +291,33 @@ def _summary(fields: list[str], number: int) -> None:
             ) from None
 
 
-def read_tradebill(bill: IO[bytes], mchid: str, appid: str) -> Iterator[StatementLine]:
+def read_tradebill(bill: IO[bytes], mchid: str, appids: frozenset[str]) -> Iterator[StatementLine]:
     """The bill's statement lines, read one line at a time. Raises StatementError, naming
     the line, for anything that is not a trade bill of this merchant and app id.
 
     The (seekable) file is read twice: once to check every line, then to yield them, so a
     bad line near the end is refused before the caller has acted on any line."""
-    check_tradebill(bill, mchid, appid)
-    yield from tradebill_lines(bill, mchid, appid)
+    check_tradebill(bill, mchid, appids)
+    yield from tradebill_lines(bill, mchid, appids)
 
 
-def check_tradebill(bill: IO[bytes], mchid: str, appid: str) -> None:
+def check_tradebill(bill: IO[bytes], mchid: str, appids: frozenset[str]) -> None:
     """Reads the whole bill as `tradebill_lines` would, and rewinds it."""
-    for _ in tradebill_lines(bill, mchid, appid):
+    for _ in tradebill_lines(bill, mchid, appids):
         pass
     bill.seek(0)
 
 
-def tradebill_lines(bill: IO[bytes], mchid: str, appid: str) -> Iterator[StatementLine]:
+def tradebill_lines(bill: IO[bytes], mchid: str, appids: frozenset[str]) -> Iterator[StatementLine]:
     """The lines as they are read: a bad line raises only once the ones before it are out
     (`read_tradebill` checks first)."""
-    return _read(bill, mchid, appid)
+    if not isinstance(appids, frozenset) or not appids:
+        # A str here would match any substring of an app id: refuse it outright.
+        raise TypeError("appids must be a non-empty frozenset of app ids")
+    return _read(bill, mchid, appids)
 
 
-def _read(bill: IO[bytes], mchid: str, appid: str) -> Iterator[StatementLine]:
+def _read(bill: IO[bytes], mchid: str, appids: frozenset[str]) -> Iterator[StatementLine]:
     columns: _Columns | None = None
     in_summary = totals_seen = False
     for number, raw in enumerate(bill, start=1):
@@ -336,7 +340,7 @@ def _read(bill: IO[bytes], mchid: str, appid: str) -> Iterator[StatementLine]:
             _summary(_fields(text, number), number)
             totals_seen = True
         else:
-            line = _record(_fields(text, number), columns, number, mchid, appid)
+            line = _record(_fields(text, number), columns, number, mchid, appids)
             if line is not None:
                 yield line
     if columns is None:

@@ -16,6 +16,7 @@ from tests.support.providers.wechatpay import (
     APPID,
     CERT_SERIAL,
     MCHID,
+    OTHER_APPIDS,
     settings_for,
     write_keys,
 )
@@ -46,6 +47,7 @@ def fake(merchant_key: rsa.RSAPrivateKey, platform_key: rsa.RSAPrivateKey) -> Fa
         merchant_public_key=merchant_key.public_key(),
         cert_serial=CERT_SERIAL,
         platform_key=platform_key,
+        other_appids=OTHER_APPIDS,
     )
 
 

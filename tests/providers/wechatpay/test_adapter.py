@@ -11,7 +11,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from providers.wechatpay.adapter import WechatPayAdapter
 from providers.wechatpay.settings import build_config
+from tempay.channels import PayerDetails, QrCodeAction, RedirectAction
 from tempay.domain import (
+    CreatedPayment,
     PaymentOrder,
     ProviderPaymentState,
     ProviderRefundState,
@@ -27,6 +29,7 @@ def order(
     order_id: str = "ord-000001",
     channel: str | None = "wechat_native",
     amount: str = "12.34",
+    payer: PayerDetails | None = None,
     **kw: str,
 ) -> PaymentOrder:
     return PaymentOrder(
@@ -37,8 +40,16 @@ def order(
         channel=channel,
         subject="测试商品",
         notify_url="https://tempay.example/notify/wechatpay",
+        payer=payer,
         **kw,
     )
+
+
+def qr_content(created: CreatedPayment) -> str:
+    """A Native answer: the QR code's content, which is also the payment_url."""
+    assert isinstance(created.payer_action, QrCodeAction)
+    assert created.payment_url == created.payer_action.content
+    return created.payer_action.content
 
 
 def refund_of(order_id: str, refund_id: str = "rf-000001", amount: str = "3.00") -> RefundRequest:
@@ -61,7 +72,7 @@ def all_signed(fake: FakeWechatPay) -> bool:
 
 async def test_native_create(adapter: WechatPayAdapter, fake: FakeWechatPay) -> None:
     created = await adapter.create_payment(order())
-    assert created.payment_url.startswith("weixin://wxpay/bizpayurl?pr=")
+    assert qr_content(created).startswith("weixin://wxpay/bizpayurl?pr=")
     stored = fake.orders["ord-000001"]
     assert stored["trade_type"] == "NATIVE"
     assert stored["amount"] == {"total": 1234, "currency": "CNY"}
@@ -78,14 +89,19 @@ async def test_an_order_without_a_channel_is_native(
     # WeChat Pay's declared default (providers/wechatpay): a QR code, which needs nothing of
     # the payer, where H5 must name the payer's IP.
     created = await adapter.create_payment(order("ord-default-1", channel=None))
-    assert created.payment_url.startswith("weixin://wxpay/bizpayurl?pr=")
+    assert qr_content(created).startswith("weixin://wxpay/bizpayurl?pr=")
     assert fake.orders["ord-default-1"]["trade_type"] == "NATIVE"
     assert all_signed(fake)
 
 
 async def test_h5_create(adapter: WechatPayAdapter, fake: FakeWechatPay) -> None:
-    created = await adapter.create_payment(order("ord-h5-0001", "wechat_h5", "0.01"))
-    assert created.payment_url.startswith("https://wx.tenpay.com/cgi-bin/mmpayweb-bin/checkmweb?")
+    payer = PayerDetails(client_ip="203.0.113.7")
+    created = await adapter.create_payment(order("ord-h5-0001", "wechat_h5", "0.01", payer))
+    assert isinstance(created.payer_action, RedirectAction)
+    assert created.payment_url == created.payer_action.url
+    assert created.payer_action.url.startswith(
+        "https://wx.tenpay.com/cgi-bin/mmpayweb-bin/checkmweb?"
+    )
     assert fake.orders["ord-h5-0001"]["trade_type"] == "MWEB"
     assert fake.orders["ord-h5-0001"]["amount"]["total"] == 1
     assert all_signed(fake)

@@ -1,7 +1,8 @@
 """End to end on the real dev server: the webhook service and a worker with the wechatpay
-adapter pointed at the fake WeChat Pay API. The fake pays and POSTs an encrypted, signed
-TRANSACTION.SUCCESS notification to /notify/wechatpay; the notification alone settles it
-(the first status query is a minute away)."""
+adapter pointed at the fake WeChat Pay API. The fake pays (a Native QR code; a JSAPI order
+with the checkout's signed parameters) and POSTs an encrypted, signed TRANSACTION.SUCCESS
+notification to /notify/wechatpay; the notification alone settles it (the first status query
+is a minute away)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from temporalio.testing import WorkflowEnvironment
 
 import transactions
 from providers.wechatpay.adapter import WechatPayAdapter
+from tempay.channels import JsapiAction
 from tempay.domain import PaymentView, SettlementTiming, TransactionStatus
 from tests.support.fakes.wechatpay_api import FakeWechatPay
+from tests.support.providers.wechatpay import APPID
 from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.e2e
@@ -89,3 +92,59 @@ async def test_a_wechat_payment_settles_by_its_notification(
         # WeChat Pay retries until acknowledged: a repeat is acknowledged again, bodiless.
         again = await fake.notify_payment(order_id)
         assert again.status_code in (200, 204) and again.content == b""
+
+
+async def test_a_jsapi_payment_settles_by_its_notification(
+    dev_env: WorkflowEnvironment,
+    tmp_path: Path,
+    fake: FakeWechatPay,
+    adapter: WechatPayAdapter,
+) -> None:
+    order_id = f"wxj-{uuid.uuid4().hex[:12]}"
+    openid = fake.new_payer(APPID)  # the payer, as the official account knows them
+    async with running_stack(
+        dev_env.client,
+        tmp_path / "stack",
+        f"tq-wxj-{uuid.uuid4().hex[:8]}",
+        extra_adapters={"wechatpay": adapter},
+    ) as stack:
+        order = transactions.build_order(
+            stack.settings,
+            order_id=order_id,
+            amount="10.00",
+            currency="CNY",
+            provider="wechatpay",
+            channel="wechat_jsapi",
+            subject=f"Test order {order_id}",
+            timing=NOTIFICATION_ONLY,
+            payer_openid=openid,
+        )
+        checkout = await transactions.start_payment(stack.client, stack.settings, order)
+        assert checkout.status is TransactionStatus.PENDING
+        # No URL: the page hands the parameters to WeixinJSBridge.
+        assert checkout.payment_url is None
+        assert isinstance(checkout.payer_action, JsapiAction)
+        parameters = checkout.payer_action.parameters
+        stored = fake.orders[order_id]
+        assert (stored["trade_type"], stored["appid"], stored["payer_openid"]) == (
+            "JSAPI",
+            APPID,
+            openid,
+        )
+        assert parameters.package == f"prepay_id={stored['prepay_id']}"
+
+        # The payer pays in WeChat with exactly what the checkout answered (the fake's client
+        # checks the paySign with the merchant's key); WeChat Pay notifies.
+        fake.pay_jsapi(parameters.model_dump(), openid)
+        answer = await fake.notify_payment(order_id)
+        assert answer.status_code in (200, 204), answer.text
+
+        handle = stack.client.get_workflow_handle(order.workflow_id, result_type=PaymentView)
+        view = await asyncio.wait_for(handle.result(), 15)
+        assert view.status is TransactionStatus.SUCCEEDED
+        assert view.settled_by == "notification"
+        assert view.paid_amount == Decimal("10.00") and view.status_queries == 0
+        [event] = stack.merchant.events_for(order_id)
+        assert event.type == "payment.succeeded"
+        # The payer's openid is personal data: not in the view or the merchant's event.
+        assert openid not in view.model_dump_json() and openid not in event.model_dump_json()

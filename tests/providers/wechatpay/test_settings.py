@@ -14,7 +14,14 @@ from providers.wechatpay.adapter import WechatPayAdapter
 from providers.wechatpay.settings import build_config, load_settings
 from tempay.settings import Settings
 from tests.support.fakes.wechatpay_api import FakeWechatPay
-from tests.support.providers.wechatpay import APIV3_KEY, settings_for, write_keys
+from tests.support.providers.wechatpay import (
+    APIV3_KEY,
+    APP_APPID,
+    APPID,
+    MINIPROGRAM_APPID,
+    settings_for,
+    write_keys,
+)
 
 PREFIX = "TEMPAY_WECHATPAY_"
 
@@ -100,3 +107,34 @@ def test_secrets_stay_out_of_reprs(env: pytest.MonkeyPatch) -> None:
     config = build_config(load_settings())
     assert APIV3_KEY not in repr(config) and APIV3_KEY not in repr(load_settings())
     assert APIV3_KEY not in str(load_settings().model_dump())
+
+
+def test_the_mini_program_and_app_ids_are_optional(env: pytest.MonkeyPatch) -> None:
+    config = build_config(load_settings())
+    assert config.appids == {APPID, MINIPROGRAM_APPID, APP_APPID}
+    env.delenv(PREFIX + "MINIPROGRAM_APPID")
+    env.setenv(PREFIX + "APP_APPID", "")  # set but empty: unset
+    config = build_config(load_settings())
+    assert (config.miniprogram_appid, config.app_appid) == (None, None)
+    assert config.appids == {APPID}
+
+
+@pytest.mark.parametrize("name", ["APPID", "MINIPROGRAM_APPID", "APP_APPID"])
+@pytest.mark.parametrize("value", ["wx 123", "wx123\nwx456", "wx" + "0" * 31, "wx中文"])
+def test_a_malformed_app_id_is_named(env: pytest.MonkeyPatch, name: str, value: str) -> None:
+    # An app id is signed into the payer's parameters one value a line: no spaces or breaks.
+    env.setenv(PREFIX + name, value)
+    with pytest.raises(WechatPayConfigError, match=f"{PREFIX}{name} must be a WeChat app id"):
+        build_adapters(Settings())
+
+
+def test_the_retired_h5_ip_setting_stops_the_start(env: pytest.MonkeyPatch) -> None:
+    # Every H5 order used to declare this one IP; orders now carry the payer's own, and a
+    # deployment still setting it is told so, instead of silently losing the setting.
+    env.setenv(PREFIX + "H5_PAYER_CLIENT_IP", "198.51.100.23")
+    with pytest.raises(WechatPayConfigError, match=PREFIX + "H5_PAYER_CLIENT_IP") as caught:
+        build_adapters(Settings())
+    assert "payer_client_ip" in str(caught.value)
+    assert "198.51.100.23" not in str(caught.value)
+    env.delenv(PREFIX + "H5_PAYER_CLIENT_IP")
+    assert isinstance(build_adapters(Settings())["wechatpay"], WechatPayAdapter)

@@ -23,7 +23,7 @@ from tempay.domain import PaymentOrder, RefundRequest
 from tempay.errors import ProviderError, ProviderRefused, StatementError
 from tempay.statements import StatementLine, StatementLineKind
 from tests.support.fakes.wechatpay_api import BILL_HEADER, BILL_SUMMARY_HEADER, FakeWechatPay
-from tests.support.providers.wechatpay import APPID, MCHID
+from tests.support.providers.wechatpay import APP_APPID, APPID, MCHID, MINIPROGRAM_APPID
 
 CHINA = timezone(timedelta(hours=8))
 DAY = date(2024, 5, 1)
@@ -58,8 +58,15 @@ SAMPLE = "\r\n".join(
 ).encode("utf-8")
 
 
-def read(content: bytes, mchid: str = MCHID, appid: str = APPID) -> list[StatementLine]:
-    return list(read_tradebill(io.BytesIO(content), mchid, appid))
+OURS = frozenset({APPID, MINIPROGRAM_APPID, APP_APPID})
+
+
+def read(content: bytes, mchid: str = MCHID, appids: frozenset[str] = OURS) -> list[StatementLine]:
+    return list(read_tradebill(io.BytesIO(content), mchid, appids))
+
+
+def line_of(content: bytes, number: int) -> str:
+    return content.decode("utf-8").split("\r\n")[number - 1]
 
 
 def replace_line(content: bytes, number: int, text: str) -> bytes:
@@ -104,15 +111,38 @@ def test_a_bom_and_lf_line_ends_are_read_too() -> None:
 
 
 @pytest.mark.parametrize(
-    ("mchid", "appid", "match"),
+    ("mchid", "appids", "match"),
     [
-        ("1900000999", APPID, r"line 2: for another merchant \(商户号 '1900000109'"),
-        (MCHID, "wx0000000000000000", r"line 2: for another app id \(公众账号ID"),
+        ("1900000999", OURS, r"line 2: for another merchant \(商户号 '1900000109'"),
+        (MCHID, frozenset({"wx0000000000000000"}), r"line 2: for another app id \(公众账号ID"),
+        # Our mini-program and app ids alone: the official account's lines are not ours.
+        (MCHID, OURS - {APPID}, r"line 2: for another app id \(公众账号ID 'wxd678efh567hg6787'"),
     ],
 )
-def test_a_bill_for_another_merchant_or_app_is_refused(mchid: str, appid: str, match: str) -> None:
+def test_a_bill_for_another_merchant_or_app_is_refused(
+    mchid: str, appids: frozenset[str], match: str
+) -> None:
     with pytest.raises(StatementError, match=match):
-        read(SAMPLE, mchid, appid)
+        read(SAMPLE, mchid, appids)
+
+
+def test_lines_of_each_of_our_app_ids_are_ours_and_no_other() -> None:
+    # One bill, lines of the official account, the mini-program and the app: all ours.
+    mixed = replace_line(SAMPLE, 3, line_of(SAMPLE, 3).replace(APPID, MINIPROGRAM_APPID))
+    mixed = replace_line(mixed, 4, line_of(mixed, 4).replace(APPID, APP_APPID))
+    assert [line.order_id for line in read(mixed)] == ["A1001", "A1002", "A1001"]
+    assert read(mixed) == read(SAMPLE)
+    # The same bill with one line of an app id we do not configure: refused whole.
+    foreign = replace_line(mixed, 5, line_of(mixed, 5).replace(APPID, "wx00000000000000aa"))
+    with pytest.raises(StatementError, match=r"line 5: for another app id .*'wx00000000000000aa'"):
+        read(foreign)
+
+
+@pytest.mark.parametrize("appids", [APPID, "", frozenset()])
+def test_app_ids_are_a_set_never_a_string(appids: object) -> None:
+    # "wxd678" in "wxd678efh567hg6787" is True for a str: a str would take a prefix for ours.
+    with pytest.raises(TypeError, match="frozenset"):
+        read(SAMPLE, MCHID, appids)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -162,7 +192,7 @@ def test_a_bill_without_its_totals_is_refused() -> None:
 
 def test_a_bad_last_line_is_refused_before_any_line_is_given() -> None:
     # Lines are checked first, so a caller never acts on half of a statement it must refuse.
-    lines = read_tradebill(io.BytesIO(replace_line(SAMPLE, 6, "`broken")), MCHID, APPID)
+    lines = read_tradebill(io.BytesIO(replace_line(SAMPLE, 6, "`broken")), MCHID, OURS)
     with pytest.raises(StatementError, match="line 6"):
         next(lines)
 
@@ -238,7 +268,7 @@ def test_a_100000_line_bill_is_read_with_bounded_memory(tmp_path: Path) -> None:
     start = peak = resident_bytes()
     count, total = 0, Decimal(0)
     with path.open("rb") as bill:
-        for line in read_tradebill(bill, MCHID, APPID):
+        for line in read_tradebill(bill, MCHID, OURS):
             count, total = count + 1, total + line.amount
             if count % 1000 == 0:
                 peak = max(peak, resident_bytes())

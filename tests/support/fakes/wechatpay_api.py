@@ -6,8 +6,17 @@ otherwise, as documented), keeps orders and refunds in memory, signs every answe
 produces encrypted, signed notifications. Signatures are made with the reference SDK's
 `wechatpayv3.utils.rsa_sign`, independently of tempay's own code.
 
+Payments: Native (code_url), H5 (h5_url; scene_info.payer_client_ip required, an IPv4 or
+IPv6 address), JSAPI for official accounts and mini-programs (prepay_id; payer.openid
+required, and it must be an openid issued under the order's appid: `new_payer(appid)`) and
+APP (prepay_id). Every appid must be one bound to the merchant (`appid` and `other_appids`),
+else APPID_MCHID_NOT_MATCH, as WeChat Pay answers.
+
 Tests drive the payer's side directly: `pay`, `set_state`, `finish_refund`, then
-`notify_payment` / `notify_refund` POST the notification to the order's notify_url.
+`notify_payment` / `notify_refund` POST the notification to the order's notify_url. A JSAPI
+or APP order can be paid as WeChat's client does it: `pay_jsapi(parameters, openid)` and
+`pay_app(parameters)` check the merchant's paySign / sign over the documented message, the
+prepay_id, the appid and (JSAPI) the payer, and refuse (PayerRefused) what WeChat refuses.
 
 Daily trade bills: GET /v3/bill/tradebill answers a signed `{hash_type, hash_value,
 download_url}` for the day's paid orders and successful refunds (`tradebill`, in WeChat Pay's
@@ -20,8 +29,10 @@ wrong hash.
 from __future__ import annotations
 
 import base64
+import binascii
 import gzip
 import hashlib
+import ipaddress
 import json
 import re
 import secrets
@@ -55,6 +66,17 @@ BILL_SUMMARY_HEADER = (
     "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额"
 )
 FEE_RATE = Decimal("0.006")
+# What each create API records as the order's trade_type (a mini-program's is JSAPI too).
+TRADE_TYPES = {"native": "NATIVE", "h5": "MWEB", "jsapi": "JSAPI", "app": "APP"}
+
+
+class PayerRefused(ValueError):
+    """WeChat's client refused to pay with these parameters (as it shows the payer an error)."""
+
+
+def required(path: str, name: str) -> tuple[str, str]:
+    """WeChat Pay's PARAM_ERROR message for a missing required field."""
+    return "PARAM_ERROR", f"输入源“{path}”映射到字段“{name}”必填性规则校验失败,此字段为必填项"
 
 
 def yuan(fen: int) -> Decimal:
@@ -137,6 +159,10 @@ class FakeWechatPay:
     merchant_public_key: rsa.RSAPublicKey
     cert_serial: str
     public_key_id: str = "PUB_KEY_ID_0114232134912410000000000000000000"
+    # The merchant's other app ids bound to its mchid (mini-program, mobile app).
+    other_appids: tuple[str, ...] = ()
+    # Every openid WeChat issued -> the app id it was issued under (`new_payer`).
+    openids: dict[str, str] = field(default_factory=dict)
     platform_key: rsa.RSAPrivateKey = field(default_factory=new_key)
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -150,6 +176,11 @@ class FakeWechatPay:
     refund_answer_key: rsa.RSAPrivateKey | None = None  # only for refund creation
     refund_then_fail: bool = False
     answer_clock_offset: int = 0  # seconds added to the Wechatpay-Timestamp of answers
+    # Creates: answer this (signed) body instead of the order's; or refuse with (status,
+    # code, message), the message formatted with the request's {openid} and {ip}, as
+    # WeChat Pay's own messages may quote what they refuse.
+    create_answer: dict[str, Any] | None = None
+    create_refusal: tuple[int, str, str] | None = None
     # Bills: download token -> the bytes served; a bill to serve instead of the day's own;
     # announce a hash that does not match.
     bills: dict[str, bytes] = field(default_factory=dict)
@@ -169,6 +200,8 @@ class FakeWechatPay:
             "Wechatpay-Nonce": nonce,
             "Wechatpay-Signature": rsa_sign(key, f"{stamp}\n{nonce}\n{body}\n"),
             "Wechatpay-Serial": self.public_key_id,
+            # Current answers name the scheme (the reference SDK refuses an answer without it).
+            "Wechatpay-Signature-Type": SCHEMA,
             "Request-ID": uuid.uuid4().hex,
         }
         if data is None:
@@ -214,6 +247,72 @@ class FakeWechatPay:
         )
         return self.transaction(order)
 
+    @property
+    def appids(self) -> frozenset[str]:
+        """The app ids bound to this merchant: orders for any other are refused."""
+        return frozenset((self.appid, *self.other_appids))
+
+    def new_payer(self, appid: str) -> str:
+        """A WeChat user's openid under `appid` (each app sees a user under its own openid)."""
+        openid = "o" + secrets.token_urlsafe(21)[:27]
+        self.openids[openid] = appid
+        return openid
+
+    def _prepaid(self, prepay_id: str) -> dict[str, Any]:
+        found = [o for o in self.orders.values() if o["prepay_id"] == prepay_id]
+        if not found:
+            raise PayerRefused("no such prepay_id")
+        return found[0]
+
+    def _check_payer_sign(self, signature: str, *lines: str) -> None:
+        message = "".join(line + "\n" for line in lines).encode()
+        try:
+            raw = base64.b64decode(signature, validate=True)
+            self.merchant_public_key.verify(raw, message, padding.PKCS1v15(), hashes.SHA256())
+        except (binascii.Error, ValueError, InvalidSignature):
+            raise PayerRefused("支付验证签名失败") from None
+
+    def pay_jsapi(self, parameters: dict[str, Any], openid: str) -> dict[str, Any]:
+        """The payer `openid` pays in WeChat with `getBrandWCPayRequest(parameters)`: WeChat
+        checks the paySign with the merchant's key, that the prepay order is for this appId
+        and this payer, and that it is unpaid."""
+        package = str(parameters.get("package", ""))
+        if parameters.get("signType") != "RSA" or not package.startswith("prepay_id="):
+            raise PayerRefused("signType or package")
+        order = self._prepaid(package.removeprefix("prepay_id="))
+        self._check_payer_sign(
+            str(parameters.get("paySign", "")),
+            str(parameters.get("appId", "")),
+            str(parameters.get("timeStamp", "")),
+            str(parameters.get("nonceStr", "")),
+            package,
+        )
+        if order["trade_type"] != "JSAPI" or parameters.get("appId") != order["appid"]:
+            raise PayerRefused("appId does not match the prepay order")
+        if openid != order["payer_openid"]:
+            raise PayerRefused("the order is another payer's")
+        if order["trade_state"] != "NOTPAY":
+            raise PayerRefused(f"order is {order['trade_state']}")
+        return self.pay(order["out_trade_no"])
+
+    def pay_app(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        """The payer pays in the merchant's app with the SDK's PayReq(parameters)."""
+        if parameters.get("package") != "Sign=WXPay" or parameters.get("partnerid") != self.mchid:
+            raise PayerRefused("package or partnerid")
+        order = self._prepaid(str(parameters.get("prepayid", "")))
+        self._check_payer_sign(
+            str(parameters.get("sign", "")),
+            str(parameters.get("appid", "")),
+            str(parameters.get("timestamp", "")),
+            str(parameters.get("noncestr", "")),
+            str(parameters.get("prepayid", "")),
+        )
+        if order["trade_type"] != "APP" or parameters.get("appid") != order["appid"]:
+            raise PayerRefused("appid does not match the prepay order")
+        if order["trade_state"] != "NOTPAY":
+            raise PayerRefused(f"order is {order['trade_state']}")
+        return self.pay(order["out_trade_no"])
+
     def set_state(self, out_trade_no: str, state: str) -> None:
         self.orders[out_trade_no]["trade_state"] = state
 
@@ -247,7 +346,7 @@ class FakeWechatPay:
                 transaction_id=order["transaction_id"],
                 bank_type="OTHERS",
                 success_time=order["success_time"],
-                payer={"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"},
+                payer={"openid": order["payer_openid"] or "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"},
                 amount={
                     "total": total,
                     "payer_total": total,
@@ -384,26 +483,55 @@ class FakeWechatPay:
                 return self.error(self.fail_status, "SYSTEM_ERROR", "系统错误")
             return await call_next(request)
 
-        async def create(request: Request, trade_type: str, url_field: str) -> Response:
+        async def create(request: Request, api: str) -> Response:
             body = json.loads(await request.body())
-            if body.get("mchid") != self.mchid or body.get("appid") != self.appid:
-                return self.error(400, "APPID_MCHID_NOT_MATCH", "appid和mch_id不匹配")
+            trade_type = TRADE_TYPES[api]
+            if self.create_refusal is not None:
+                status, code, message = self.create_refusal
+                ip = (body.get("scene_info") or {}).get("payer_client_ip")
+                openid = (body.get("payer") or {}).get("openid")
+                return self.error(status, code, message.format(openid=openid, ip=ip))
+            if not body.get("appid"):
+                return self.error(400, *required("/body/appid", "公众号ID"))
+            if body.get("mchid") != self.mchid or body.get("appid") not in self.appids:
+                return self.error(400, "APPID_MCHID_NOT_MATCH", "appid和mch_id不匹配,请检查后再试")
             amount = body.get("amount") or {}
             total = amount.get("total")
-            if not isinstance(total, int) or total <= 0 or amount.get("currency") != "CNY":
+            # amount.currency is optional and CNY, the only one a direct merchant takes.
+            if not isinstance(total, int) or total <= 0 or amount.get("currency", "CNY") != "CNY":
                 return self.error(400, "PARAM_ERROR", "amount.total 无效")
             if not body.get("notify_url") or not body.get("description"):
                 return self.error(400, "PARAM_ERROR", "缺少参数")
+            scene = body.get("scene_info") or {}
             if trade_type == "MWEB":
-                scene = body.get("scene_info") or {}
-                if not scene.get("payer_client_ip") or not (scene.get("h5_info") or {}).get("type"):
-                    return self.error(400, "PARAM_ERROR", "scene_info 无效")
+                ip = scene.get("payer_client_ip")
+                if not ip:
+                    return self.error(
+                        400, *required("/body/scene_info/payer_client_ip", "用户终端IP")
+                    )
+                try:
+                    ipaddress.ip_address(ip)
+                except ValueError:
+                    return self.error(400, "PARAM_ERROR", "用户终端IP格式不正确")
+                if not (scene.get("h5_info") or {}).get("type"):
+                    return self.error(400, *required("/body/scene_info/h5_info/type", "场景类型"))
+            openid = (body.get("payer") or {}).get("openid")
+            if trade_type == "JSAPI":
+                if not openid:
+                    return self.error(400, *required("/body/payer/openid", "用户标识"))
+                if self.openids.get(openid) != body["appid"]:
+                    return self.error(400, "PARAM_ERROR", "appid和openid不匹配")
             out_trade_no = body["out_trade_no"]
             existing = self.orders.get(out_trade_no)
             if existing is not None:
                 if existing["trade_state"] in ("SUCCESS", "REFUND"):
                     return self.error(400, "ORDERPAID", "该订单已支付")
-                if existing["amount"]["total"] != total or existing["trade_type"] != trade_type:
+                if (
+                    existing["amount"]["total"] != total
+                    or existing["trade_type"] != trade_type
+                    or existing["appid"] != body["appid"]
+                    or existing["payer_openid"] != openid
+                ):
                     return self.error(400, "INVALID_REQUEST", "201 商户订单号重复")
             else:
                 self.orders[out_trade_no] = {
@@ -415,22 +543,35 @@ class FakeWechatPay:
                     "amount": {"total": total, "currency": "CNY"},
                     "notify_url": body["notify_url"],
                     "description": body["description"],
-                    "prepay_id": f"wx{secrets.token_hex(14)}",
+                    "prepay_id": f"wx{secrets.token_hex(17)}",
+                    "payer_openid": openid,
+                    "scene_info": scene,
                 }
             prepay = self.orders[out_trade_no]["prepay_id"]
-            if url_field == "h5_url":
+            if self.create_answer is not None:
+                return self.answer(200, self.create_answer)
+            if trade_type == "MWEB":
                 url = f"https://wx.tenpay.com/cgi-bin/mmpayweb-bin/checkmweb?prepay_id={prepay}"
-            else:
-                url = f"weixin://wxpay/bizpayurl?pr={prepay[-7:]}"
-            return self.answer(200, {url_field: url})
+                return self.answer(200, {"h5_url": url})
+            if trade_type == "NATIVE":
+                return self.answer(200, {"code_url": f"weixin://wxpay/bizpayurl?pr={prepay[-7:]}"})
+            return self.answer(200, {"prepay_id": prepay})
 
         @app.post("/v3/pay/transactions/h5")
         async def create_h5(request: Request) -> Response:
-            return await create(request, "MWEB", "h5_url")
+            return await create(request, "h5")
 
         @app.post("/v3/pay/transactions/native")
         async def create_native(request: Request) -> Response:
-            return await create(request, "NATIVE", "code_url")
+            return await create(request, "native")
+
+        @app.post("/v3/pay/transactions/jsapi")
+        async def create_jsapi(request: Request) -> Response:
+            return await create(request, "jsapi")
+
+        @app.post("/v3/pay/transactions/app")
+        async def create_app(request: Request) -> Response:
+            return await create(request, "app")
 
         @app.get("/v3/pay/transactions/out-trade-no/{out_trade_no}")
         async def query(out_trade_no: str, mchid: str = "") -> Response:
