@@ -9,6 +9,7 @@ subcommands, setting names, default ports, search attributes) is derived from th
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import importlib
 import io
@@ -845,4 +846,793 @@ def book_problems(compose: dict[str, Any]) -> list[str]:
             problems.append(f"{dependant}: its book is not the one {name} migrates")
         if depends_on(service).get(name, {}).get("condition") != "service_completed_successfully":
             problems.append(f"{dependant}: does not wait for {name} to complete")
+    return problems
+
+
+# --- the observability profile -----------------------------------------------------------
+#
+# Prometheus, Grafana and Jaeger run only under the `observability` profile. What the code
+# exports (metric names, label values, ports) is derived from the code; what an image holds
+# (which command a healthcheck can run, which port it listens on) is read from each image's
+# documentation and written down here, once.
+
+OBSERVABILITY_PROFILE = "observability"
+PROMETHEUS_IMAGE = "prom/prometheus"
+GRAFANA_IMAGE = "grafana/grafana"
+JAEGER_IMAGE = "jaegertracing/jaeger"
+OBSERVABILITY_IMAGES = (PROMETHEUS_IMAGE, GRAFANA_IMAGE, JAEGER_IMAGE)
+
+# Commands that exist inside each image, for healthchecks. prom/prometheus is built on
+# quay.io/prometheus/busybox, grafana/grafana (default variant), jaegertracing/jaeger and
+# temporalio/ui on Alpine: busybox `wget`, and no curl in the first three. The Temporal
+# server image has `nc`; postgres has `pg_isready`; tempay's image is python:3.11-slim.
+IMAGE_COMMANDS: dict[str, set[str]] = {
+    "postgres": {"pg_isready", "psql", "sh"},
+    SERVER_IMAGE: {"nc", "sh"},
+    UI_IMAGE: {"wget", "curl", "sh"},
+    PROMETHEUS_IMAGE: {"wget", "sh"},
+    GRAFANA_IMAGE: {"wget", "sh"},
+    JAEGER_IMAGE: {"wget", "sh"},
+}
+BUILT_COMMANDS = {"python", "tempay", "sh"}
+
+# Ports the images listen on, from their documentation: Prometheus's web port, Grafana's
+# http_port (GF_SERVER_HTTP_PORT), Jaeger v2's all-in-one defaults (OTLP gRPC and HTTP, the
+# query UI, the healthcheckv2 extension), PostgreSQL's.
+IMAGE_PORTS: dict[str, set[int]] = {
+    "postgres": {5432},
+    PROMETHEUS_IMAGE: {9090},
+    GRAFANA_IMAGE: {3000},
+    JAEGER_IMAGE: {4317, 4318, 16686, 13133},
+}
+OTLP_HTTP_PORT = 4318
+
+# Series Prometheus makes itself (not exported by anyone): `up` per scrape target.
+PROMETHEUS_OWN = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
+
+# Where the worker's metric meters are used: workflows (workflow.metric_meter) and
+# activities (activity.metric_meter).
+METER_PACKAGES = ("workflows", "activities", "tempay")
+_METER_KINDS = {
+    "create_counter": "counter",
+    "create_histogram": "histogram",
+    "create_histogram_float": "histogram",
+    "create_histogram_timedelta": "histogram",
+    "create_gauge": "gauge",
+    "create_gauge_float": "gauge",
+    "create_gauge_timedelta": "gauge",
+}
+
+
+def under_profile(compose: dict[str, Any], profile: str) -> dict[str, dict[str, Any]]:
+    return {n: s for n, s in compose["services"].items() if profile in (s.get("profiles") or [])}
+
+
+def observability_profile_problems(compose: dict[str, Any]) -> list[str]:
+    """Prometheus, Grafana and Jaeger run only under the profile, published on the host's
+    loopback only (none has a login that guards it here); the profile holds nothing else,
+    and nothing outside it needs it to start."""
+    problems = []
+    services = compose["services"]
+    for image in OBSERVABILITY_IMAGES:
+        found = by_image(compose, image)
+        if len(found) != 1:
+            problems.append(f"{image}: {len(found)} services, not 1")
+        for name, service in found.items():
+            if (service.get("profiles") or []) != [OBSERVABILITY_PROFILE]:
+                problems.append(
+                    f"{name}: profiles {service.get('profiles')}, not only "
+                    f"[{OBSERVABILITY_PROFILE!r}]: it would run without the profile"
+                )
+    for name, service in under_profile(compose, OBSERVABILITY_PROFILE).items():
+        if image_name(service) not in OBSERVABILITY_IMAGES:
+            problems.append(
+                f"{name}: under the {OBSERVABILITY_PROFILE} profile, but not one of its"
+            )
+        for port in ports_of(service):
+            if port.host is not None and not loopback(port.host_ip):
+                problems.append(
+                    f"{name}: port {port.container} published on {port.where}, not on the "
+                    "host's loopback only"
+                )
+    for name, service in services.items():
+        if OBSERVABILITY_PROFILE in (service.get("profiles") or []):
+            continue
+        for target, spec in depends_on(service).items():
+            target_profiles = (services.get(target) or {}).get("profiles") or []
+            if OBSERVABILITY_PROFILE in target_profiles and spec.get("required", True):
+                problems.append(f"{name}: needs {target}, which runs only under the profile")
+    return problems
+
+
+def one_shots(compose: dict[str, Any]) -> set[str]:
+    """Services others wait to complete (`service_completed_successfully`) and that nothing
+    restarts: they run once and exit, so there is no health to check."""
+    completed = {
+        target
+        for service in compose["services"].values()
+        for target, spec in depends_on(service).items()
+        if spec.get("condition") == "service_completed_successfully"
+    }
+    return {n for n in completed if "restart" not in compose["services"].get(n, {"restart": 1})}
+
+
+def healthcheck_argv(service: dict[str, Any]) -> list[str] | None:
+    """The healthcheck as argv (CMD-SHELL split like a shell); None when there is none."""
+    health = service.get("healthcheck")
+    if not health or health.get("disable"):
+        return None
+    test = health.get("test")
+    if isinstance(test, str):
+        return shlex.split(test)
+    if not test or test[0] == "NONE":
+        return None
+    words = [str(w) for w in test]
+    if words[0] == "CMD-SHELL":
+        return shlex.split(" ".join(words[1:]))
+    return words[1:] if words[0] == "CMD" else words
+
+
+def listening_ports(name: str, service: dict[str, Any]) -> set[int]:
+    """The ports a service listens on inside the network, from the code's settings (tempay's
+    roles) or the image's documentation."""
+    env = env_of(service)
+    role = role_of(service) if "build" in service else None
+    if role == "webhook":
+        return {
+            int(env.get("TEMPAY_WEBHOOK_PORT", default(Settings, "webhook_port"))),
+            internal_port_of(service),
+        }
+    if role == "worker":
+        port = worker_metrics_port(service)
+        return {port} if port else set()
+    if role == "sandbox":
+        return {int(env.get("TEMPAY_SANDBOX_PORT", default(SandboxSettings, "port")))}
+    image = image_name(service)
+    if image == SERVER_IMAGE:
+        return {int(env.get("FRONTEND_GRPC_PORT", TEMPORAL_GRPC_DEFAULT))}
+    if image == UI_IMAGE:
+        return {int(env.get("TEMPORAL_UI_PORT", UI_PORT_DEFAULT))}
+    if image == GRAFANA_IMAGE and "GF_SERVER_HTTP_PORT" in env:
+        return {int(env["GF_SERVER_HTTP_PORT"])}
+    return set(IMAGE_PORTS.get(image, set()))
+
+
+_LOCAL_URL = re.compile(r"https?://(?:127\.0\.0\.1|localhost|\[::1\]):(\d+)(/\S*)?")
+
+
+def healthcheck_problems(compose: dict[str, Any]) -> list[str]:
+    """Every service that keeps running has a healthcheck, run with a command its image
+    holds, asking a port the service listens on. busybox wget saves what it fetches in the
+    working directory unless told otherwise, which fails where the image's user cannot
+    write there (Grafana's): so -O /dev/null (or --spider)."""
+    problems = []
+    once = one_shots(compose)
+    for name, service in compose["services"].items():
+        if name in once:
+            continue
+        argv = healthcheck_argv(service)
+        if argv is None:
+            problems.append(f"{name}: no healthcheck")
+            continue
+        image = image_name(service)
+        commands = BUILT_COMMANDS if "build" in service else IMAGE_COMMANDS.get(image)
+        if commands is None:
+            problems.append(f"{name}: no command known to exist in {image}")
+        elif PurePosixPath(argv[0]).name not in commands:
+            problems.append(
+                f"{name}: healthcheck runs {argv[0]!r}, which {image or 'the image'} lacks"
+            )
+        if PurePosixPath(argv[0]).name == "wget" and not (
+            "--spider" in argv or any(a == "/dev/null" or a.endswith("=/dev/null") for a in argv)
+        ):
+            problems.append(f"{name}: wget saves to the working directory: add -O /dev/null")
+        ports = listening_ports(name, service)
+        for match in _LOCAL_URL.finditer(" ".join(argv)):
+            if int(match.group(1)) not in ports:
+                problems.append(
+                    f"{name}: healthcheck asks port {match.group(1)}, the service listens on "
+                    f"{sorted(ports)}"
+                )
+    return problems
+
+
+def worker_metrics_port(service: dict[str, Any]) -> int:
+    env = env_of(service)
+    return int(env.get("TEMPAY_WORKER_METRICS_PORT", default(Settings, "worker_metrics_port")))
+
+
+def worker_metrics_problems(compose: dict[str, Any]) -> list[str]:
+    """The worker's metrics reach Prometheus in the network (every interface inside the
+    container; the default 127.0.0.1 is the container's own loopback), are on, and are not
+    published on the host."""
+    problems = []
+    for name, service in running(compose, "worker").items():
+        env = env_of(service)
+        port = worker_metrics_port(service)
+        if port == 0:
+            problems.append(f"{name}: TEMPAY_WORKER_METRICS_PORT=0 turns the metrics off")
+        if env.get("TEMPAY_WORKER_METRICS_HOST") != "0.0.0.0":
+            problems.append(
+                f"{name}: TEMPAY_WORKER_METRICS_HOST must be 0.0.0.0 in a container (its "
+                f"default {default(Settings, 'worker_metrics_host')} is the container's own "
+                "loopback, out of Prometheus's reach)"
+            )
+        if any(p.container == port and p.host is not None for p in ports_of(service)):
+            problems.append(f"{name}: metrics port {port} published on the host")
+    return problems
+
+
+def _option(argv: list[str], flag: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"{flag}="):
+            return arg.split("=", 1)[1]
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+@dataclass(frozen=True)
+class PrometheusFiles:
+    config: dict[str, Any]
+    rules: list[dict[str, Any]]
+
+
+def prometheus_files(compose: dict[str, Any]) -> tuple[PrometheusFiles | None, list[str]]:
+    """The configuration and rule files the prometheus service reads, from the repository
+    files its bind mounts hold (parsed)."""
+    name, service = one(by_image(compose, PROMETHEUS_IMAGE), PROMETHEUS_IMAGE)
+    container_path = _option(argv_of(service), "--config.file") or "/etc/prometheus/prometheus.yml"
+    path = host_path(service, container_path)
+    if path is None or not path.is_file():
+        return None, [f"{name}: --config.file {container_path} is not a mounted repository file"]
+    config = yaml.safe_load(path.read_text())
+    problems = []
+    rules = []
+    for pattern in config.get("rule_files") or []:
+        rule_path = host_path(service, str(pattern))
+        if rule_path is None or not rule_path.is_file():
+            problems.append(f"{name}: rule file {pattern} is not a mounted repository file")
+            continue
+        rules.append(yaml.safe_load(rule_path.read_text()))
+    if not rules:
+        problems.append(f"{name}: no rule files, so no alerts")
+    return PrometheusFiles(config, rules), problems
+
+
+def scrape_targets(job: dict[str, Any]) -> list[tuple[str, int, str]]:
+    """(host, port, how) of a scrape job's static and DNS (type A) targets."""
+    targets = []
+    for static in job.get("static_configs") or []:
+        for target in static.get("targets") or []:
+            host, _, port = str(target).rpartition(":")
+            targets.append((host, int(port), "static"))
+    for dns in job.get("dns_sd_configs") or []:
+        for host in dns.get("names") or []:
+            targets.append((str(host), int(dns.get("port", 0)), "dns"))
+    return targets
+
+
+def scrape_problems(compose: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """Every target is a compose service on the port it serves /metrics on: the webhook's
+    internal listener (the public one answers 404 for /metrics) and each worker's metrics
+    port, found through DNS so that every `--scale` replica is scraped. Both are scraped."""
+    services = compose["services"]
+    hook, hook_service = one(running(compose, "webhook"), "`tempay webhook`")
+    metrics_ports = {hook: {internal_port_of(hook_service)}}
+    workers = running(compose, "worker")
+    for name, service in workers.items():
+        metrics_ports[name] = {worker_metrics_port(service)}
+    problems = []
+    scraped: set[str] = set()
+    for job in config.get("scrape_configs") or []:
+        job_name = job.get("job_name", "?")
+        if job.get("metrics_path", "/metrics") != "/metrics":
+            problems.append(f"job {job_name}: metrics_path {job['metrics_path']}, not /metrics")
+        if job.get("scheme", "http") != "http":
+            problems.append(f"job {job_name}: scheme {job['scheme']}: the listeners speak http")
+        targets = scrape_targets(job)
+        if not targets:
+            problems.append(f"job {job_name}: no targets")
+        for host, port, how in targets:
+            if host not in services:
+                problems.append(f"job {job_name}: {host}:{port}: {host} is not a service")
+                continue
+            if host not in metrics_ports:
+                problems.append(f"job {job_name}: {host} serves no tempay metrics")
+                continue
+            if port not in metrics_ports[host]:
+                problems.append(
+                    f"job {job_name}: {host}:{port}, but {host} serves /metrics on "
+                    f"{sorted(metrics_ports[host])}"
+                )
+                continue
+            if host in workers and how != "dns":
+                problems.append(
+                    f"job {job_name}: static {host}:{port} scrapes one replica of --scale; "
+                    "use dns_sd_configs (type A)"
+                )
+            scraped.add(host)
+    problems += [f"{name} is not scraped" for name in sorted(set(metrics_ports) - scraped)]
+    return problems
+
+
+# --- metric names: what tempay exports ---------------------------------------------------
+
+
+def webhook_metric_names() -> dict[str, tuple[str, ...]]:
+    """The webhook's prometheus_client metrics as exposed (a counter `x` or `x_total` as
+    `x_total`, a histogram as `_bucket`, `_sum`, `_count`), with their label names."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from webhook import metrics
+
+    names: dict[str, tuple[str, ...]] = {}
+    for collector in vars(metrics).values():
+        if not isinstance(collector, MetricWrapperBase):
+            continue
+        labels = tuple(collector._labelnames)
+        for family in collector.describe():
+            suffixes = {
+                "counter": ("_total", "_created"),
+                "histogram": ("_bucket", "_sum", "_count", "_created"),
+                "summary": ("_sum", "_count", "_created"),
+            }.get(family.type, ("",))
+            for suffix in suffixes:
+                names[family.name + suffix] = labels + (("le",) if suffix == "_bucket" else ())
+    return names
+
+
+def _module_constants(tree: ast.Module) -> dict[str, str]:
+    return {
+        target.id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+
+
+def _python_files(packages: Iterable[str]) -> Iterator[Path]:
+    for package in packages:
+        yield from sorted((ROOT / package).rglob("*.py"))
+
+
+def worker_metric_names() -> dict[str, tuple[str, ...]]:
+    """The metrics workflows and activities create through Temporal's metric meters, read
+    from the source: the first argument of each `create_counter(...)` (and histogram,
+    gauge), a string or a module constant. The SDK's Prometheus exporter adds no `_total`
+    (tests/ops/test_worker_metrics.py scrapes them so); histograms get `_bucket`, `_sum`,
+    `_count`. Labels: the keys of the attribute dicts passed to `.add`/`.record` cannot be
+    tied to a name statically, so none are claimed."""
+    names: dict[str, tuple[str, ...]] = {}
+    for path in _python_files(METER_PACKAGES):
+        tree = ast.parse(path.read_text(), str(path))
+        constants = _module_constants(tree)
+        for node in ast.walk(tree):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in _METER_KINDS
+                and node.args
+            ):
+                continue
+            arg = node.args[0]
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                name = arg.value
+            elif isinstance(arg, ast.Name) and arg.id in constants:
+                name = constants[arg.id]
+            else:
+                raise ValueError(f"{path}:{node.lineno}: a metric name this check cannot read")
+            if _METER_KINDS[node.func.attr] == "histogram":
+                names |= {f"{name}{s}": () for s in ("_bucket", "_sum", "_count")}
+            else:
+                names[name] = ()
+    return names
+
+
+def tempay_metric_names() -> set[str]:
+    return set(webhook_metric_names()) | set(worker_metric_names())
+
+
+def source_strings(
+    packages: Iterable[str] = ("webhook", "workflows", "activities", "tempay"),
+) -> set[str]:
+    """Every string literal in the code (label values such as outcomes and statuses are
+    written there, as literals or enum values)."""
+    found: set[str] = set()
+    for path in _python_files(packages):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                found.add(node.value)
+    return found
+
+
+# --- PromQL, read as far as the checks need ----------------------------------------------
+
+_PROMQL_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
+_PROMQL_SELECTOR = re.compile(r"\{[^{}]*\}")
+_PROMQL_RANGE = re.compile(r"\[[^\]]*\]")
+_PROMQL_GROUPING = re.compile(
+    r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)", re.IGNORECASE
+)
+_PROMQL_IDENT = re.compile(r"(?<![\w:.$])([A-Za-z_:][A-Za-z0-9_:]*)(\s*\()?")
+_PROMQL_WORDS = {
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "bool",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "inf",
+    "nan",
+    "atan2",
+}
+_MATCHER = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+_SELECTOR_WITH_NAME = re.compile(r"([A-Za-z_:][A-Za-z0-9_:]*)\s*\{([^{}]*)\}")
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """The metric names an expression selects (identifiers that are not functions,
+    keywords, label names or numbers)."""
+    text = _PROMQL_STRING.sub('""', expr)
+    text = _PROMQL_SELECTOR.sub(" ", text)
+    text = _PROMQL_RANGE.sub(" ", text)
+    text = _PROMQL_GROUPING.sub(" ", text)
+    text = re.sub(r"\$\w+", " ", text)  # Grafana variables
+    names = set()
+    for match in _PROMQL_IDENT.finditer(text):
+        word, call = match.groups()
+        if call or word.lower() in _PROMQL_WORDS:
+            continue
+        names.add(word)
+    return names
+
+
+def promql_matchers(expr: str) -> list[tuple[str, str, str, str]]:
+    """(metric, label, operator, value) of every matcher written on a named metric."""
+    found = []
+    for metric, body in _SELECTOR_WITH_NAME.findall(expr):
+        for label, op, value in _MATCHER.findall(body):
+            found.append((metric, label, op, value))
+    return found
+
+
+def _balanced(expr: str) -> bool:
+    pairs = {")": "(", "]": "[", "}": "{"}
+    stack = []
+    for char in _PROMQL_STRING.sub('""', expr):
+        if char in "([{":
+            stack.append(char)
+        elif char in pairs:
+            if not stack or stack.pop() != pairs[char]:
+                return False
+    return not stack
+
+
+def expression_problems(
+    where: str,
+    expr: str,
+    known: set[str],
+    recorded: set[str],
+    label_values: set[str],
+    task_queues: set[str],
+) -> list[str]:
+    """An expression (a panel's query or a rule's) selects only metrics that exist, with
+    label values the code writes and task queues tempay polls."""
+    problems = []
+    if not expr.strip():
+        return [f"{where}: empty expression"]
+    if not _balanced(expr):
+        problems.append(f"{where}: unbalanced brackets in {expr!r}")
+    for name in sorted(promql_metric_names(expr)):
+        if name not in known | recorded | PROMETHEUS_OWN:
+            problems.append(f"{where}: {name} is not a metric tempay exports")
+    for metric, label, op, value in promql_matchers(expr):
+        if label == "task_queue":
+            wanted = {value} if op == "=" else set(value.split("|"))
+            if op in ("=", "=~") and not wanted <= task_queues:
+                problems.append(
+                    f"{where}: task_queue {value!r}, tempay polls {sorted(task_queues)}"
+                )
+        elif metric.startswith("tempay_") and label not in ("job", "instance"):
+            values = {value} if op in ("=", "!=") else set(value.split("|"))
+            unknown = sorted(v for v in values if v not in label_values)
+            if unknown:
+                problems.append(f"{where}: {metric} {label} {unknown}: not a value the code writes")
+    return problems
+
+
+def task_queues(compose: dict[str, Any]) -> set[str]:
+    """The task queues compose's workers poll: TEMPAY_TASK_QUEUE and its status queue."""
+    queues = set()
+    for service in running(compose, "worker").values():
+        settings = Settings(task_queue=env_of(service).get("TEMPAY_TASK_QUEUE", "tempay"))
+        queues |= {settings.task_queue, settings.status_query_task_queue}
+    return queues
+
+
+# --- rules ---------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
+_METRIC_NAME = re.compile(r"^[A-Za-z_:][A-Za-z0-9_:]*$")
+SEVERITIES = {"page", "ticket"}
+STATUS_CAP_RECORD = "tempay:status_query_rate_cap"
+
+
+def recorded_names(rule_files: list[dict[str, Any]]) -> set[str]:
+    return {
+        str(rule["record"])
+        for rules in rule_files
+        for group in (rules or {}).get("groups") or []
+        for rule in group.get("rules") or []
+        if "record" in rule
+    }
+
+
+def markdown_anchors(text: str) -> set[str]:
+    """GitHub's anchors for a markdown file's headings."""
+    anchors = set()
+    for line in text.splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            slug = re.sub(r"[^\w\- ]", "", title).replace(" ", "-")
+            anchors.add(slug)
+    return anchors
+
+
+def rule_problems(rule_files: list[dict[str, Any]], doc_anchors: set[str]) -> list[str]:
+    """Prometheus's rule-file structure (promtool is not here): groups with unique names,
+    each rule an alert or a recording with an expression; an alert has a `for` that is a
+    duration, a severity, a summary, a description and a runbook that is a section of
+    docs/observability.md."""
+    problems = []
+    alerts: set[str] = set()
+    groups: set[str] = set()
+    for rules in rule_files:
+        if not isinstance(rules, dict) or not isinstance(rules.get("groups"), list):
+            problems.append("a rule file has no `groups` list")
+            continue
+        for group in rules["groups"]:
+            name = group.get("name")
+            if not name or name in groups:
+                problems.append(f"group {name!r}: missing or repeated name")
+            groups.add(str(name))
+            if not group.get("rules"):
+                problems.append(f"group {name}: no rules")
+            for rule in group.get("rules") or []:
+                kinds = [k for k in ("alert", "record") if k in rule]
+                if len(kinds) != 1:
+                    problems.append(f"group {name}: a rule must be an alert or a record: {rule}")
+                    continue
+                title = str(rule[kinds[0]])
+                if not isinstance(rule.get("expr"), str) or not rule["expr"].strip():
+                    problems.append(f"{title}: no expr")
+                extra = set(rule) - {
+                    "alert",
+                    "record",
+                    "expr",
+                    "for",
+                    "keep_firing_for",
+                    "labels",
+                    "annotations",
+                }
+                if extra:
+                    problems.append(f"{title}: unknown keys {sorted(extra)}")
+                if kinds == ["record"]:
+                    if not _METRIC_NAME.match(title) or ":" not in title:
+                        problems.append(f"{title}: a recording rule's name is level:metric:ops")
+                    continue
+                if title in alerts:
+                    problems.append(f"{title}: two alerts of that name")
+                alerts.add(title)
+                if "for" in rule and not _DURATION.match(str(rule["for"])):
+                    problems.append(f"{title}: for {rule['for']!r} is not a duration")
+                severity = (rule.get("labels") or {}).get("severity")
+                if severity not in SEVERITIES:
+                    problems.append(
+                        f"{title}: severity {severity!r}, not one of {sorted(SEVERITIES)}"
+                    )
+                annotations = rule.get("annotations") or {}
+                for key in ("summary", "description", "runbook"):
+                    if not annotations.get(key):
+                        problems.append(f"{title}: no {key} annotation")
+                runbook = str(annotations.get("runbook", ""))
+                page, _, anchor = runbook.partition("#")
+                if runbook and (page != "docs/observability.md" or anchor not in doc_anchors):
+                    problems.append(
+                        f"{title}: runbook {runbook} is not a section of docs/observability.md"
+                    )
+    return problems
+
+
+def rule_expressions(rule_files: list[dict[str, Any]]) -> Iterator[tuple[str, str]]:
+    for rules in rule_files:
+        for group in (rules or {}).get("groups") or []:
+            for rule in group.get("rules") or []:
+                yield str(rule.get("alert") or rule.get("record")), str(rule.get("expr", ""))
+
+
+def status_cap_problems(compose: dict[str, Any], rule_files: list[dict[str, Any]]) -> list[str]:
+    """The recorded cap is the workers' TEMPAY_STATUS_QUERY_RATE_CAP (their setting in
+    compose, else the code's default)."""
+    caps = {
+        float(
+            env_of(s).get(
+                "TEMPAY_STATUS_QUERY_RATE_CAP", default(Settings, "status_query_rate_cap")
+            )
+        )
+        for s in running(compose, "worker").values()
+    }
+    exprs = [e for n, e in rule_expressions(rule_files) if n == STATUS_CAP_RECORD]
+    if len(exprs) != 1:
+        return [f"{STATUS_CAP_RECORD} is recorded {len(exprs)} times, not once"]
+    match = re.fullmatch(r"\s*vector\(\s*([0-9.]+)\s*\)\s*", exprs[0])
+    if match is None or {float(match.group(1))} != caps:
+        return [f"{STATUS_CAP_RECORD} = {exprs[0].strip()}, the workers' cap is {sorted(caps)}"]
+    return []
+
+
+# What needs a person, as the alert expressions must show it: (what, metric, matcher).
+REQUIRED_ALERTS = (
+    ("late money", "tempay_notifications_total", 'outcome="late_money"'),
+    ("reviews piling up", "tempay_settlements", 'status="NEEDS_REVIEW"'),
+    ("merchant deliveries failing", "tempay_merchant_deliveries", 'outcome="failed_attempt"'),
+    ("status queries at the cap", STATUS_CAP_RECORD, ""),
+    ("webhook 5xx", "tempay_notifications_total", 'outcome="temporal_unavailable"'),
+)
+
+
+def coverage_problems(
+    exprs: Iterable[str], required: Iterable[tuple[str, str, str]], what: str
+) -> list[str]:
+    exprs = list(exprs)
+    return [
+        f"no {what} for {topic} ({metric}{'{' + matcher + '}' if matcher else ''})"
+        for topic, metric, matcher in required
+        if not any(metric in promql_metric_names(e) and matcher in e for e in exprs)
+    ]
+
+
+# --- Grafana -------------------------------------------------------------------------------
+
+REQUIRED_PANELS = (
+    ("settlements by status", "tempay_settlements", ""),
+    ("notification outcomes", "tempay_notifications_total", ""),
+    ("ack latency", "tempay_notification_ack_seconds_bucket", ""),
+    ("status-query rate", "temporal_activity_execution_latency_count", 'task_queue="'),
+    ("the cap", STATUS_CAP_RECORD, ""),
+    ("merchant delivery backlog", "tempay_merchant_deliveries", 'outcome="failed_attempt"'),
+    ("late money", "tempay_notifications_total", 'outcome="late_money"'),
+)
+
+
+@dataclass(frozen=True)
+class GrafanaFiles:
+    datasources: list[dict[str, Any]]
+    dashboards: dict[str, dict[str, Any]]  # file name -> parsed JSON
+
+
+def grafana_files(compose: dict[str, Any]) -> tuple[GrafanaFiles | None, list[str]]:
+    """Grafana's provisioning, as mounted: data sources and dashboard providers under
+    /etc/grafana/provisioning, and the dashboards in each provider's path (YAML and JSON
+    must parse)."""
+    name, service = one(by_image(compose, GRAFANA_IMAGE), GRAFANA_IMAGE)
+    problems: list[str] = []
+    root = host_path(service, "/etc/grafana/provisioning")
+    if root is None or not root.is_dir():
+        return None, [f"{name}: /etc/grafana/provisioning is not a mounted repository folder"]
+    datasources: list[dict[str, Any]] = []
+    for path in sorted((root / "datasources").glob("*.y*ml")):
+        datasources += (yaml.safe_load(path.read_text()) or {}).get("datasources") or []
+    dashboards: dict[str, dict[str, Any]] = {}
+    providers = [
+        provider
+        for path in sorted((root / "dashboards").glob("*.y*ml"))
+        for provider in (yaml.safe_load(path.read_text()) or {}).get("providers") or []
+    ]
+    if not providers:
+        problems.append(f"{name}: no dashboard provider")
+    for provider in providers:
+        folder = host_path(service, str((provider.get("options") or {}).get("path", "")))
+        if folder is None or not folder.is_dir():
+            problems.append(f"{name}: provider {provider.get('name')}: its path is not mounted")
+            continue
+        for path in sorted(folder.glob("*.json")):
+            try:
+                dashboards[path.name] = json.loads(path.read_text())
+            except json.JSONDecodeError as exc:
+                problems.append(f"{path.name}: not JSON: {exc}")
+        if not list(folder.glob("*.json")):
+            problems.append(f"{name}: provider {provider.get('name')}: no dashboards")
+    return GrafanaFiles(datasources, dashboards), problems
+
+
+def datasource_problems(compose: dict[str, Any], datasources: list[dict[str, Any]]) -> list[str]:
+    """Each data source has a uid and points at a service of the profile, on a port it
+    listens on; exactly one is the default."""
+    problems = []
+    services = compose["services"]
+    for source in datasources:
+        label = source.get("name", "?")
+        if not source.get("uid") or not source.get("type"):
+            problems.append(f"datasource {label}: no uid or type")
+        match = re.fullmatch(r"https?://([^:/]+):(\d+)/?", str(source.get("url", "")))
+        if match is None:
+            problems.append(
+                f"datasource {label}: url {source.get('url')!r} is not http://service:port"
+            )
+            continue
+        host, port = match.group(1), int(match.group(2))
+        if host not in services:
+            problems.append(f"datasource {label}: {host} is not a service")
+        elif OBSERVABILITY_PROFILE not in (services[host].get("profiles") or []):
+            problems.append(
+                f"datasource {label}: {host} is not in the {OBSERVABILITY_PROFILE} profile"
+            )
+        elif port not in listening_ports(host, services[host]):
+            problems.append(f"datasource {label}: {host} does not listen on {port}")
+    if sum(1 for s in datasources if s.get("isDefault")) != 1:
+        problems.append("exactly one datasource must be the default")
+    return problems
+
+
+def dashboard_targets(dashboard: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(panel, target) of every query, rows' nested panels included."""
+    pending = list(dashboard.get("panels") or [])
+    while pending:
+        panel = pending.pop(0)
+        pending += panel.get("panels") or []
+        for target in panel.get("targets") or []:
+            yield panel, target
+
+
+def dashboard_problems(dashboard: dict[str, Any], datasource_uids: set[str]) -> list[str]:
+    """A dashboard Grafana can load: a uid and title, panels with unique ids and a place on
+    the grid, each query an expression against a provisioned data source."""
+    problems = []
+    if not dashboard.get("uid") or not dashboard.get("title"):
+        problems.append("dashboard: no uid or title")
+    ids = [p.get("id") for p in dashboard.get("panels") or []]
+    if len(ids) != len(set(ids)) or None in ids:
+        problems.append("dashboard: panel ids missing or repeated")
+    for panel in dashboard.get("panels") or []:
+        if not panel.get("title") or not panel.get("gridPos") or not panel.get("targets"):
+            problems.append(f"panel {panel.get('id')}: no title, gridPos or queries")
+    for panel, target in dashboard_targets(dashboard):
+        uid = (target.get("datasource") or panel.get("datasource") or {}).get("uid")
+        if uid not in datasource_uids:
+            problems.append(f"panel {panel.get('title')!r}: datasource {uid!r} is not provisioned")
+        if not str(target.get("expr", "")).strip():
+            problems.append(f"panel {panel.get('title')!r}: a query without an expression")
+    return problems
+
+
+def tracing_env_problems(compose: dict[str, Any]) -> list[str]:
+    """The webhook and worker name themselves to OpenTelemetry, each differently, and take
+    the OTLP endpoint from .env or the shell only (written here, it would send traces to a
+    collector that runs only under the profile)."""
+    problems = []
+    names: dict[str, str] = {}
+    for name, service in talking_to_temporal(compose).items():
+        env = env_of(service)
+        service_name = env.get("OTEL_SERVICE_NAME")
+        if not service_name:
+            problems.append(f"{name}: no OTEL_SERVICE_NAME")
+        elif service_name in names.values():
+            problems.append(f"{name}: OTEL_SERVICE_NAME {service_name} is another service's too")
+        else:
+            names[name] = service_name
+        for key in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+            if key not in env:
+                problems.append(f"{name}: {key} is not passed through")
+            elif env[key]:
+                problems.append(f"{name}: {key}={env[key]}: it must come from .env (no value here)")
     return problems
