@@ -29,6 +29,7 @@ from providers.sandbox.adapter import SandboxAdapter
 from providers.sandbox.channels import SANDBOX_CHANNELS
 from providers.sandbox.keys import (
     MERCHANT_PUBLIC_KEY_NAME,
+    PUBLIC_KEY_NAME,
     ensure_merchant_keypair,
     load_private_key,
     load_public_key,
@@ -44,13 +45,15 @@ from tempay.channels import (
     QrCodeAction,
     RedirectAction,
 )
-from tempay.domain import PaymentOrder
+from tempay.domain import PaymentOrder, ProviderPaymentState, ProviderRefundState, RefundRequest
 from tempay.errors import ProviderRejected
+from tempay.statements import StatementLineKind
 from tests.support.providers.sandbox import (
     Receiver,
     Sandbox,
     eventually,
     order_request,
+    running_receiver,
     running_sandbox,
     sign_lines,
     verify_lines,
@@ -70,14 +73,19 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 async def sandbox(data_dir: Path, receiver: Receiver) -> AsyncIterator[Sandbox]:
-    async with running_sandbox(data_dir, receiver) as sandbox:
+    async with running_sandbox(data_dir, receiver, refund_delay_seconds=0) as sandbox:
         yield sandbox
 
 
 @pytest.fixture(scope="module")
 async def adapter(sandbox: Sandbox, data_dir: Path) -> AsyncIterator[SandboxAdapter]:
     """Built as `tempay worker` builds it: its merchant key in the data dir's sandbox folder."""
-    adapter = SandboxAdapter(sandbox.url, timeout=5, merchant_key_directory=data_dir / "sandbox")
+    adapter = SandboxAdapter(
+        sandbox.url,
+        timeout=5,
+        public_key_file=data_dir / "sandbox" / PUBLIC_KEY_NAME,
+        merchant_key_directory=data_dir / "sandbox",
+    )
     yield adapter
     await adapter.aclose()
 
@@ -662,10 +670,11 @@ async def test_the_checkout_page_of_a_wallet_payment_has_no_pay_button(
 
 
 async def test_the_wallet_without_the_merchants_key_is_503_and_changes_nothing(
-    tmp_path: Path, receiver: Receiver
+    tmp_path: Path,
 ) -> None:
     """A sandbox whose data dir has no merchant key yet cannot verify: 503, not a payment."""
-    async with running_sandbox(tmp_path, receiver) as bare:
+    # Its own receiver: a sandbox makes its receiver trust its key, and no other's.
+    async with running_receiver() as receiver, running_sandbox(tmp_path, receiver) as bare:
         created = await bare.create(channel="wechat_app")
         elsewhere = tmp_path / "elsewhere"
         key = load_private_key(ensure_merchant_keypair(elsewhere)[0])
@@ -682,6 +691,65 @@ async def test_the_wallet_without_the_merchants_key_is_503_and_changes_nothing(
         response = await bare.client.post("/wallet", json={"kind": "app", "parameters": params})
         assert response.status_code == 503 and "merchant_public.pem" in response.text
         assert await unchanged(bare, created["out_trade_no"])
+
+
+# After the payer: the same paths as every channel
+
+
+@pytest.mark.parametrize(
+    "channel", ["wechat_native", "wechat_jsapi", "alipay_app", "stripe_payment_intent"]
+)
+async def test_a_payment_on_a_new_channel_is_notified_queried_refunded_and_in_the_statement(
+    sandbox: Sandbox, adapter: SandboxAdapter, channel: str
+) -> None:
+    order = order_on(channel, sandbox.receiver, **payer_for(channel))
+    created = await adapter.create_payment(order)
+    action = created.payer_action
+    if isinstance(action, QrCodeAction):
+        paid = await sandbox.client.post(action.content + "/pay")  # scanned, then Pay
+    else:
+        assert action is not None
+        paid = await wallet_act(sandbox, "pay", action.model_dump())
+    assert paid.status_code == 200, paid.text
+    await settled_by_notification(sandbox, order.order_id, "TRADE_SUCCESS")
+
+    # The signed notification, as tempay's webhook reads it.
+    [(headers, body)] = [
+        (h, b)
+        for h, b in sandbox.receiver.raw
+        if json.loads(b).get("out_trade_no") == order.order_id
+    ]
+    observed = adapter.parse_notification(headers, body)
+    assert (observed.state, observed.amount, observed.currency) == (
+        ProviderPaymentState.PAID,
+        Decimal("10.00"),
+        "CNY",
+    )
+    queried = await adapter.query_payment(order)
+    assert (queried.state, queried.amount) == (ProviderPaymentState.PAID, Decimal("10.00"))
+
+    refund = RefundRequest(
+        order_id=order.order_id,
+        refund_id=f"rf-{uuid.uuid4().hex[:12]}",
+        amount=Decimal("4.00"),
+        currency="CNY",
+        reason="one item back",
+        notify_url=sandbox.receiver.notify_url,
+    )
+    await adapter.create_refund(refund)
+
+    async def refunded() -> bool:
+        found = await adapter.query_refund(refund)
+        return found is not None and found.state is ProviderRefundState.SUCCEEDED
+
+    await eventually(refunded)
+    trade = await sandbox.status(order.order_id)
+    day = datetime.fromisoformat(trade["paid_at"]).astimezone(CHINA).date()
+    lines = [line async for line in adapter.statement(day) if line.order_id == order.order_id]
+    assert sorted((line.kind, line.amount) for line in lines) == [
+        (StatementLineKind.PAYMENT, Decimal("10.00")),
+        (StatementLineKind.REFUND, Decimal("4.00")),
+    ]
 
 
 # Stored trades
