@@ -7,7 +7,6 @@ import asyncio
 import getpass
 import importlib
 import json
-import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -43,6 +42,7 @@ from tempay.errors import (
     TransactionNotFound,
     WorkerUnavailable,
 )
+from tempay.logs import configure_logging
 from tempay.settings import Settings, get_settings
 from tempay.temporal import connect
 from transactions import (
@@ -658,11 +658,7 @@ def main(argv: list[str] | None = None) -> None:
         first = exc.errors()[0]
         _fail(f"bad setting {'.'.join(map(str, first['loc']))}: {first['msg']}")
     if args.command in ("worker", "webhook", "sandbox", "dev"):
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-        )
-        logging.getLogger("httpx").setLevel(logging.WARNING)
-        logging.getLogger("alembic").setLevel(logging.WARNING)  # its schema checks, per start
+        configure_logging(settings)
     run: Callable[[argparse.Namespace, Settings], Awaitable[int] | int] = args.run
     try:
         result = run(args, settings)

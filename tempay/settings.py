@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     temporal_plaintext: bool = False
     task_queue: str = "tempay"
     data_dir: Path = Path(".tempay")
+    # Servers' logs (tempay/logs.py): the level, and `text` for a person or `json` (one
+    # object per line, with the transaction's ids) for a log pipeline.
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
     # The book (book/), tempay's system of record: TEMPAY_DATABASE_URL, `postgresql://...`
     # for PostgreSQL; unset: SQLite at {data_dir}/tempay.db. Secret: it may hold a password.
     database_url: SecretStr | None = None
@@ -153,6 +157,14 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
     # How long an /api call waits for the worker and provider before answering 504.
     api_timeout: Duration = timedelta(seconds=30)
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("TEMPAY_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        return level
 
     @field_validator("retention")
     @classmethod

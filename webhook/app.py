@@ -44,6 +44,7 @@ from tempay.domain import (
     withdrawal_workflow_id,
 )
 from tempay.errors import BookUnavailable, InvalidInput, NotificationError, TemporalUnavailable
+from tempay.logs import configure_logging
 from tempay.settings import Settings, get_settings
 from tempay.temporal import connect, connect_config
 from webhook import server
@@ -467,18 +468,19 @@ def _add_notify(
         except RecursionError:
             # JSON nested past the parser's limit (json.loads raises this, not a ValueError).
             return _refuse(adapter, 400, "malformed notification: nested too deeply"), "malformed"
+        ids = {"workflow_id": workflow_id, "provider": adapter.name}
         try:
             client = await temporal.get()
             handle = client.get_workflow_handle(workflow_id)
             await handle.signal("notify", observation, rpc_timeout=settings.signal_timeout)
         except TemporalUnavailable as exc:
-            log.error("notification for %s not held: %s", workflow_id, exc)
+            log.error("notification for %s not held: %s", workflow_id, exc, extra=ids)
             return _refuse(
                 adapter, 503, "Temporal unavailable, retry later"
             ), "temporal_unavailable"
         except RPCError as exc:
             if exc.status is not RPCStatusCode.NOT_FOUND:
-                log.error("signal to %s failed: %s", workflow_id, exc)
+                log.error("signal to %s failed: %s", workflow_id, exc, extra=ids)
                 return _refuse(
                     adapter, 503, "Temporal unavailable, retry later"
                 ), "temporal_unavailable"
@@ -492,13 +494,16 @@ def _add_notify(
         observation: ProviderObservation,
     ) -> tuple[Response, str]:
         """A signal is refused both for finished workflows and for ones that never existed."""
+        ids = {"workflow_id": workflow_id, "provider": adapter.name}
         try:
             description = await client.get_workflow_handle(workflow_id).describe(
                 rpc_timeout=settings.signal_timeout
             )
         except RPCError as exc:
             if exc.status is RPCStatusCode.NOT_FOUND:
-                log.warning("notification for unknown transaction %s ignored", workflow_id)
+                log.warning(
+                    "notification for unknown transaction %s ignored", workflow_id, extra=ids
+                )
                 return _refuse(adapter, 404, f"unknown order ({workflow_id})"), "unknown_order"
             return _refuse(
                 adapter, 503, "Temporal unavailable, retry later"
@@ -512,6 +517,7 @@ def _add_notify(
                 adapter.name,
                 workflow_id,
                 made_with,
+                extra=ids,
             )
             return _refuse(adapter, 404, f"unknown order ({workflow_id})"), "other_provider"
         status = attributes.get(sa.PAYMENT_STATUS)
@@ -530,9 +536,12 @@ def _add_notify(
                 observation.amount,
                 observation.currency,
                 observation.provider_trade_no,
+                extra=ids,
             )
             return _acknowledge(adapter), "late_money"
-        log.info("notification for settled %s acknowledged; nothing changes", workflow_id)
+        log.info(
+            "notification for settled %s acknowledged; nothing changes", workflow_id, extra=ids
+        )
         return _acknowledge(adapter), "already_settled"
 
 
@@ -568,7 +577,7 @@ async def serve_webhook(settings: Settings) -> None:
 
 def main() -> None:
     settings = get_settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings)
     try:
         asyncio.run(serve_webhook(settings))
     except ListenError as exc:

@@ -25,6 +25,7 @@ import json
 import logging
 import signal
 import socket
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from tempay.settings import Settings
 
 log = logging.getLogger("tempay.webhook")
+access = logging.getLogger("tempay.access")
 
 # Idle kept-alive connections close this soon after their last response (uvicorn's default).
 KEEP_ALIVE_SECONDS = 5
@@ -153,15 +155,54 @@ class Listener:
     port: int
 
 
+class AccessLog:
+    """Pure ASGI middleware: one INFO line per request on `tempay.access`, with the
+    listener, method, path (never the query string), status and duration; never a header or
+    a body. A request that ends without a response is logged with status 0."""
+
+    def __init__(self, app: ASGIApp, listener: str) -> None:
+        self.app, self.listener = app, listener
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            duration = round((time.perf_counter() - started) * 1000, 1)
+            path = str(scope.get("path", ""))[:256]
+            access.info(
+                "%s %s %s %d %.1f ms",
+                self.listener, scope.get("method"), path, status, duration,
+                extra={
+                    "listener": self.listener, "method": scope.get("method"), "path": path,
+                    "status": status, "duration_ms": duration,
+                },
+            )  # fmt: skip
+
+
 def uvicorn_config(listener: Listener, settings: Settings) -> uvicorn.Config:
     return uvicorn.Config(
-        listener.app,
+        AccessLog(listener.app, listener.name),
         host=listener.host,
         port=listener.port,
         http=head_timeout_protocol(settings.http_header_timeout.total_seconds()),
         ws="none",
         lifespan="on",
         log_level="warning",
+        # Our AccessLog (no query strings), and the process's own logging setup (tempay/logs.py).
+        access_log=False,
+        log_config=None,
         limit_concurrency=settings.http_max_connections,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,

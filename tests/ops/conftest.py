@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from tests.support.cli import env  # noqa: F401 (a fixture: tempay dev's environment)
 from tests.support.temporal import start_dev_server
 
 
 @pytest.fixture
 async def own_dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await start_dev_server()
-    yield env
-    await env.shutdown()
+    server = await start_dev_server()
+    yield server
+    await server.shutdown()
