@@ -136,7 +136,7 @@ class JsapiParameters(BaseModel):
     nonceStr: str  # noqa: N815
     package: str  # "prepay_id=..."
     signType: str  # noqa: N815 - "RSA" (WeChat Pay v3)
-    paySign: str  # noqa: N815
+    paySign: str = Field(repr=False)  # noqa: N815
 
 
 class JsapiAction(BaseModel):
@@ -159,7 +159,7 @@ class AppParameters(BaseModel):
     package: str  # "Sign=WXPay"
     noncestr: str
     timestamp: str
-    sign: str
+    sign: str = Field(repr=False)
 
 
 class AppAction(BaseModel):
@@ -184,7 +184,7 @@ class ClientSecretAction(BaseModel):
 
     model_config = ACTION_CONFIG
     kind: Literal["client_secret"] = "client_secret"
-    client_secret: str
+    client_secret: str = Field(repr=False)
 
 
 PayerAction = Annotated[

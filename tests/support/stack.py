@@ -306,7 +306,7 @@ async def start_payment(
     currency: str = "CNY",
     timing: SettlementTiming | None = None,
     provider: str = "sandbox",
-    channel: str = "alipay_wap",
+    channel: str | None = None,
     payer_openid: str | None = None,
     payer_client_ip: str | None = None,
 ) -> tuple[WorkflowHandle[PaymentWorkflow, PaymentView], CheckoutInfo]:
