@@ -109,7 +109,7 @@ class ProviderKit:
 
     name: str
     currency: str = "CNY"
-    channel: str = "alipay_wap"
+    channel: str | None = None  # the provider's default
     # The headers that carry the signature (fuzzed with garbage), and those of them without
     # which no notification verifies (dropped by the mutations).
     signature_headers: tuple[str, ...] = ()
