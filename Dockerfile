@@ -15,13 +15,14 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY requirements ./requirements
 # --require-hashes: a file whose hash is not in the lock is refused; --no-deps: nothing the
-# lock does not name is installed. The venv has no pip of its own: this stage's pip installs
-# into it (--python).
+# lock does not name is installed; --only-binary: wheels only, so no package's build code runs
+# (pip's "secure installs"; every pin has wheels for amd64 and arm64). The venv has no pip of
+# its own: this stage's pip installs into it (--python).
 RUN python -m venv --without-pip /opt/tempay \
     && pip --python /opt/tempay/bin/python install --require-hashes --no-deps \
-        -r requirements/runtime.txt
+        --only-binary :all: -r requirements/runtime.txt
 # The build backend (pyproject.toml's [build-system]), locked too; it stays in this stage.
-RUN pip install --require-hashes --no-deps -r requirements/build.txt
+RUN pip install --require-hashes --no-deps --only-binary :all: -r requirements/build.txt
 
 COPY pyproject.toml README.md ./
 COPY tempay ./tempay

