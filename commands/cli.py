@@ -45,6 +45,7 @@ from tempay.errors import (
 from tempay.logs import configure_logging
 from tempay.settings import Settings, get_settings
 from tempay.temporal import connect
+from tempay.tracing import start_tracing
 from transactions import (
     build_order,
     build_withdrawal,
@@ -659,6 +660,11 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"bad setting {'.'.join(map(str, first['loc']))}: {first['msg']}")
     if args.command in ("worker", "webhook", "sandbox", "dev"):
         configure_logging(settings)
+    if args.command in ("worker", "webhook"):
+        try:
+            start_tracing(args.command)
+        except InvalidInput as exc:
+            _fail(str(exc))
     run: Callable[[argparse.Namespace, Settings], Awaitable[int] | int] = args.run
     try:
         result = run(args, settings)

@@ -19,6 +19,7 @@ from temporalio.client import Client
 from temporalio.envconfig import ClientConfigProfile, ClientConnectConfig
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
+from tempay import tracing
 from tempay.codec import codec_for, data_converter
 from tempay.errors import MetricsUnavailable, TemporalConfigError, TemporalUnavailable
 from tempay.settings import Settings
@@ -106,7 +107,9 @@ async def connect(
     config = connect_config(settings, env)
     converter = data_converter(codec_for(settings))
     try:
-        return await Client.connect(**config, data_converter=converter, runtime=runtime)
+        return await Client.connect(
+            **config, data_converter=converter, runtime=runtime, plugins=tracing.plugins()
+        )
     except RuntimeError as exc:
         raise TemporalUnavailable(_why_not(config, exc)) from exc
 

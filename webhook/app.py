@@ -47,6 +47,7 @@ from tempay.errors import BookUnavailable, InvalidInput, NotificationError, Temp
 from tempay.logs import configure_logging
 from tempay.settings import Settings, get_settings
 from tempay.temporal import connect, connect_config
+from tempay.tracing import instrument_app, start_tracing
 from webhook import server
 from webhook.api import create_api_router
 from webhook.codec import create_codec_app
@@ -187,6 +188,7 @@ def _create(
     if public:
         _add_notify(app, settings, adapters, temporal)
     _buffer_bodies(app, settings)
+    instrument_app(app)  # when tracing is on (tempay/tracing.py)
     return app
 
 
@@ -578,6 +580,7 @@ async def serve_webhook(settings: Settings) -> None:
 def main() -> None:
     settings = get_settings()
     configure_logging(settings)
+    start_tracing("webhook")
     try:
         asyncio.run(serve_webhook(settings))
     except ListenError as exc:
