@@ -23,6 +23,7 @@ from activities.refunds import RefundActivities
 from activities.transfers import TransferActivities
 from book import Book
 from book.migrate import open_book
+from commands.worker_health import WorkerHealth, serving_health
 from providers.base import ProviderAdapter
 from providers.registry import build_adapters
 from tempay.codec import EncryptionCodec
@@ -114,6 +115,7 @@ def build_worker(
         workflows=[*WORKFLOWS, *extra_workflows],
         workflow_runner=WORKFLOW_RUNNER,
         max_cached_workflows=settings.worker_max_cached_workflows,
+        graceful_shutdown_timeout=settings.worker_shutdown_grace,
         activities=[
             payments.create_payment,
             payments.close_payment,
@@ -137,6 +139,7 @@ def build_worker(
         activities=queries,
         max_task_queue_activities_per_second=rate,
         interceptors=[PacingInterceptor(Pacer(rate))],
+        graceful_shutdown_timeout=settings.worker_shutdown_grace,
     )
     return TempayWorkers(main, status)
 
@@ -178,8 +181,19 @@ async def run_worker(
     logging.getLogger("tempay.worker").info(
         "worker metrics %s", f"at http://{address}/metrics" if address else "off"
     )
-    async with worker:
-        await stop.wait()
+    health = WorkerHealth(client, settings.temporal_namespace, book)
+    async with serving_health(health, settings) as health_address:
+        logging.getLogger("tempay.worker").info(
+            "worker health %s", f"at http://{health_address}/readyz" if health_address else "off"
+        )
+        async with worker:
+            health.polling = True
+            await stop.wait()
+            health.stopping = True
+            logging.getLogger("tempay.worker").info(
+                "worker stopping: running activities get up to %gs (TEMPAY_WORKER_SHUTDOWN_GRACE)",
+                settings.worker_shutdown_grace.total_seconds(),
+            )
     for adapter in adapters.values():
         await adapter.aclose()
     book.close()

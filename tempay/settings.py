@@ -105,6 +105,13 @@ class Settings(BaseSettings):
     # settlements and merchant deliveries): http://{host}:{port}/metrics; port 0 turns it off.
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = Field(default=9464, ge=0, le=65535)
+    # The worker's health endpoint (commands/worker_health.py): /healthz and /readyz on
+    # http://{host}:{port}; port 0 (the default) turns it off.
+    worker_health_host: str = "127.0.0.1"
+    worker_health_port: int = Field(default=0, ge=0, le=65535)
+    # On SIGTERM the worker stops taking tasks, and its activities get this long to finish
+    # before they are cancelled (and retried elsewhere).
+    worker_shutdown_grace: Duration = timedelta(seconds=10)
     # How long a call to a provider may take before its answer counts as lost.
     provider_timeout: Duration = timedelta(seconds=10)
 

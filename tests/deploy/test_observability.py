@@ -307,8 +307,8 @@ BROKEN_COMPOSE: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ),
     (
         "worker probe other port",
-        set_env("worker", "TEMPAY_WORKER_METRICS_PORT", "9100"),
-        "worker: healthcheck asks port 9464",
+        set_env("worker", "TEMPAY_WORKER_HEALTH_PORT", "9100"),
+        "worker: healthcheck asks port 9465",
     ),
     (
         "worker loopback",

@@ -984,8 +984,11 @@ def listening_ports(name: str, service: dict[str, Any]) -> set[int]:
             internal_port_of(service),
         }
     if role == "worker":
-        port = worker_metrics_port(service)
-        return {port} if port else set()
+        ports = {worker_metrics_port(service)}
+        ports.add(
+            int(env.get("TEMPAY_WORKER_HEALTH_PORT", default(Settings, "worker_health_port")))
+        )
+        return ports - {0}
     if role == "sandbox":
         return {int(env.get("TEMPAY_SANDBOX_PORT", default(SandboxSettings, "port")))}
     image = image_name(service)
