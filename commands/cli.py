@@ -22,6 +22,7 @@ from book import Book
 from book.migrate import reading_book
 from commands.db import cmd_db_backfill, cmd_db_upgrade, cmd_export
 from providers.registry import PROVIDERS
+from tempay import __version__
 from tempay.domain import (
     OperatorAction,
     PaymentOrder,
@@ -39,6 +40,7 @@ from tempay.errors import (
     PayloadDecryptionError,
     RefundRefused,
     TemporalUnavailable,
+    ToolMissing,
     TransactionNotFound,
     WorkerUnavailable,
 )
@@ -77,6 +79,7 @@ USER_ERRORS = (
     RefundRefused,
     WorkerUnavailable,
     PayloadDecryptionError,  # history written with a key this shell does not have
+    ToolMissing,  # `tempay dev` without the dev extra
 )
 
 
@@ -436,6 +439,7 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="tempay", description="Durable payment settlement on Temporal."
     )
+    root.add_argument("--version", action="version", version=f"tempay {__version__}")
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     dev = commands.add_parser("dev", help="run the whole stack on the embedded Temporal")

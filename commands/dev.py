@@ -403,6 +403,7 @@ async def supervise(stack: Stack, stop: asyncio.Event) -> None:
 async def run_dev(settings: Settings, demo: bool = False) -> int:
     from commands.demo import run_demo
 
+    find_binary("temporal")  # before anything is written: says what to install
     try:
         settings = dev_settings(settings)
     except StackError as exc:

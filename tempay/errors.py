@@ -60,6 +60,11 @@ class TemporalUnavailable(RuntimeError):
     """Temporal's frontend cannot be reached (or refused the connection)."""
 
 
+class ToolMissing(RuntimeError):
+    """A program tempay runs (the Temporal CLI for `tempay dev`) is not installed: the
+    message says what to install."""
+
+
 class TemporalConfigError(TemporalUnavailable):
     """The Temporal connection settings cannot work (a missing certificate file, a malformed
     profile): nothing was tried."""

