@@ -294,7 +294,7 @@ async def run_scenario(
     given = (
         f"opens {checkout.payment_url}"
         if checkout.payment_url
-        else f"gets a {checkout.payer_action.kind if checkout.payer_action else 'no'} action"
+        else f"gets the {checkout.payer_action.kind if checkout.payer_action else 'no'} action"
     )
     print(f"  {order_id}: {checkout.status}, payer {given}", flush=True)
     await scenario.payer(http, checkout, order_id)
