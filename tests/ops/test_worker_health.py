@@ -21,8 +21,8 @@ from commands.worker import build_worker
 from commands.worker_health import WorkerHealth, serving_health
 from providers.registry import build_adapters
 from tempay.settings import Settings
-from tests.ops.test_worker_metrics import WorkerProcess, worker_env
 from tests.support.stack import running_stack
+from tests.support.worker_process import WorkerProcess, worker_env
 
 
 async def ready_within(url: str, seconds: float, worker: WorkerProcess) -> dict[str, object]:

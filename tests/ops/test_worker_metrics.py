@@ -28,6 +28,7 @@ from tempay.statements import ReconcileRequest
 from tempay.temporal import metrics_address, metrics_runtime
 from tests.support.cli import tempay
 from tests.support.stack import Stack, running_stack, start_payment
+from tests.support.worker_process import WorkerProcess, worker_env
 from transactions import build_withdrawal, start_withdrawal
 from transactions.reconcile import reconcile, report
 from workflows.reconciliation import ReconciliationWorkflow, reconciliation_id
@@ -85,51 +86,6 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
     del first
     gc.collect()
     assert not port_in_use(port)
-
-
-class WorkerProcess:
-    """`tempay worker` as an operator runs it, stopped with SIGTERM."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        with open(log, "wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "tempay", "worker"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise
-        return self.process.returncode
-
-
-def worker_env(stack: Stack, metrics_port: int) -> dict[str, str]:
-    s = stack.settings
-    assert s.merchant_webhook_url is not None and s.merchant_webhook_secret is not None
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPAY_", "TEMPORAL_"))}
-    return {
-        **env,
-        "TEMPORAL_ADDRESS": s.temporal_address,
-        "TEMPORAL_NAMESPACE": s.temporal_namespace,
-        "TEMPAY_TASK_QUEUE": s.task_queue,
-        "TEMPAY_DATA_DIR": str(s.data_dir),
-        "TEMPAY_SANDBOX_URL": stack.sandbox_url,
-        "TEMPAY_SANDBOX": "true",
-        "TEMPAY_WEBHOOK_URL": s.webhook_url,
-        "TEMPAY_MERCHANT_WEBHOOK_URL": s.merchant_webhook_url,
-        "TEMPAY_MERCHANT_WEBHOOK_SECRET": s.merchant_webhook_secret.get_secret_value(),
-        "TEMPAY_WORKER_METRICS_PORT": str(metrics_port),
-    }
 
 
 async def metrics_when_up(url: str, worker: WorkerProcess) -> None:
