@@ -123,6 +123,9 @@ class ChannelSpec:
     needs: frozenset[PayerField] = frozenset()
     # One line for `--help` and the API document.
     description: str = ""
+    # The payer's IP must be a public address (the provider compares it with the payer's
+    # network as the internet sees it): a private, loopback or reserved one is refused.
+    public_payer_ip: bool = False
 
 
 @dataclass(frozen=True)

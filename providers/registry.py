@@ -7,6 +7,7 @@ module that names a provider's folder (an import-linter contract in pyproject.to
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
@@ -68,6 +69,13 @@ def checked_channel(
     if missing:
         needed = "; ".join(f"{field.value}, {PAYER_FIELD_MEANING[field]}" for field in missing)
         raise InvalidInput(f"channel {offered.name} needs {needed}")
+    if offered.public_payer_ip and payer is not None and payer.client_ip is not None:
+        if not ipaddress.ip_address(payer.client_ip).is_global:
+            raise InvalidInput(
+                f"channel {offered.name} needs the payer's public IP address in "
+                "payer_client_ip: a private, loopback or reserved one is what a proxy or your "
+                "own network shows; take the address your edge saw the payer connect from"
+            )
     return offered.name, payer.only(offered.needs) if payer is not None else None
 
 

@@ -168,7 +168,7 @@ class AppAction(BaseModel):
 
     model_config = ACTION_CONFIG
     kind: Literal["app"] = "app"
-    order_string: str | None = None
+    order_string: str | None = Field(default=None, repr=False)  # signed: a credential
     parameters: AppParameters | None = None
 
     @model_validator(mode="after")

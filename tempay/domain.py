@@ -13,7 +13,13 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tempay.channels import PayerAction, PayerDetails, RedirectAction, payment_url_of
+from tempay.channels import (
+    PayerAction,
+    PayerDetails,
+    QrCodeAction,
+    RedirectAction,
+    payment_url_of,
+)
 from tempay.errors import InvalidInput
 
 # ISO 4217 minor units for the currencies tempay accepts.
@@ -286,7 +292,11 @@ class CreatedPayment(BaseModel):
     @model_validator(mode="after")
     def _action(self) -> CreatedPayment:
         if self.payer_action is None and self.payment_url:
-            self.payer_action = RedirectAction(url=self.payment_url)
+            # WeChat Pay Native answered a code_url (weixin://...): a QR code, not a page.
+            if self.payment_url.startswith("weixin://"):
+                self.payer_action = QrCodeAction(content=self.payment_url)
+            else:
+                self.payer_action = RedirectAction(url=self.payment_url)
         if self.payer_action is None:
             raise ValueError("a created payment needs a payer_action")
         self.payment_url = payment_url_of(self.payer_action)

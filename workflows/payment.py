@@ -706,6 +706,9 @@ class PaymentWorkflow(PaymentRevisions):
 
     def _settling(self, status: TransactionStatus) -> None:
         self._view.polling_since = None
+        # A payer action is a credential for paying this order: once settled it pays nothing
+        # and is shown no more (the view only: nothing in the history changes).
+        self._view.payer_action = None
         window = self._order.timing.refund_window
         opens = status in (TransactionStatus.SUCCEEDED, TransactionStatus.NEEDS_REVIEW)
         if opens and window > timedelta(0) and self._view.refund_window_ends_at is None:

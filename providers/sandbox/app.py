@@ -1070,7 +1070,7 @@ async def _submitted_action(request: Request) -> Any:
         fields = parse_qs(body.decode("utf-8"), strict_parsing=True)
         [text] = fields["payer_action"]
         return json.loads(text)
-    except (ValueError, KeyError):
+    except (ValueError, KeyError, RecursionError):  # RecursionError: JSON nested too deep
         raise PageRefusal(
             400,
             "The wallet refused this payment",

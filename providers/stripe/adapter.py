@@ -235,11 +235,11 @@ def _path_id(obj: Mapping[str, Any]) -> str:
 
 
 def channel_of(order: PaymentOrder) -> str:
-    """The order's channel: the default for orders made before channels existed."""
-    channel = DEFAULT_CHANNEL if order.channel is None else order.channel
-    if channel not in CHANNELS:
-        raise ProviderRejected(f"stripe has no channel {channel!r}: one of {', '.join(CHANNELS)}")
-    return channel
+    """The order's channel. Before Stripe had channels it ignored an order's `channel`, so an
+    order still open from then may name anything (another provider's `alipay_wap`): every
+    such order is a Checkout Session, and only `stripe_payment_intent` names the other path.
+    New orders name one of CHANNELS (build_order refuses the rest before anything starts)."""
+    return PAYMENT_INTENT if order.channel == PAYMENT_INTENT else DEFAULT_CHANNEL
 
 
 def is_tempay_intent(intent: Mapping[str, Any]) -> bool:

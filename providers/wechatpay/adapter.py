@@ -124,7 +124,13 @@ PRODUCTS: dict[str, Product] = {
             "code_url",
         ),
         Product(
-            ChannelSpec("wechat_h5", _K.REDIRECT, _IP, "a mobile browser outside WeChat"),
+            ChannelSpec(
+                "wechat_h5",
+                _K.REDIRECT,
+                _IP,
+                "a mobile browser outside WeChat",
+                public_payer_ip=True,
+            ),
             "/v3/pay/transactions/h5",
             "appid",
             "h5_url",

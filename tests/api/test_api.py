@@ -433,7 +433,9 @@ async def test_payer_details_a_channel_needs_are_checked_before_anything_starts(
     assert (await sandbox.get(f"/payments/{order_id}")).status_code == 404
 
 
-async def test_the_checkout_answer_names_what_the_payer_does(api: httpx.AsyncClient) -> None:
+async def test_the_checkout_answer_names_what_the_payer_does(
+    api: httpx.AsyncClient, sandbox: httpx.AsyncClient
+) -> None:
     """Each kind of payer action through /api, and payment_url only for the URL kinds."""
     cases: list[tuple[dict[str, Any], str, bool]] = [
         ({}, "redirect", True),
@@ -479,6 +481,12 @@ async def test_the_checkout_answer_names_what_the_payer_does(api: httpx.AsyncCli
         assert conflict.status_code == 409, conflict.text
         assert says in error_of(conflict)
         assert "oFirstPayer" not in conflict.text
+    # Settled: the action pays nothing more, and is shown no more.
+    assert (await sandbox.post(f"/sandbox/payments/{order_id}/pay", json={})).is_success
+    view = await until(api, f"/api/payments/{order_id}", lambda v: v["status"] == "SUCCEEDED")
+    assert view["payer_action"] is None
+    again = await api.post("/api/payments", json=body)
+    assert again.status_code == 200 and again.json()["payer_action"] is None
 
 
 @pytest.mark.parametrize(

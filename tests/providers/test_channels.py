@@ -76,10 +76,10 @@ def test_a_channel_refuses_an_order_without_what_it_needs(
 
 
 def test_details_the_channel_does_not_use_are_not_kept() -> None:
-    payer = PayerDetails(openid=OPENID, client_ip="203.0.113.7")
+    payer = PayerDetails(openid=OPENID, client_ip="8.8.4.4")
     assert checked_channel("wechatpay", "wechat_native", payer) == ("wechat_native", None)
     name, kept = checked_channel("wechatpay", "wechat_h5", payer)
-    assert (name, kept) == ("wechat_h5", PayerDetails(client_ip="203.0.113.7"))
+    assert (name, kept) == ("wechat_h5", PayerDetails(client_ip="8.8.4.4"))
     name, kept = checked_channel("wechatpay", "wechat_jsapi", payer)
     assert kept == PayerDetails(openid=OPENID)
     assert checked_channel("stripe", None, None) == ("stripe_checkout", None)
@@ -137,6 +137,17 @@ def test_the_checkout_answer_carries_the_action_and_payment_url_for_url_kinds(
     assert TypeAdapter(PayerAction).validate_python(wire["payer_action"]) == action
 
 
+def test_no_credential_shows_in_a_repr() -> None:
+    for action in (
+        JsapiAction(parameters=JSAPI),
+        AppAction(order_string="app_id=1&sign=SIGNATURE-VALUE"),
+        ClientSecretAction(client_secret="pi_1_secret_SECRET-VALUE"),
+    ):
+        shown = repr(CreatedPayment(provider_trade_no="T", payer_action=action))
+        for secret in ("c2lnbmF0dXJl", "SIGNATURE-VALUE", "SECRET-VALUE"):
+            assert secret not in shown, shown
+
+
 def test_jsapi_parameters_keep_wechats_field_names() -> None:
     dumped = JsapiAction(parameters=JSAPI).model_dump(mode="json")["parameters"]
     assert list(dumped) == ["appId", "timeStamp", "nonceStr", "package", "signType", "paySign"]
@@ -162,6 +173,10 @@ def test_an_answer_recorded_before_payer_actions_is_a_redirect() -> None:
     # A history written before this change holds {"provider_trade_no", "payment_url"}.
     old = CreatedPayment.model_validate({"provider_trade_no": "", "payment_url": "http://x/c"})
     assert old.payer_action == RedirectAction(url="http://x/c")
+    native = CreatedPayment.model_validate(
+        {"provider_trade_no": "", "payment_url": "weixin://wxpay/bizpayurl?pr=abc"}
+    )
+    assert native.payer_action == QrCodeAction(content="weixin://wxpay/bizpayurl?pr=abc")
     with pytest.raises(ValidationError, match="needs a payer_action"):
         CreatedPayment.model_validate({"provider_trade_no": ""})
 
@@ -183,3 +198,14 @@ def test_the_view_and_checkout_answer_carry_the_action() -> None:
 
 def test_payer_fields_are_the_api_names() -> None:
     assert {f.value for f in PayerField} == {"payer_openid", "payer_client_ip"}
+
+
+def test_wechat_pay_h5_needs_the_payers_public_address_the_sandbox_any() -> None:
+    for private in ("10.1.2.3", "127.0.0.1", "192.168.1.9", "172.17.0.1", "fd00::1"):
+        with pytest.raises(InvalidInput, match="needs the payer's public IP address") as raised:
+            checked_channel("wechatpay", "wechat_h5", PayerDetails(client_ip=private))
+        assert private not in str(raised.value)
+    public = PayerDetails(client_ip="8.8.8.8")
+    assert checked_channel("wechatpay", "wechat_h5", public) == ("wechat_h5", public)
+    local = PayerDetails(client_ip="127.0.0.1")
+    assert checked_channel("sandbox", "wechat_h5", local) == ("wechat_h5", local)

@@ -641,13 +641,16 @@ async def test_a_wrong_client_secret_is_refused_and_changes_nothing(
 
 
 async def test_the_wallet_refuses_bodies_that_are_not_a_payer_action(sandbox: Sandbox) -> None:
-    huge = await sandbox.client.post("/wallet", content=b"x" * 20_000)
+    huge = await sandbox.client.post("/wallet", content=b"x" * 70_000)
     assert huge.status_code == 413
     for body, content_type in (
         (b"{not json", "application/json"),
         (b"payer_action=%7Bnot", "application/x-www-form-urlencoded"),
         (b"other=1", "application/x-www-form-urlencoded"),
         (b"", "application/x-www-form-urlencoded"),
+        # Nested past the JSON parser's depth: RecursionError, not a ValueError.
+        (b"[" * 15_000, "application/json"),
+        (b"payer_action=" + b"%5B" * 3_000, "application/x-www-form-urlencoded"),
     ):
         response = await sandbox.client.post(
             "/wallet/pay", content=body, headers={"Content-Type": content_type}
