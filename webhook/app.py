@@ -47,7 +47,7 @@ from tempay.errors import BookUnavailable, InvalidInput, NotificationError, Temp
 from tempay.logs import configure_logging
 from tempay.settings import Settings, get_settings
 from tempay.temporal import connect, connect_config
-from tempay.tracing import instrument_app, start_tracing
+from tempay.tracing import fastapi_telemetry, start_tracing
 from webhook import server
 from webhook.api import create_api_router
 from webhook.codec import create_codec_app
@@ -181,6 +181,8 @@ def _create(
         openapi_url="/openapi.json" if internal else None,
         docs_url="/docs" if internal else None,
         redoc_url="/redoc" if internal else None,
+        # Spans once tracing is on (tempay/tracing.py); none of probes or scrapes.
+        telemetry=fastapi_telemetry(),
     )
     if internal:
         _add_internal(app, settings, adapters, temporal)
@@ -188,7 +190,6 @@ def _create(
     if public:
         _add_notify(app, settings, adapters, temporal)
     _buffer_bodies(app, settings)
-    instrument_app(app)  # when tracing is on (tempay/tracing.py)
     return app
 
 
