@@ -155,6 +155,12 @@ class Listener:
     port: int
 
 
+def printable(text: str) -> str:
+    """`text` with every control or non-printable character as an escape (\\x0a, \\u2028):
+    a client's path can never end a log line, start another, or rewrite a terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 class AccessLog:
     """Pure ASGI middleware: one INFO line per request on `tempay.access`, with the
     listener, method, path (never the query string), status and duration; never a header or
@@ -180,7 +186,8 @@ class AccessLog:
             await self.app(scope, receive, sending)
         finally:
             duration = round((time.perf_counter() - started) * 1000, 1)
-            path = str(scope.get("path", ""))[:256]
+            # Decoded by the server: %0A would start a forged line. Shown escaped instead.
+            path = printable(str(scope.get("path", ""))[:256])
             access.info(
                 "%s %s %s %d %.1f ms",
                 self.listener, scope.get("method"), path, status, duration,

@@ -108,11 +108,16 @@ async def test_access_lines_name_method_path_status_and_nothing_else(
             headers={"Authorization": "Bearer header-secret"},
         )
         await client.get("/nowhere")
+        # A path that would end the line and forge another, or rewrite a terminal.
+        await client.get("/notify/x%0A2026-12-06 INFO tempay.webhook payment settled%0D%1B[2K")
     lines = [json.loads(line) for line in captured("json") if "tempay.access" in line]
     assert [(x["method"], x["path"], x["status"]) for x in lines] == [
         ("POST", "/notify/x", 202),
         ("GET", "/nowhere", 404),
+        ("GET", "/notify/x\\n2026-12-06 INFO tempay.webhook payment settled\\r\\x1b[2K", 404),
     ]
+    forged = [line for line in captured("text") if "tempay.access" in line][-1]
+    assert "\n" not in forged and "\r" not in forged and "\x1b" not in forged
     assert lines[0]["listener"] == "public" and lines[0]["duration_ms"] >= 0
     # httpx's own INFO line (the test's client) names the query: configure_logging holds
     # httpx at WARNING, and tempay's lines must not name it.
