@@ -33,7 +33,7 @@ from providers.sandbox.settings import SandboxClientSettings
 from tempay import search_attributes as sa
 from tempay.codec import ensure_key_file
 from tempay.errors import BookOutdated, BookUnavailable, TemporalUnavailable
-from tempay.settings import SANDBOX_MARKER, Settings
+from tempay.settings import SANDBOX_MARKER, Settings, is_loopback_address
 from tempay.temporal import apply_retention, connect, find_binary, metrics_address
 from transactions.reconcile import ensure_schedules
 
@@ -80,7 +80,15 @@ def dev_settings(settings: Settings) -> Settings:
             "/api, /codec and /metrics on the webhook port, so it listens on 127.0.0.1 only; "
             "run `tempay webhook` (two listeners) to take notifications from elsewhere"
         )
-    return settings.model_copy(update={"sandbox": True, "internal_on_webhook_port": True})
+    if not is_loopback_address(settings.temporal_address):
+        raise StackError(
+            f"TEMPORAL_ADDRESS={settings.temporal_address}: `tempay dev` runs its own "
+            "Temporal on this machine (127.0.0.1; set TEMPORAL_ADDRESS=127.0.0.1:PORT to move "
+            "it); to use another Temporal, run `tempay worker` and `tempay webhook`"
+        )
+    return settings.model_copy(
+        update={"sandbox": True, "internal_on_webhook_port": True, "temporal_plaintext": True}
+    )
 
 
 def private_settings(data_dir: Path, **overrides: Any) -> Settings:
@@ -188,7 +196,9 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         s = self.settings
-        env = dict(os.environ)
+        # The children talk to this stack's own server: none of the shell's TEMPORAL_*
+        # (another cluster's API key, TLS files, profile) reaches them.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")}
         env.update(
             {
                 "TEMPAY_DATA_DIR": str(self.data_dir),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -294,9 +295,16 @@ class Settings(BaseSettings):
         `tempay dev` made (its SANDBOX_MARKER), with TEMPAY_SANDBOX unset, the sandbox is on
         (the default provider), as it is for that stack. Servers never read the marker: a
         leftover file must not switch the sandbox on in a deployment."""
-        if self.sandbox is None and (self.data_dir / SANDBOX_MARKER).is_file():
-            return self.model_copy(update={"sandbox": True})
-        return self
+        if not (self.data_dir / SANDBOX_MARKER).is_file():
+            return self
+        update: dict[str, Any] = {}
+        if self.sandbox is None:
+            update["sandbox"] = True
+        if is_loopback_address(self.temporal_address):
+            # That stack's own Temporal speaks plain text, whatever the shell exports for
+            # another cluster (TEMPORAL_API_KEY, TLS files).
+            update["temporal_plaintext"] = True
+        return self.model_copy(update=update) if update else self
 
     @property
     def provider_default(self) -> str | None:
@@ -307,5 +315,16 @@ class Settings(BaseSettings):
 
 
 @lru_cache
+def is_loopback_address(address: str) -> bool:
+    """Whether host:port names this machine (127.0.0.0/8, ::1, localhost)."""
+    host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def get_settings() -> Settings:
     return Settings()

@@ -90,7 +90,8 @@ def _why_not(config: ClientConnectConfig, exc: BaseException) -> str:
             "TEMPORAL_TLS_SERVER_CA_CERT_PATH, TEMPORAL_TLS_SERVER_NAME and the client "
             "certificate (TEMPORAL_TLS_CLIENT_CERT_PATH, TEMPORAL_TLS_CLIENT_KEY_PATH)"
         )
-    if secure and ("connection closed" in lowered or "reset" in lowered or "eof" in lowered):
+    closed = ("connection closed", "reset", "eof", "broken pipe", "stream closed")
+    if secure and any(word in lowered for word in closed):
         return (
             f"Temporal at {target} closed the connection during TLS set-up "
             f"({_cause(exc)}): does it want a client certificate "
@@ -113,7 +114,10 @@ async def connect(
     converter = data_converter(codec_for(settings))
     try:
         return await Client.connect(
-            **config, data_converter=converter, runtime=runtime, plugins=tracing.plugins()
+            **config,
+            data_converter=converter,
+            runtime=runtime,
+            plugins=tracing.plugins(),
         )
     except RuntimeError as exc:
         raise TemporalUnavailable(_why_not(config, exc)) from exc

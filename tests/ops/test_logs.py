@@ -140,6 +140,11 @@ def test_tempay_dev_in_json_parses_line_by_line_carries_ids_and_no_secret(
         "TEMPAY_API_KEY": api_key,
         "TEMPAY_MERCHANT_WEBHOOK_URL": "http://127.0.0.1:9/merchant",
         "TEMPAY_MERCHANT_WEBHOOK_SECRET": merchant_secret,
+        # What a shell set up for Temporal Cloud exports: tempay dev, its children and the
+        # CLI beside it talk to the stack's own plain-text server all the same.
+        "TEMPORAL_API_KEY": "cloud-key-not-for-dev",
+        "TEMPORAL_TLS_SERVER_CA_CERT_PATH": "/nonexistent/ca.pem",
+        "TEMPORAL_PROFILE": "cloud",
     }
     dev = Dev(json_env, tmp_path / "dev.log")
     order_id = f"logs-{uuid.uuid4().hex[:8]}"
@@ -166,6 +171,7 @@ def test_tempay_dev_in_json_parses_line_by_line_carries_ids_and_no_secret(
         assert dev.stop() == 0
     logs = Path(json_env["TEMPAY_DATA_DIR"]) / "logs"
     secrets = [api_key, merchant_secret, merchant_secret.removeprefix("whsec_")]
+    secrets.append("cloud-key-not-for-dev")
     codec_key = Path(json_env["TEMPAY_DATA_DIR"]) / "codec_keys"
     if codec_key.exists():
         # `key_id:base64-of-32-bytes` entries; comments aside.

