@@ -71,6 +71,9 @@ class TempayWorkers:
     async def __aexit__(self, *exc: object) -> None:
         if self._stack is not None:
             stack, self._stack = self._stack, None
+            # Both stop taking tasks at once and share one grace period (one after the other,
+            # the main worker would keep taking tasks while the status worker drained).
+            await asyncio.gather(self.main.shutdown(), self.status.shutdown())
             await stack.aclose()
 
 
@@ -181,7 +184,7 @@ async def run_worker(
     logging.getLogger("tempay.worker").info(
         "worker metrics %s", f"at http://{address}/metrics" if address else "off"
     )
-    health = WorkerHealth(client, settings.temporal_namespace, book)
+    health = WorkerHealth(client, client.namespace, book)  # a profile's, where it names one
     async with serving_health(health, settings) as health_address:
         logging.getLogger("tempay.worker").info(
             "worker health %s", f"at http://{health_address}/readyz" if health_address else "off"

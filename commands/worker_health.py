@@ -33,6 +33,10 @@ log = logging.getLogger("tempay.worker")
 CHECK_TIMEOUT = 2.0
 HEAD_TIMEOUT = 5.0
 HEAD_LIMIT = 8 * 1024
+# Connections served at once; more are closed at once (probes come one at a time).
+MAX_CONNECTIONS = 16
+# How long a readiness answer is reused: probes do not each cost Temporal and the book a call.
+READY_CACHE_SECONDS = 1.0
 
 
 @dataclass
@@ -43,6 +47,9 @@ class WorkerHealth:
     polling: bool = False
     stopping: bool = False
     _book_check: asyncio.Future[None] | None = field(default=None, repr=False)
+    _checking: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    _last: tuple[float, tuple[int, dict[str, object]]] | None = field(default=None, repr=False)
+    _open: int = field(default=0, repr=False)
 
     @property
     def answer(self) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
@@ -76,8 +83,19 @@ class WorkerHealth:
         return "ok"
 
     async def readiness(self) -> tuple[int, dict[str, object]]:
+        """The answer; one check at a time, and reused for a second, however many probes
+        ask (each check is a call to Temporal and one to the database)."""
         if self.stopping:
             return 503, {"status": "stopping", "checks": {"worker": "stopping"}}
+        async with self._checking:
+            now = asyncio.get_running_loop().time()
+            if self._last is not None and now - self._last[0] < READY_CACHE_SECONDS:
+                return self._last[1]
+            answer = await self._check()
+            self._last = (asyncio.get_running_loop().time(), answer)
+            return answer
+
+    async def _check(self) -> tuple[int, dict[str, object]]:
         temporal, book = await asyncio.gather(self._temporal(), self._book())
         checks = {
             "worker": "ok" if self.polling else "not polling yet",
@@ -91,10 +109,22 @@ class WorkerHealth:
         }
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._open >= MAX_CONNECTIONS:  # a flood holds no more than this many sockets
+            writer.close()
+            return
+        self._open += 1
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._open -= 1
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            writer.close()
             return
         parts = head.split(b"\r\n", 1)[0].split(b" ")
         body: dict[str, object]
@@ -113,9 +143,7 @@ class WorkerHealth:
             f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
             + (payload if parts[0] != b"HEAD" else b"")
         )
-        with contextlib.suppress(ConnectionError):
-            await writer.drain()
-        writer.close()
+        await writer.drain()
 
 
 @contextlib.asynccontextmanager

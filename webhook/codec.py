@@ -36,6 +36,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 from tempay.codec import ENCODING, KEY_ID_METADATA, EncryptionCodec, codec_for
 from tempay.errors import PayloadDecryptionError
 from tempay.settings import Settings
+from tempay.temporal import connect_config
 from webhook.server import BufferedBody
 
 log = logging.getLogger("tempay.codec")
@@ -83,16 +84,17 @@ def create_codec_app(settings: Settings) -> FastAPI:
         max_age=600,
     )
 
+    # The namespace the processes connect to: tempay's setting, or a Temporal CLI profile's.
+    served = str(connect_config(settings)["namespace"])
+
     def check(request: Request) -> None:
         if expected is not None:
             given = request.headers.get("authorization", "").encode()
             if not hmac.compare_digest(given, expected):
                 raise CodecRequestError(401, "missing or wrong bearer token")
         namespace = request.headers.get("x-namespace")
-        if namespace and namespace != settings.temporal_namespace:
-            raise CodecRequestError(
-                403, f"this codec serves namespace {settings.temporal_namespace!r} only"
-            )
+        if namespace and namespace != served:
+            raise CodecRequestError(403, f"this codec serves namespace {served!r} only")
 
     async def apply(request: Request, transform: Transform) -> Response:
         try:

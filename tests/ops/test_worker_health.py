@@ -18,7 +18,7 @@ from book import Book
 from book.migrate import upgrade
 from commands.dev import free_port
 from commands.worker import build_worker
-from commands.worker_health import WorkerHealth, serving_health
+from commands.worker_health import MAX_CONNECTIONS, WorkerHealth, serving_health
 from providers.registry import build_adapters
 from tempay.settings import Settings
 from tests.support.stack import running_stack
@@ -114,3 +114,22 @@ async def test_the_shutdown_grace_reaches_both_workers(
     for worker in workers.workers:
         assert worker.config()["graceful_shutdown_timeout"] == timedelta(seconds=42)
     assert Settings(data_dir=tmp_path).worker_shutdown_grace == timedelta(seconds=10)
+
+
+async def test_a_flood_of_idle_connections_holds_no_more_than_the_cap(tmp_path: Path) -> None:
+    dead = await Client.connect(f"127.0.0.1:{free_port()}", lazy=True)
+    health = WorkerHealth(dead, "default", None)
+    port = free_port()
+    settings = Settings(data_dir=tmp_path, worker_health_port=port)
+    async with serving_health(health, settings):
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(MAX_CONNECTIONS)]
+        await asyncio.sleep(0.2)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed at once
+        writer.close()
+        for _, idle_writer in idle:
+            idle_writer.close()
+        await asyncio.sleep(0.2)
+        async with httpx.AsyncClient(timeout=5) as http:
+            alive = await http.get(f"http://127.0.0.1:{port}/healthz")
+        assert alive.json() == {"status": "ok"}
