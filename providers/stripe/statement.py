@@ -97,21 +97,8 @@ def session_line(
             f"stripe Checkout Session {session.get('id')}: paid, but its PaymentIntent "
             f"{intent.get('id')} has no charge"
         )
-    paid_at = _seconds(charge, "charge")
-    if not start <= paid_at < end:
-        return None
-    try:
-        amount, currency = from_minor_units(intent.get("amount_received"), intent.get("currency"))
-    except NotificationError as exc:
-        raise StatementError(f"stripe Checkout Session {session.get('id')}: {exc}") from None
-    return StatementLine(
-        kind=StatementLineKind.PAYMENT,
-        order_id=order_id,
-        provider_trade_no=str(session.get("id")),
-        amount=amount,
-        currency=currency,
-        at=datetime.fromtimestamp(paid_at, UTC),
-    )
+    what = f"stripe Checkout Session {session.get('id')}"
+    return _paid_line(what, intent, charge, start, end, order_id, str(session.get("id")))
 
 
 def intent_line(
@@ -124,17 +111,32 @@ def intent_line(
     charge = _object(intent.get("latest_charge"))
     if charge is None:
         raise StatementError(f"stripe PaymentIntent {intent.get('id')}: succeeded, no charge")
+    what = f"stripe PaymentIntent {intent.get('id')}"
+    return _paid_line(what, intent, charge, start, end, order_id, str(intent.get("id")))
+
+
+def _paid_line(
+    what: str,
+    intent: Mapping[str, Any],
+    charge: Mapping[str, Any],
+    start: int,
+    end: int,
+    order_id: str | None,
+    trade_no: str,
+) -> StatementLine | None:
+    """The payment line of a succeeded PaymentIntent whose charge was made in [start, end)
+    (named `trade_no`: its Checkout Session's id, or its own); else None."""
     paid_at = _seconds(charge, "charge")
     if not start <= paid_at < end:
         return None
     try:
         amount, currency = from_minor_units(intent.get("amount_received"), intent.get("currency"))
     except NotificationError as exc:
-        raise StatementError(f"stripe PaymentIntent {intent.get('id')}: {exc}") from None
+        raise StatementError(f"{what}: {exc}") from None
     return StatementLine(
         kind=StatementLineKind.PAYMENT,
         order_id=order_id,
-        provider_trade_no=str(intent.get("id")),
+        provider_trade_no=trade_no,
         amount=amount,
         currency=currency,
         at=datetime.fromtimestamp(paid_at, UTC),
