@@ -47,7 +47,7 @@ from tempay.errors import (
 from tempay.logs import configure_logging
 from tempay.settings import Settings, get_settings
 from tempay.temporal import connect
-from tempay.tracing import start_tracing
+from tempay.tracing import start_tracing, stop_tracing_at_exit
 from transactions import (
     build_order,
     build_withdrawal,
@@ -707,7 +707,9 @@ def _fail(message: str) -> NoReturn:
 
 def _exit(code: int) -> NoReturn:
     # The Temporal client's native threads can crash CPython's finalisation of a short-lived
-    # process (temporalio/sdk-python#300): flush and leave without it.
+    # process (temporalio/sdk-python#300): flush and leave without it (and so without
+    # atexit: the spans still buffered are exported here).
+    stop_tracing_at_exit()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

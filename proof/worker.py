@@ -9,7 +9,6 @@ write (`BareFeatures.book_write`) goes to the same book as the payments' (the st
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -25,7 +24,9 @@ from proof.baseline_workflows import (
     BareSettlementWorkflow,
     bare_activity,
 )
+from tempay.logs import configure_logging
 from tempay.settings import get_settings
+from tempay.tracing import start_tracing, stop_tracing_at_exit
 
 WORKFLOWS = (BareSettlementWorkflow, BareListenerWorkflow)
 ACTIVITIES = (bare_activity,)  # those needing no book
@@ -42,9 +43,9 @@ def activities(book: Book) -> tuple[Callable[..., Any], ...]:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = get_settings()
+    configure_logging(settings)
+    start_tracing("worker")  # as `tempay worker`: on when the OTEL variables say so
     # A book of the baselines' own, on the same database: run_worker keeps its own to itself.
     book = open_book(settings)
     try:
@@ -53,6 +54,7 @@ def main() -> None:
         book.close()
     # As `tempay worker` leaves (tempay/cli.py's _exit): the Temporal client's native threads
     # can crash CPython's finalisation (temporalio/sdk-python#300).
+    stop_tracing_at_exit()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

@@ -147,6 +147,14 @@ def stop_tracing() -> None:
     provider.shutdown()
 
 
+def stop_tracing_at_exit() -> None:
+    """Export what is buffered and stop, for a process about to leave by os._exit (which
+    skips atexit). Nothing when tracing is off."""
+    provider = _started.get("provider")
+    if provider is not None:
+        provider.shutdown()
+
+
 def flush() -> None:
     """Export what is buffered now (before a process stops, or in tests)."""
     provider = _started.get("provider")
