@@ -664,6 +664,8 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"bad setting {'.'.join(map(str, first['loc']))}: {first['msg']}")
     if args.command in ("worker", "webhook", "sandbox", "dev"):
         configure_logging(settings)
+    else:
+        settings = settings.talking_to_tempay_dev()
     if args.command in ("worker", "webhook"):
         try:
             start_tracing(args.command)

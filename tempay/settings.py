@@ -297,14 +297,18 @@ class Settings(BaseSettings):
         leftover file must not switch the sandbox on in a deployment."""
         if not (self.data_dir / SANDBOX_MARKER).is_file():
             return self
-        update: dict[str, Any] = {}
-        if self.sandbox is None:
-            update["sandbox"] = True
-        if is_loopback_address(self.temporal_address):
-            # That stack's own Temporal speaks plain text, whatever the shell exports for
-            # another cluster (TEMPORAL_API_KEY, TLS files).
-            update["temporal_plaintext"] = True
-        return self.model_copy(update=update) if update else self
+        settings = self.talking_to_tempay_dev()
+        return settings.model_copy(update={"sandbox": True}) if self.sandbox is None else settings
+
+    def talking_to_tempay_dev(self) -> Settings:
+        """These settings for any CLI command in a data dir that `tempay dev` made, pointed
+        at this machine: that stack's own Temporal speaks plain text, whatever the shell
+        exports for another cluster (TEMPORAL_API_KEY, TLS files). Servers never read it."""
+        if (self.data_dir / SANDBOX_MARKER).is_file() and is_loopback_address(
+            self.temporal_address
+        ):
+            return self.model_copy(update={"temporal_plaintext": True})
+        return self
 
     @property
     def provider_default(self) -> str | None:

@@ -84,6 +84,12 @@ def _why_not(config: ClientConnectConfig, exc: BaseException) -> str:
             "TEMPORAL_API_KEY, or the client certificate (TEMPORAL_TLS_CLIENT_CERT_PATH)"
         )
     tls_words = ("certificate", "tls", "handshake", "ssl", "unknownissuer", "invalidcertificate")
+    if secure and any(w in lowered for w in ("invalidmessage", "invalidcontent", "corrupt")):
+        return (
+            f"Temporal at {target} did not answer in TLS ({_cause(exc)}): it may not speak "
+            "TLS (the embedded dev server does not): unset TEMPORAL_API_KEY and the "
+            "TEMPORAL_TLS_* variables, or set TEMPORAL_TLS=false, for this one"
+        )
     if any(word in lowered for word in tls_words):
         return (
             f"TLS with Temporal at {target} failed ({_cause(exc)}): check "

@@ -303,3 +303,26 @@ def test_the_cli_beside_tempay_dev_talks_plain_text_to_its_server(tmp_path: Path
     # The same data dir, pointed at another cluster on purpose: that cluster's own settings.
     elsewhere = Settings(data_dir=tmp_path, temporal_address="prod.example:7233")
     assert not elsewhere.beside_tempay_dev().temporal_plaintext
+
+
+async def test_a_key_sent_to_a_plain_text_server_is_named_and_tempay_devs_dir_needs_none(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """A shell that exports a Cloud API key, against the embedded (plain-text) server: one
+    line that says the server does not speak TLS; in a data dir `tempay dev` made, every
+    command talks plain text to its server without being told."""
+    from tempay.settings import SANDBOX_MARKER
+
+    shell = {
+        **CLEAN,
+        "TEMPORAL_CONFIG_FILE": "/nonexistent/temporal.toml",
+        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+        "TEMPORAL_API_KEY": "a-cloud-key",
+        "TEMPAY_DATA_DIR": str(tmp_path / "data"),
+    }
+    line = one_line_error(*(await cli(shell, "status", "nobody"))[::2])
+    assert "did not answer in TLS" in line and "a-cloud-key" not in line, line
+    (tmp_path / "data" / SANDBOX_MARKER).parent.mkdir(parents=True)
+    (tmp_path / "data" / SANDBOX_MARKER).touch()
+    line = one_line_error(*(await cli(shell, "status", "nobody"))[::2])
+    assert "no transaction for order 'nobody'" in line, line
