@@ -34,3 +34,11 @@ ACK_LATENCY = Histogram(
         5.0,
     ),
 )
+# The status classes HTTP_RESPONSES counts ("0xx": the client left before an answer).
+STATUS_CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
+HTTP_RESPONSES = Counter(
+    "tempay_http_responses_total",
+    "HTTP responses of the webhook service, by listener and status class (2xx ... 5xx; "
+    "0xx: the client left before an answer)",
+    ["listener", "status_class"],
+)

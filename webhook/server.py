@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tempay.settings import Settings
+from webhook.metrics import HTTP_RESPONSES, STATUS_CLASSES
 
 log = logging.getLogger("tempay.webhook")
 access = logging.getLogger("tempay.access")
@@ -186,6 +187,7 @@ class AccessLog:
             await self.app(scope, receive, sending)
         finally:
             duration = round((time.perf_counter() - started) * 1000, 1)
+            HTTP_RESPONSES.labels(self.listener, STATUS_CLASSES[min(status // 100, 5)]).inc()
             # Decoded by the server: %0A would start a forged line. Shown escaped instead.
             path = printable(str(scope.get("path", ""))[:256])
             access.info(

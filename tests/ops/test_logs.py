@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -99,6 +100,11 @@ async def test_access_lines_name_method_path_status_and_nothing_else(
     async def ok(request: Request) -> PlainTextResponse:
         return PlainTextResponse("secret-body-text", status_code=202)
 
+    def count(status_class: str) -> float:
+        labels = {"listener": "public", "status_class": status_class}
+        return REGISTRY.get_sample_value("tempay_http_responses_total", labels) or 0.0
+
+    before = {c: count(c) for c in ("2xx", "4xx")}
     app = AccessLog(Starlette(routes=[Route("/notify/x", ok, methods=["POST"])]), "public")
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
@@ -119,6 +125,8 @@ async def test_access_lines_name_method_path_status_and_nothing_else(
     forged = [line for line in captured("text") if "tempay.access" in line][-1]
     assert "\n" not in forged and "\r" not in forged and "\x1b" not in forged
     assert lines[0]["listener"] == "public" and lines[0]["duration_ms"] >= 0
+    # Counted for the alerts too (tempay_http_responses_total by status class).
+    assert count("2xx") - before["2xx"] == 1 and count("4xx") - before["4xx"] == 2
     # httpx's own INFO line (the test's client) names the query: configure_logging holds
     # httpx at WARNING, and tempay's lines must not name it.
     everything = "\n".join(
