@@ -147,6 +147,12 @@ def worker_argv() -> list[str]:
     return [sys.executable, "-m", "tempay", "worker"]
 
 
+# After how many failed workflow tasks in a row the server flags a run (the UI's Task
+# Failures view, search attribute TemporalReportedProblems); compose's dynamic config too.
+TASK_PROBLEMS_KEY = "system.numConsecutiveWorkflowTaskProblemsToTriggerSearchAttribute"
+TASK_PROBLEMS_AFTER = 2
+
+
 def _sandbox_url() -> str:
     return SandboxClientSettings().url
 
@@ -242,6 +248,10 @@ class Stack:
             "--sqlite-pragma", "journal_mode=wal",
             "--sqlite-pragma", "synchronous=normal",
             "--log-level", "warn",
+            # The UI's Task Failures view: a workflow whose tasks failed twice in a row is
+            # flagged (TemporalReportedProblems), as on Temporal Cloud (docs/versioning.md).
+            "--dynamic-config-value",
+            f"{TASK_PROBLEMS_KEY}={TASK_PROBLEMS_AFTER}",
         ]  # fmt: skip
         for key in sa.ALL:
             argv += ["--search-attribute", f"{key.name}=Keyword"]

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import yaml
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
@@ -703,3 +704,14 @@ async def test_setup_script_needs_a_namespace_and_attributes() -> None:
 
 def env_address(env: WorkflowEnvironment) -> str:
     return env.client.service_client.config.target_host
+
+
+def test_compose_and_tempay_dev_flag_runs_whose_tasks_keep_failing() -> None:
+    """The UI's Task Failures view (the upgrade procedure's check, docs/versioning.md) needs
+    the server to flag them: the same threshold under compose and `tempay dev`."""
+    from commands.dev import TASK_PROBLEMS_AFTER, TASK_PROBLEMS_KEY
+
+    config = yaml.safe_load(
+        (checks.ROOT / "deploy/temporal/dynamicconfig/development-sql.yaml").read_text()
+    )
+    assert config[TASK_PROBLEMS_KEY] == [{"value": TASK_PROBLEMS_AFTER, "constraints": {}}]
