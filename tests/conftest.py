@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -9,8 +10,23 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from tests.support import postgres
+from tests.support.log_secrets import SPOTTER
 from tests.support.postgres import Cluster
 from tests.support.temporal import start_dev_server, start_time_skipping
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every INFO and louder record of every test passes the spotter (tests/support/log_secrets.py).
+    root = logging.getLogger()
+    root.addHandler(SPOTTER)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if SPOTTER.found:
+        print("\nsecrets in log lines (tests/support/log_secrets.py):", *SPOTTER.found, sep="\n  ")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
