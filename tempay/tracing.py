@@ -1,6 +1,6 @@
 """Tracing with OpenTelemetry: on when the standard variables name an OTLP endpoint
 (OTEL_EXPORTER_OTLP_ENDPOINT, or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT), off otherwise: then no
-tracer provider, exporter, instrumentation or interceptor is set up (FastAPI itself imports
+tracer provider, exporter, instrumentation or Temporal plugin is set up (FastAPI itself imports
 the OpenTelemetry API, which does nothing without a provider).
 
 When on, a process exports its spans over OTLP (OTEL_EXPORTER_OTLP_PROTOCOL: `http/protobuf`,
@@ -144,14 +144,16 @@ def stop_tracing() -> None:
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
     HTTPXClientInstrumentor().uninstrument()
+    atexit.unregister(provider.shutdown)
     provider.shutdown()
 
 
 def stop_tracing_at_exit() -> None:
     """Export what is buffered and stop, for a process about to leave by os._exit (which
     skips atexit). Nothing when tracing is off."""
-    provider = _started.get("provider")
+    provider = _started.pop("provider", None)
     if provider is not None:
+        atexit.unregister(provider.shutdown)
         provider.shutdown()
 
 
