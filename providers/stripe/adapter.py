@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -232,6 +232,27 @@ def _path_id(obj: Mapping[str, Any]) -> str:
     if not OBJECT_ID.fullmatch(value):
         raise ProviderError(f"stripe answered a {obj.get('object', 'object')} with a malformed id")
     return value
+
+
+def _read(
+    observe: Callable[[Mapping[str, Any], str], PaymentObservation],
+    answer: Mapping[str, Any],
+    source: str,
+    what: str,
+) -> PaymentObservation:
+    """A Checkout Session or PaymentIntent answer as an observation; an answer that cannot
+    be read is a ProviderError (retried), never a guess."""
+    try:
+        return observe(answer, source)
+    except NotificationError as exc:
+        raise ProviderError(f"stripe {what} answer unreadable: {exc}") from None
+
+
+def _close_outcome(observation: PaymentObservation) -> CloseOutcome:
+    """Closed only when Stripe says it can no longer be paid; otherwise what it is now."""
+    return CloseOutcome(
+        closed=observation.state is ProviderPaymentState.CLOSED, observation=observation
+    )
 
 
 def channel_of(order: PaymentOrder) -> str:
@@ -533,15 +554,9 @@ class StripeAdapter(HTTPAdapter):
     async def query_payment(self, order: PaymentOrder) -> PaymentObservation:
         if channel_of(order) == PAYMENT_INTENT:
             intent = await self._retrieve_intent(_path_id(await self._intent_of(order)))
-            try:
-                return self._intent_observation(intent, "status_query")
-            except NotificationError as exc:
-                raise ProviderError(f"stripe status answer unreadable: {exc}") from None
-        session = await self._session_of(order)
-        try:
-            return self._observation(await self._retrieve(_id(session)), "status_query")
-        except NotificationError as exc:
-            raise ProviderError(f"stripe status answer unreadable: {exc}") from None
+            return _read(self._intent_observation, intent, "status_query", "status")
+        session = await self._retrieve(_id(await self._session_of(order)))
+        return _read(self._observation, session, "status_query", "status")
 
     async def close_payment(self, order: PaymentOrder) -> CloseOutcome:
         if channel_of(order) == PAYMENT_INTENT:
@@ -556,13 +571,7 @@ class StripeAdapter(HTTPAdapter):
         except ProviderRejected:
             # Only open sessions can be expired: read what it became (paid, or expired).
             expired = await self._retrieve(session_id)
-        try:
-            observation = self._observation(expired, "close")
-        except NotificationError as exc:
-            raise ProviderError(f"stripe close answer unreadable: {exc}") from None
-        return CloseOutcome(
-            closed=observation.state is ProviderPaymentState.CLOSED, observation=observation
-        )
+        return _close_outcome(_read(self._observation, expired, "close", "close"))
 
     async def _cancel_intent(self, order: PaymentOrder) -> CloseOutcome:
         """Cancel the PaymentIntent: no attempt can charge the payer after it. Stripe refuses
@@ -578,13 +587,7 @@ class StripeAdapter(HTTPAdapter):
             )
         except ProviderRejected:
             intent = await self._retrieve_intent(intent_id)
-        try:
-            observation = self._intent_observation(intent, "close")
-        except NotificationError as exc:
-            raise ProviderError(f"stripe close answer unreadable: {exc}") from None
-        return CloseOutcome(
-            closed=observation.state is ProviderPaymentState.CLOSED, observation=observation
-        )
+        return _close_outcome(_read(self._intent_observation, intent, "close", "close"))
 
     # ---- refunds ---------------------------------------------------------------------------
 
