@@ -21,7 +21,7 @@ from tempay.domain import (
 )
 from tempay.errors import ProviderError, ProviderOutcomeUnknown, ProviderRefused, ProviderRejected
 from tests.support.fakes.wechatpay_api import FakeWechatPay
-from tests.support.providers.wechatpay import settings_for, write_keys
+from tests.support.providers.wechatpay import payment_order, settings_for, write_keys
 from tests.support.stack import bound_socket, url_of
 
 
@@ -32,17 +32,7 @@ def order(
     payer: PayerDetails | None = None,
     **kw: str,
 ) -> PaymentOrder:
-    return PaymentOrder(
-        order_id=order_id,
-        amount=Decimal(amount),
-        currency=kw.pop("currency", "CNY"),
-        provider="wechatpay",
-        channel=channel,
-        subject="测试商品",
-        notify_url="https://tempay.example/notify/wechatpay",
-        payer=payer,
-        **kw,
-    )
+    return payment_order(order_id, channel, amount, payer, **kw)
 
 
 def qr_content(created: CreatedPayment) -> str:
