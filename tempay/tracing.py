@@ -25,11 +25,12 @@ from __future__ import annotations
 import atexit
 import os
 from collections.abc import Mapping
-from typing import Any
-
-from fastapi.telemetry import TelemetryConfig
+from typing import TYPE_CHECKING, Any
 
 from tempay.errors import InvalidInput
+
+if TYPE_CHECKING:  # only the webhook service, which imports FastAPI anyway, calls for it
+    from fastapi.telemetry import TelemetryConfig
 
 OFF = ("", "none")
 _started: dict[str, Any] = {}
