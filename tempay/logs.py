@@ -139,6 +139,6 @@ def configure_logging(settings: Settings) -> None:
     workflow.logger.workflow_info_on_message = False
     activity.logger.activity_info_on_message = False
     # Their own chatter stays at WARNING unless the level asks for DEBUG.
-    quiet = logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING
+    chatter = root.level if root.level == logging.DEBUG else max(root.level, logging.WARNING)
     for name in ("httpx", "httpcore", "alembic", "uvicorn.error"):
-        logging.getLogger(name).setLevel(max(quiet, logging.getLevelName(settings.log_level)))
+        logging.getLogger(name).setLevel(chatter)
