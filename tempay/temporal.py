@@ -75,21 +75,20 @@ def _cause(exc: BaseException) -> str:
 def _why_not(config: ClientConnectConfig, exc: BaseException) -> str:
     """One line on why a connect failed, naming the likely cause (never a key)."""
     target = config.get("target_host")
-    text = str(exc)
-    lowered = text.lower()
+    lowered = str(exc).lower()
     secure = bool(config.get("tls")) or bool(config.get("api_key"))
     if "unauthenticated" in lowered or "permission" in lowered or "401" in lowered:
         return (
             f"Temporal at {target} refused the credentials ({_cause(exc)}): check "
             "TEMPORAL_API_KEY, or the client certificate (TEMPORAL_TLS_CLIENT_CERT_PATH)"
         )
-    tls_words = ("certificate", "tls", "handshake", "ssl", "unknownissuer", "invalidcertificate")
     if secure and any(w in lowered for w in ("invalidmessage", "invalidcontent", "corrupt")):
         return (
             f"Temporal at {target} did not answer in TLS ({_cause(exc)}): it may not speak "
             "TLS (the embedded dev server does not): unset TEMPORAL_API_KEY and the "
             "TEMPORAL_TLS_* variables, or set TEMPORAL_TLS=false, for this one"
         )
+    tls_words = ("certificate", "tls", "handshake", "ssl", "unknownissuer", "invalidcertificate")
     if any(word in lowered for word in tls_words):
         return (
             f"TLS with Temporal at {target} failed ({_cause(exc)}): check "
